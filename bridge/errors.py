@@ -1,0 +1,67 @@
+"""Every error etcd-bridge raises on purpose, in one tree.
+
+::
+
+    BridgeError                      base; ``str()`` is one line that says what to do
+    ├── ConfigError                  fatal: a setting is malformed or missing; names the variable
+    ├── EtcdError
+    │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
+    │   ├── EtcdRejectedError        fatal: etcd refused us (auth, TLS, permission)
+    │   └── RevisionCompactedError   handled: the position is older than etcd's history
+    └── SinkError
+        ├── SinkUnavailableError     retryable: the sink's server is down or slow
+        └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL)
+
+Retryable errors are retried with ``bridge.retry.Backoff`` by whoever owns the loop; fatal
+errors stop the pipeline with their message, having delivered and checkpointed nothing after
+the failing event.
+"""
+
+
+class BridgeError(Exception):
+    """Base of every deliberate error; the message is one line, fit for an operator."""
+
+    retryable = False
+
+
+class ConfigError(BridgeError):
+    """A setting is malformed, missing or inconsistent; the message names the variable."""
+
+
+class EtcdError(BridgeError):
+    """Something about etcd."""
+
+
+class EtcdUnavailableError(EtcdError):
+    """No endpoint answered, the stream broke, or it stalled: reconnect with backoff."""
+
+    retryable = True
+
+
+class EtcdRejectedError(EtcdError):
+    """etcd refused the request for good (authentication, TLS, permission)."""
+
+
+class RevisionCompactedError(EtcdError):
+    """The requested revision is older than etcd's compaction: take a new snapshot."""
+
+    def __init__(self, *, requested: int, compacted: int) -> None:
+        super().__init__(
+            f"revision {requested} is compacted (etcd keeps history from {compacted} on)"
+        )
+        self.requested = requested
+        self.compacted = compacted
+
+
+class SinkError(BridgeError):
+    """Something about a sink; the message names the sink."""
+
+
+class SinkUnavailableError(SinkError):
+    """The sink cannot be reached now: retry the same batch with backoff."""
+
+    retryable = True
+
+
+class SinkRejectedError(SinkError):
+    """The sink refused an event for good; the message names the key and revision."""

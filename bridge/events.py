@@ -1,0 +1,162 @@
+"""The normalized event: one etcd change, or one marker, as every sink receives it.
+
+Every event has a *position* ``(revision, index)``, which totally orders the stream a sink
+receives:
+
+- a watched change sits at its ``mod_revision``; ``index`` is its place among the changes of
+  that revision (a transaction changes several keys at one revision);
+- a snapshot is taken at one pinned revision ``R``; all of its events sit at revision ``R``:
+  index 0 is a ``snapshot_begin`` marker, then one ``snapshot`` event per key in key order,
+  then a ``snapshot_end`` marker. The watch that follows starts at ``R + 1``.
+
+Positions are what make delivery exactly once: a sink reports the position of the last event
+it durably holds, and the pump never hands it an event at or below that position. The JSON
+schema is documented in docs/events.md; keep the two in step.
+"""
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.encoding import decode_field, encode_field
+
+
+class EventType(enum.StrEnum):
+    """What etcd did: the etcd event type, or MARKER for the bridge's own stream markers."""
+
+    PUT = "PUT"
+    DELETE = "DELETE"
+    MARKER = "MARKER"
+
+
+class Op(enum.StrEnum):
+    """What the event means to a consumer."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    SNAPSHOT = "snapshot"
+    SNAPSHOT_BEGIN = "snapshot_begin"
+    SNAPSHOT_END = "snapshot_end"
+
+
+class SnapshotReason(enum.StrEnum):
+    """Why a snapshot was taken; carried by its ``snapshot_begin`` marker."""
+
+    INITIAL = "initial"
+    COMPACTED = "compacted"
+
+
+SNAPSHOT_OPS = frozenset({Op.SNAPSHOT_BEGIN, Op.SNAPSHOT, Op.SNAPSHOT_END})
+_BYTE_FIELDS = ("key", "value", "prev_value")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where an event sits in a sink's stream; positions compare in stream order."""
+
+    revision: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.revision}-{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One normalized event. ``value`` and ``prev_value`` are None when etcd sent none."""
+
+    revision: int
+    index: int
+    type: EventType
+    op: Op
+    key: bytes
+    value: bytes | None = None
+    prev_value: bytes | None = None
+    mod_revision: int = 0
+    create_revision: int = 0
+    version: int = 0
+    lease: int = 0
+    reason: SnapshotReason | None = None
+
+    @property
+    def position(self) -> Position:
+        return Position(self.revision, self.index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of docs/events.md, with non-UTF-8 byte fields base64-encoded."""
+        document: dict[str, Any] = {
+            "revision": self.revision,
+            "index": self.index,
+            "type": self.type.value,
+            "op": self.op.value,
+        }
+        encoded: list[str] = []
+        for name in _BYTE_FIELDS:
+            raw: bytes | None = getattr(self, name)
+            if raw is None:
+                document[name] = None
+                continue
+            text, is_base64 = encode_field(raw)
+            document[name] = text
+            if is_base64:
+                encoded.append(name)
+        document["mod_revision"] = self.mod_revision
+        document["create_revision"] = self.create_revision
+        document["version"] = self.version
+        document["lease"] = self.lease
+        if self.reason is not None:
+            document["reason"] = self.reason.value
+        if encoded:
+            document["b64"] = encoded
+        return document
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "Event":
+        """Inverse of ``to_dict``: rebuild the event, bytes exact."""
+        encoded = set(document.get("b64", ()))
+        fields: dict[str, bytes | None] = {}
+        for name in _BYTE_FIELDS:
+            text = document.get(name)
+            fields[name] = None if text is None else decode_field(text, is_base64=name in encoded)
+        key = fields["key"]
+        if key is None:
+            raise ValueError("event has no key")
+        reason = document.get("reason")
+        return cls(
+            revision=int(document["revision"]),
+            index=int(document["index"]),
+            type=EventType(document["type"]),
+            op=Op(document["op"]),
+            key=key,
+            value=fields["value"],
+            prev_value=fields["prev_value"],
+            mod_revision=int(document["mod_revision"]),
+            create_revision=int(document["create_revision"]),
+            version=int(document["version"]),
+            lease=int(document["lease"]),
+            reason=None if reason is None else SnapshotReason(reason),
+        )
+
+    @classmethod
+    def from_json(cls, line: bytes) -> "Event":
+        return cls.from_dict(orjson.loads(line))
+
+
+def snapshot_marker(
+    *, revision: int, index: int, op: Op, prefix: bytes, reason: SnapshotReason
+) -> Event:
+    """A ``snapshot_begin`` or ``snapshot_end`` marker; its key is the watched prefix."""
+    return Event(
+        revision=revision,
+        index=index,
+        type=EventType.MARKER,
+        op=op,
+        key=prefix,
+        reason=reason,
+    )

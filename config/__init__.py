@@ -1,0 +1,1 @@
+"""Configuration of etcd-bridge: pydantic-settings models read from ``BRIDGE_*`` variables."""

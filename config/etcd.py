@@ -1,0 +1,64 @@
+"""How to reach etcd and what to read from it (``BRIDGE_ETCD__*``)."""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, FilePath, PositiveFloat, SecretStr, field_validator
+
+from config.types import CommaList
+
+
+class EtcdSettings(BaseModel):
+    """Endpoints, the watched prefix, credentials and timing of the etcd side."""
+
+    endpoints: CommaList = Field(
+        default=["http://127.0.0.1:2379"],
+        description="Comma-separated client URLs (http:// or https://); the bridge fails over "
+        "between them.",
+    )
+    prefix: str = Field(
+        default="",
+        description="The watched key prefix (UTF-8). Empty means the whole keyspace.",
+    )
+    timeout: PositiveFloat = Field(
+        default=10.0, description="Deadline of one unary request (range, status), seconds."
+    )
+    stall_timeout: PositiveFloat = Field(
+        default=15.0,
+        description="A watch stream silent this long (no event, no progress answer) is "
+        "considered stalled and reopened, seconds. Progress is requested after a third of it.",
+    )
+    snapshot_page_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Target size of one snapshot page, bytes; the key count per page adapts "
+        "to the values' size.",
+    )
+    ca_file: FilePath | None = Field(default=None, description="CA bundle for https endpoints.")
+    cert_file: FilePath | None = Field(default=None, description="Client certificate (mTLS).")
+    key_file: FilePath | None = Field(default=None, description="Client private key (mTLS).")
+    user: str | None = Field(default=None, description="etcd user name (auth enabled).")
+    password: SecretStr | None = Field(default=None, description="etcd password.")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_are_urls(cls, endpoints: list[str]) -> list[str]:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        for endpoint in endpoints:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{endpoint!r} is not an http(s)://host:port URL")
+            try:
+                parts.port  # noqa: B018 - parsing the port validates it
+            except ValueError as error:
+                raise ValueError(f"{endpoint!r}: {error}") from error
+        return endpoints
+
+    @property
+    def prefix_bytes(self) -> bytes:
+        return self.prefix.encode("utf-8")
+
+    @property
+    def tls_files(self) -> tuple[Path | None, Path | None, Path | None]:
+        return self.ca_file, self.cert_file, self.key_file

@@ -1,0 +1,81 @@
+"""The contract between the pump and a sink.
+
+A sink is opened once, written in batches, flushed, and closed. The pump owns the order and
+the positions; the sink owns durability. The contract, which every sink's tests check:
+
+``open() -> Event | None``
+    Connect, verify the sink is usable (fail here with a clear ``SinkError`` rather than at the
+    first write), and return the **last event the sink durably holds**, or None when it holds
+    nothing of this pipeline. Read it back from the sink itself wherever possible (the file's
+    last complete line, the stream's last entry, the tails of the partitions); otherwise from a
+    checkpoint written atomically with the data, or after it (then say: at-least-once).
+
+``write(batch)``
+    Accept a batch of events. Positions in a batch strictly increase and are all greater than
+    the durable tail; a batch holds whole etcd revisions (a snapshot, which is a single
+    revision of any size, is the one revision split across batches, by index). A sink may
+    buffer; it must not reorder.
+
+``flush()``
+    Return only when every event written so far is durable, so that ``open()`` on a fresh
+    instance would return the last of them. Raise ``SinkUnavailableError`` for a transient failure
+    (the pump reopens the sink and rewrites from its durable tail) and ``SinkRejectedError`` for a
+    permanent one (the pump stops; the message names the key and revision).
+
+``close()``
+    Release connections. Idempotent. Never called concurrently with the others.
+
+The pump never writes an event at or below the durable tail, so a sink that reads its tail
+back from its own data is exactly once across ``kill -9``. Sinks are found by name through
+the ``etcd_bridge.sinks`` entry point group (see ``sinks.registry``); a third-party sink is a
+class with this interface and a ``from_settings`` constructor.
+"""
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+from typing import ClassVar, Self
+
+from bridge.events import Event
+from config.settings import Settings
+
+
+class Sink(abc.ABC):
+    """Base class of every sink; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    """The name users select the sink by in ``BRIDGE_SINKS``."""
+
+    guarantee: ClassVar[str] = "exactly-once"
+    """What a consumer gets across crashes: ``exactly-once`` or ``at-least-once``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Build the sink from the bridge's settings (its own section, and ``settings.name``)."""
+
+    @abc.abstractmethod
+    def open(self) -> Event | None:
+        """Connect and return the last event durably held, or None."""
+
+    @abc.abstractmethod
+    def write(self, batch: Sequence[Event]) -> None:
+        """Accept events past the durable tail, in order; may buffer."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Make everything written durable before returning."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; sinks without connections skip it
+        """Release connections; idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

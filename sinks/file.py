@@ -1,0 +1,112 @@
+"""The ``file`` sink: JSON lines appended to a file, exactly once across crashes.
+
+The file is its own checkpoint: on open, the last complete line is read back (from the end,
+so opening costs the same whatever the file's size) and is the durable position. A line is
+complete when its newline is there; a crash in the middle of a write leaves a torn last line,
+which open() cuts off (it was never acknowledged, and the pump rewrites it), so nothing is
+duplicated and nothing half-written is ever followed by more data.
+"""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+from bridge.errors import ConfigError, SinkRejectedError, SinkUnavailableError
+from bridge.events import Event
+from config.settings import Settings
+from sinks.base import Sink
+from sinks.lines import encode_lines
+
+_READ_BACK_CHUNK = 64 * 1024
+
+
+class FileSink(Sink):
+    """Append-only JSON lines whose last complete line is the durable position."""
+
+    name = "file"
+
+    def __init__(self, *, path: Path, fsync: bool = True) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._descriptor: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        if settings.file.path is None:
+            raise ConfigError("BRIDGE_FILE__PATH is required when BRIDGE_SINKS includes file")
+        return cls(path=settings.file.path, fsync=settings.file.fsync)
+
+    def open(self) -> Event | None:
+        self.close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as error:
+            raise SinkUnavailableError(f"file: cannot open {self.path}: {error.strerror}") from None
+        self._descriptor = descriptor
+        last_line = _cut_torn_tail(descriptor)
+        if last_line is None:
+            return None
+        try:
+            return Event.from_json(last_line)
+        except (ValueError, KeyError) as error:
+            raise SinkRejectedError(
+                f"file: the last line of {self.path} is not an etcd-bridge event ({error}); "
+                "point BRIDGE_FILE__PATH at a file of this pipeline"
+            ) from None
+
+    def write(self, batch: Sequence[Event]) -> None:
+        descriptor = self._require_open()
+        payload = memoryview(encode_lines(batch))
+        try:
+            while payload:
+                written = os.write(descriptor, payload)
+                payload = payload[written:]
+        except OSError as error:
+            raise SinkUnavailableError(
+                f"file: writing {self.path} failed: {error.strerror}"
+            ) from None
+
+    def flush(self) -> None:
+        if self._fsync:
+            try:
+                os.fsync(self._require_open())
+            except OSError as error:
+                raise SinkUnavailableError(
+                    f"file: fsync of {self.path} failed: {error.strerror}"
+                ) from None
+
+    def close(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def _require_open(self) -> int:
+        if self._descriptor is None:
+            raise SinkUnavailableError(f"file: {self.path} is not open")
+        return self._descriptor
+
+
+def _cut_torn_tail(descriptor: int) -> bytes | None:
+    """Truncate anything after the last newline; return the last complete line, if any."""
+    size = os.fstat(descriptor).st_size
+    complete_end = _past_last_newline(descriptor, before=size)
+    if complete_end != size:
+        os.ftruncate(descriptor, complete_end)
+    if complete_end == 0:
+        return None
+    line_start = _past_last_newline(descriptor, before=complete_end - 1)
+    return os.pread(descriptor, complete_end - 1 - line_start, line_start)
+
+
+def _past_last_newline(descriptor: int, *, before: int) -> int:
+    """The offset just past the last newline in ``[0, before)``, or 0 when there is none."""
+    end = before
+    while end > 0:
+        start = max(0, end - _READ_BACK_CHUNK)
+        found = os.pread(descriptor, end - start, start).rfind(b"\n")
+        if found != -1:
+            return start + found + 1
+        end = start
+    return 0
