@@ -1,6 +1,7 @@
 """Shared fixtures: each module under tests/fixtures starts one kind of real server."""
 
 pytest_plugins = [
+    "tests.fixtures.bridge",
     "tests.fixtures.etcd",
     "tests.fixtures.kafka",
     "tests.fixtures.redis",

@@ -1,0 +1,48 @@
+"""The ``etcd-bridge`` command: ``run`` the service, or ``check`` its configuration.
+
+Configuration comes from ``BRIDGE_*`` environment variables (and ``.env``); a malformed one
+stops the command at once with one line naming it, exit code 2.
+"""
+
+import argparse
+import sys
+
+from bridge import app
+from bridge.errors import BridgeError, ConfigError
+from bridge.logs import configure_logging
+from config.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="etcd-bridge",
+        description="Stream changes of an etcd prefix to sinks. Configured by BRIDGE_* "
+        "environment variables (see the README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
+    commands.add_parser("check", help="validate the settings, reach etcd and every sink, then exit")
+    arguments = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            print(f"etcd-bridge: {line}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log)
+    if arguments.command == "check":
+        fine, problems = app.check(settings)
+        for line in fine:
+            print(f"ok: {line}")
+        for line in problems:
+            print(f"etcd-bridge: {line}", file=sys.stderr)
+        return 1 if problems else 0
+    try:
+        return app.run(settings)
+    except BridgeError as error:
+        print(f"etcd-bridge: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Wiring: settings -> sinks -> one pipeline per sink, plus signal handling and ``check``.
+
+``run`` starts a pipeline thread per configured sink and waits. SIGTERM or SIGINT sets the
+shared stop event: each pipeline writes and flushes the batch in hand and returns, within
+``BRIDGE_PUMP__SHUTDOWN_TIMEOUT``; the exit code is 0. A fatal error in any pipeline (a sink
+refusing an event for good, etcd refusing our credentials) stops all of them and the exit
+code is 1, after one log line that says what to fix.
+"""
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from bridge.errors import BridgeError, EtcdError
+from bridge.etcd import EtcdConnection
+from bridge.pump import Pipeline
+from config.settings import Settings
+from sinks import registry
+from sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    return [registry.load(name).from_settings(settings) for name in settings.sinks]
+
+
+def run(settings: Settings) -> int:
+    """Run until a signal (exit 0) or a fatal error (exit 1)."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def run_pipeline(pipeline: Pipeline) -> None:
+        try:
+            pipeline.run()
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+            stop.set()
+
+    pipelines = [Pipeline(sink, settings=settings, stop=stop) for sink in build_sinks(settings)]
+    log.info(
+        "etcd-bridge starting",
+        extra={
+            "pipeline": settings.name,
+            "prefix": settings.etcd.prefix,
+            "endpoints": ",".join(settings.etcd.endpoints),
+            "sinks": ",".join(settings.sinks),
+        },
+    )
+    threads = [
+        threading.Thread(target=run_pipeline, args=(pipeline,), name=f"sink-{pipeline.sink.name}")
+        for pipeline in pipelines
+    ]
+    for thread in threads:
+        thread.start()
+    while not stop.wait(1.0):
+        pass
+    for thread in threads:
+        thread.join(settings.pump.shutdown_timeout)
+    for error in failures:
+        if isinstance(error, BridgeError):
+            log.error(str(error), extra={"error": type(error).__name__})
+        else:
+            log.error("unexpected failure", exc_info=error)
+    return 1 if failures else 0
+
+
+def check(settings: Settings) -> tuple[list[str], list[str]]:
+    """Reach etcd and open every sink; return (what is fine, one line per problem)."""
+    fine: list[str] = []
+    problems: list[str] = []
+    connection = EtcdConnection(settings.etcd)
+    try:
+        revision = connection.connect()
+        fine.append(f"etcd {connection.endpoint} answers at revision {revision}")
+    except EtcdError as error:
+        problems.append(str(error))
+    finally:
+        connection.close()
+    try:
+        sinks = build_sinks(settings)
+    except BridgeError as error:
+        return fine, [*problems, str(error)]
+    for sink in sinks:
+        try:
+            with sink:
+                tail = sink.open()
+            position = "nothing yet" if tail is None else f"up to {tail.position}"
+            fine.append(f"sink {sink.name} is reachable and holds {position}")
+        except BridgeError as error:
+            problems.append(str(error))
+    return fine, problems

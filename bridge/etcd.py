@@ -1,0 +1,399 @@
+"""The one module that talks to etcd: connections, paginated ranges and watch streams.
+
+Only this module imports the etcd client library (``pyetcd``, from etcd-sdk-python) or grpc.
+We use the library for what it does well (generated v3 stubs, the protobuf messages) and own
+the rest, because its high-level helpers hide what exactly-once needs:
+
+- **Watch**: its callback watcher buffers responses in an unbounded queue and drops a cancel
+  response that carries no events. We open the ``Watch`` gRPC stream ourselves and iterate it
+  in the caller's thread, so the caller's pace is the stream's pace (gRPC flow control slows
+  etcd down when a sink is slow) and every ``created``/``canceled``/``compact_revision`` is seen.
+- **Stalls**: a watch that goes silent is detected by a watchdog that asks for progress
+  (``WatchProgressRequest``, etcd >= 3.4) after a third of ``stall_timeout`` and cancels the
+  stream when nothing at all arrived within it. A watcher replaying a long history that has no
+  event in our prefix answers nothing, so the deadline grows with the revisions it must replay.
+- **Failover**: the library marks a failed endpoint unusable for minutes; we rotate through
+  ``BRIDGE_ETCD__ENDPOINTS`` ourselves and build a fresh channel on every reconnect.
+- **Leader loss**: requests carry ``hasleader=true`` so a member cut off from its cluster
+  cancels our watch instead of serving it stale.
+- **Size**: the gRPC receive limit is lifted; etcd's own request limits bound a response.
+
+Raw etcd events become ``bridge.events.Event`` here, numbered within their revision.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent
+
+from bridge.errors import (
+    EtcdError,
+    EtcdRejectedError,
+    EtcdUnavailableError,
+    RevisionCompactedError,
+)
+from bridge.events import Event, EventType, Op
+from config.etcd import EtcdSettings
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+_REQUIRE_LEADER = ("hasleader", "true")
+_REJECTED_CODES = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+_REPLAY_REVISIONS_PER_SECOND = 4000
+"""A conservative half of the ~8k revisions/s etcd replays to a watcher that is catching up."""
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """The ``[key, range_end)`` of every key starting with ``prefix`` (all keys for b"")."""
+    if not prefix:
+        return b"\0", b"\0"
+    end = bytearray(prefix)
+    for position in reversed(range(len(end))):
+        if end[position] < 0xFF:
+            end[position] += 1
+            return prefix, bytes(end[: position + 1])
+    return prefix, b"\0"
+
+
+def describe_rpc_error(error: grpc.RpcError) -> str:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    return f"{code.name if code else 'ERROR'}: {details}"
+
+
+def translate_rpc_error(error: grpc.RpcError, *, endpoint: str, revision: int = 0) -> EtcdError:
+    """Map a gRPC failure to our error tree, naming the endpoint and what to check."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = (error.details() if isinstance(error, grpc.Call) else "") or ""
+    if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+        return RevisionCompactedError(requested=revision, compacted=0)
+    if code in _REJECTED_CODES:
+        hint = "check BRIDGE_ETCD__USER/PASSWORD and the user's role"
+        return EtcdRejectedError(f"etcd {endpoint} refused the request ({code}: {details}); {hint}")
+    if "handshake" in details.lower() or "ssl" in details.lower():
+        return EtcdRejectedError(
+            f"etcd {endpoint}: TLS failed ({details}); check BRIDGE_ETCD__CA_FILE, "
+            "BRIDGE_ETCD__CERT_FILE and BRIDGE_ETCD__KEY_FILE"
+        )
+    return EtcdUnavailableError(f"etcd {endpoint}: {describe_rpc_error(error)}")
+
+
+@dataclass(frozen=True, slots=True)
+class RangePage:
+    """One page of a range read at a pinned revision."""
+
+    kvs: Sequence[Any]
+    """The protobuf ``KeyValue`` messages of this page, in key order."""
+    revision: int
+    """The revision the page was read at (the pinned one)."""
+    more: bool
+    """Whether keys remain after the last of this page."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Events that arrived together (a watch response or a snapshot page), or just progress."""
+
+    events: list[Event]
+    revision: int
+    """etcd's current revision when it sent the response (its header)."""
+
+
+def snapshot_event(kv: Any, *, revision: int, index: int) -> Event:
+    """A key read by a snapshot at ``revision`` as the ``index``-th event of that snapshot."""
+    return Event(
+        revision=revision,
+        index=index,
+        type=EventType.PUT,
+        op=Op.SNAPSHOT,
+        key=kv.key,
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        create_revision=kv.create_revision,
+        version=kv.version,
+        lease=kv.lease,
+    )
+
+
+class EtcdConnection:
+    """A channel to one of the configured endpoints, with the credentials to use it."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self._settings = settings
+        self._endpoint_index = 0
+        self._channel: grpc.Channel | None = None
+        self._metadata: tuple[tuple[str, str], ...] = (_REQUIRE_LEADER,)
+        self.endpoint = settings.endpoints[0]
+
+    def connect(self) -> int:
+        """Reach the first endpoint that answers, starting after the last one used.
+
+        Returns etcd's current revision. Raises EtcdUnavailableError naming every endpoint
+        tried, or EtcdRejectedError when one answered but refused us.
+        """
+        failures = []
+        endpoints = self._settings.endpoints
+        for attempt in range(len(endpoints)):
+            self.close()
+            index = (self._endpoint_index + attempt) % len(endpoints)
+            self.endpoint = endpoints[index]
+            try:
+                self._open_channel()
+                revision = self.current_revision()
+            except EtcdUnavailableError as error:
+                failures.append(str(error))
+                continue
+            self._endpoint_index = index
+            return revision
+        self._endpoint_index = (self._endpoint_index + 1) % len(endpoints)
+        raise EtcdUnavailableError(
+            "no etcd endpoint answered (" + "; ".join(failures) + "); check BRIDGE_ETCD__ENDPOINTS"
+        )
+
+    def failover(self) -> None:
+        """Forget the current channel and prefer the next endpoint on the next connect."""
+        self.close()
+        self._endpoint_index = (self._endpoint_index + 1) % len(self._settings.endpoints)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def current_revision(self) -> int:
+        start, end = prefix_range(self._settings.prefix_bytes)
+        request = etcdrpc.RangeRequest(key=start, range_end=end, count_only=True)
+        return int(self._range(request).header.revision)
+
+    def range_page(self, *, start: bytes, end: bytes, revision: int, limit: int) -> RangePage:
+        """Keys in ``[start, end)`` as of ``revision`` (0: now), at most ``limit`` of them."""
+        request = etcdrpc.RangeRequest(
+            key=start, range_end=end, revision=revision, limit=limit, serializable=False
+        )
+        response = self._range(request, revision=revision)
+        return RangePage(
+            kvs=response.kvs, revision=int(response.header.revision), more=response.more
+        )
+
+    def watch(self, *, start: bytes, end: bytes, start_revision: int) -> "WatchStream":
+        return WatchStream(
+            stub=etcdrpc.WatchStub(self._require_channel()),
+            metadata=self._metadata,
+            endpoint=self.endpoint,
+            create=etcdrpc.WatchCreateRequest(
+                key=start,
+                range_end=end,
+                start_revision=start_revision,
+                prev_kv=True,
+                progress_notify=True,
+            ),
+            stall_timeout=self._settings.stall_timeout,
+        )
+
+    def _range(self, request: Any, *, revision: int = 0) -> Any:
+        stub = etcdrpc.KVStub(self._require_channel())
+        try:
+            return stub.Range(request, timeout=self._settings.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise translate_rpc_error(error, endpoint=self.endpoint, revision=revision) from None
+
+    def _require_channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._open_channel()
+        assert self._channel is not None  # noqa: S101 - _open_channel sets it or raises
+        return self._channel
+
+    def _open_channel(self) -> None:
+        parts = urlsplit(self.endpoint)
+        target = f"{parts.hostname}:{parts.port or 2379}"
+        if parts.scheme == "https":
+            self._channel = grpc.secure_channel(target, self._credentials(), _CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(target, _CHANNEL_OPTIONS)
+        self._metadata = (_REQUIRE_LEADER,)
+        if self._settings.user is not None:
+            self._metadata = (_REQUIRE_LEADER, ("token", self._authenticate()))
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        ca_file, cert_file, key_file = self._settings.tls_files
+        if (cert_file is None) != (key_file is None):
+            raise EtcdRejectedError(
+                "BRIDGE_ETCD__CERT_FILE and BRIDGE_ETCD__KEY_FILE must be set together"
+            )
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca_file.read_bytes() if ca_file else None,
+            private_key=key_file.read_bytes() if key_file else None,
+            certificate_chain=cert_file.read_bytes() if cert_file else None,
+        )
+
+    def _authenticate(self) -> str:
+        password = self._settings.password
+        request = etcdrpc.AuthenticateRequest(
+            name=self._settings.user, password=password.get_secret_value() if password else ""
+        )
+        assert self._channel is not None  # noqa: S101 - called right after the channel opens
+        try:
+            response = etcdrpc.AuthStub(self._channel).Authenticate(
+                request, timeout=self._settings.timeout
+            )
+        except grpc.RpcError as error:
+            raise translate_rpc_error(error, endpoint=self.endpoint) from None
+        return str(response.token)
+
+
+class WatchStream:
+    """One gRPC ``Watch`` call holding one watcher, iterated in the caller's thread.
+
+    Iterating yields ``Chunk``s; it raises RevisionCompactedError when the start
+    revision is gone, and EtcdUnavailableError when the stream breaks, is cancelled by the
+    server, or stalls. ``close()`` may be called from any thread and ends the iteration.
+    """
+
+    def __init__(
+        self,
+        *,
+        stub: Any,
+        metadata: tuple[tuple[str, str], ...],
+        endpoint: str,
+        create: Any,
+        stall_timeout: float,
+    ) -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+        self._start_revision = int(create.start_revision)
+        self._endpoint = endpoint
+        self._stall_timeout = stall_timeout
+        self._allowance = 0.0
+        self._caught_up_at = 0
+        self._revision = 0
+        self._next_index = 0
+        self._last_heard = time.monotonic()
+        self._stalled = False
+        self._closed = threading.Event()
+        self._call = stub.Watch(self._request_iterator(), metadata=metadata)
+        self._watchdog = threading.Thread(target=self._watch_for_stalls, daemon=True)
+        self._watchdog.start()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            for response in self._call:
+                self._last_heard = time.monotonic()
+                chunk = self._handle(response)
+                if chunk is not None:
+                    yield chunk
+        except grpc.RpcError as error:
+            if self._stalled:
+                raise EtcdUnavailableError(
+                    f"etcd {self._endpoint}: watch stalled (nothing for "
+                    f"{self._stall_timeout:g}s, not even a progress answer)"
+                ) from None
+            if self._closed.is_set():
+                return
+            raise translate_rpc_error(
+                error, endpoint=self._endpoint, revision=self._start_revision
+            ) from None
+        finally:
+            self.close()
+        if not self._closed.is_set():
+            raise EtcdUnavailableError(f"etcd {self._endpoint}: the watch stream ended")
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._requests.put(None)
+            self._call.cancel()
+
+    def _handle(self, response: Any) -> Chunk | None:
+        if response.compact_revision:
+            raise RevisionCompactedError(
+                requested=self._start_revision, compacted=int(response.compact_revision)
+            )
+        if response.canceled:
+            reason = response.cancel_reason or "no reason given"
+            raise EtcdUnavailableError(f"etcd {self._endpoint} cancelled the watch: {reason}")
+        header_revision = int(response.header.revision)
+        if response.created:
+            behind = max(0, header_revision - self._start_revision)
+            self._allowance = behind / _REPLAY_REVISIONS_PER_SECOND
+            self._caught_up_at = header_revision
+            return None
+        events = self._normalize(response.events)
+        if not events or events[-1].revision >= self._caught_up_at:
+            self._allowance = 0.0  # progress answers and current events mean: replay is over
+        return Chunk(events=events, revision=header_revision)
+
+    def _normalize(self, raw_events: Sequence[Any]) -> list[Event]:
+        """Build events, numbering each within its revision (a revision may span responses)."""
+        events = []
+        revision, index = self._revision, self._next_index
+        for raw in raw_events:
+            kv = raw.kv
+            if kv.mod_revision != revision:
+                revision, index = kv.mod_revision, 0
+            is_put = raw.type == RawEvent.PUT
+            events.append(
+                Event(
+                    revision=revision,
+                    index=index,
+                    type=EventType.PUT if is_put else EventType.DELETE,
+                    op=(Op.CREATE if kv.version == 1 else Op.UPDATE) if is_put else Op.DELETE,
+                    key=kv.key,
+                    value=kv.value if is_put else None,
+                    prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
+                    mod_revision=kv.mod_revision,
+                    create_revision=kv.create_revision,
+                    version=kv.version,
+                    lease=kv.lease,
+                )
+            )
+            index += 1
+        self._revision, self._next_index = revision, index
+        return events
+
+    def _request_iterator(self) -> Iterator[Any]:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _watch_for_stalls(self) -> None:
+        progress_asked = False
+        while not self._closed.wait(min(1.0, self._stall_timeout / 6)):
+            silent_for = time.monotonic() - self._last_heard
+            deadline = self._stall_timeout + self._allowance
+            if silent_for > deadline:
+                log.warning(
+                    "watch stalled, reopening",
+                    extra={"endpoint": self._endpoint, "silent_seconds": round(silent_for, 1)},
+                )
+                self._stalled = True
+                self._call.cancel()
+                return
+            if silent_for > self._stall_timeout / 3:
+                if not progress_asked:
+                    self._requests.put(
+                        etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+                    )
+                    progress_asked = True
+            else:
+                progress_asked = False

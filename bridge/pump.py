@@ -1,0 +1,176 @@
+"""The pump: moves one sink's events from etcd into the sink, exactly once.
+
+Each sink gets its own pipeline: its own position, its own etcd watch, its own threads. A
+slow or broken sink therefore only ever slows its own watch, and fan-out needs no shared
+buffer that could grow while one sink is down.
+
+Within a pipeline a reader thread iterates the ``ChangeSource`` and puts chunks into a
+bounded queue; the pipeline's thread takes them, drops anything at or below the last
+position handed to the sink, groups chunks into batches, and writes then flushes each batch.
+When the queue is full the reader blocks, the gRPC stream stops being read, and etcd's flow
+control slows the watch: nothing is ever dropped to relieve pressure.
+
+Positions only move forward, and the sink's durable tail is the last event of a flushed
+batch. On stop, the batch in hand is written and flushed and whatever is still queued is
+left: it is past the durable tail, so the next start reads it again from etcd. A
+``SinkUnavailableError`` closes everything, reopens the sink (which reports its durable tail
+anew) and starts over from there, with backoff; a fatal error stops the pipeline with
+nothing written after the failing event.
+"""
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bridge.errors import SinkUnavailableError
+from bridge.etcd import Chunk
+from bridge.events import Event, Position
+from bridge.retry import Backoff
+from bridge.source import ChangeSource
+from config.settings import Settings
+from sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """The reader thread died with this error; the pipeline's thread raises it."""
+
+    error: BaseException
+
+
+_Item = Chunk | _Failure
+
+
+@dataclass
+class PipelineStats:
+    """Counters of one pipeline, for its log lines."""
+
+    delivered: int = 0
+    batches: int = 0
+    position: Position | None = None
+    etcd_revision: int = 0
+
+
+class Pipeline:
+    """etcd -> one sink; ``run`` returns when ``stop`` is set, or raises a fatal error."""
+
+    def __init__(self, sink: Sink, *, settings: Settings, stop: threading.Event) -> None:
+        self.sink = sink
+        self._settings = settings
+        self._stop = stop
+        self.stats = PipelineStats()
+
+    def run(self) -> None:
+        backoff = Backoff(initial=0.2, maximum=10.0)
+        try:
+            while not self._stop.is_set():
+                try:
+                    tail = self.sink.open()
+                    log.info(
+                        "sink opened", extra={"sink": self.sink.name, "position": _describe(tail)}
+                    )
+                    self._pump(tail, backoff)
+                except SinkUnavailableError as error:
+                    log.warning(
+                        "sink unavailable, reopening",
+                        extra={"sink": self.sink.name, "detail": str(error)},
+                    )
+                    self.sink.close()
+                    backoff.wait(self._stop)
+        finally:
+            self.sink.close()
+            log.info(
+                "pipeline stopped",
+                extra={
+                    "sink": self.sink.name,
+                    "delivered": self.stats.delivered,
+                    "position": str(self.stats.position),
+                },
+            )
+
+    def _pump(self, tail: Event | None, backoff: Backoff) -> None:
+        """Deliver from ``tail`` on until stopped; raises what the sink or reader raised."""
+        halt = threading.Event()
+        source = ChangeSource(self._settings.etcd, tail=tail, stop=halt, label=self.sink.name)
+        chunks: queue.Queue[_Item] = queue.Queue(maxsize=self._settings.pump.queue_depth)
+        reader = threading.Thread(
+            target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
+        )
+        reader.start()
+        self.stats.position = tail.position if tail is not None else None
+        try:
+            for batch in self._batches(chunks, last=self.stats.position):
+                self.sink.write(batch)
+                self.sink.flush()
+                backoff.reset()
+                self.stats.position = batch[-1].position
+                self.stats.delivered += len(batch)
+                self.stats.batches += 1
+        finally:
+            source.close()
+            reader.join(self._settings.pump.shutdown_timeout)
+
+    def _batches(
+        self, chunks: "queue.Queue[_Item]", *, last: Position | None
+    ) -> Iterator[list[Event]]:
+        """Batches of events past ``last``, until ``stop``; raises the reader's failure."""
+        limits = self._settings.pump
+        while not self._stop.is_set():
+            try:
+                item: _Item = chunks.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            batch: list[Event] = []
+            size = 0
+            while True:
+                if isinstance(item, _Failure):
+                    raise item.error
+                self.stats.etcd_revision = max(self.stats.etcd_revision, item.revision)
+                fresh = _after(item.events, last)
+                batch.extend(fresh)
+                size += sum(len(event.key) + len(event.value or b"") for event in fresh)
+                if len(batch) >= limits.batch_events or size >= limits.batch_bytes:
+                    break
+                try:
+                    item = chunks.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                last = batch[-1].position
+                yield batch
+
+
+def _after(events: list[Event], last: Position | None) -> list[Event]:
+    """The events past ``last``; cheap in the common case where all of them are."""
+    if last is None or not events or events[0].position > last:
+        return events
+    return [event for event in events if event.position > last]
+
+
+def _read(source: ChangeSource, chunks: "queue.Queue[_Item]", halt: threading.Event) -> None:
+    """Reader thread: source -> queue, blocking while the queue is full (backpressure)."""
+    try:
+        for chunk in source:
+            _put(chunks, chunk, halt)
+    except BaseException as error:  # noqa: BLE001 - handed over; the pipeline's thread raises
+        _put(chunks, _Failure(error), halt)
+
+
+def _put(chunks: "queue.Queue[_Item]", item: _Item, halt: threading.Event) -> None:
+    """Enqueue, waiting for room; give up once halted (nobody reads the queue any more)."""
+    while not halt.is_set():
+        try:
+            chunks.put(item, timeout=_POLL_SECONDS)
+            return
+        except queue.Full:
+            continue
+
+
+def _describe(tail: Event | None) -> str:
+    return "empty" if tail is None else f"{tail.position} ({tail.op.value})"

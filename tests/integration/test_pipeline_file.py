@@ -1,0 +1,370 @@
+"""The core end to end: etcd -> bridge process -> file sink, against a real etcd."""
+
+import base64
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyetcd import etcdrpc
+
+from bridge.events import EventType, Op, SnapshotReason
+from tests.fixtures.bridge import BridgeFactory, read_events
+from tests.fixtures.etcd import EtcdFactory, EtcdServer
+from tests.fixtures.processes import wait_for
+from tests.history import RecordingWriter, assert_exactly_once
+
+
+def file_bridge(
+    factory: BridgeFactory, server: EtcdServer, *, prefix: str, path: Path, **extra: str
+) -> dict[str, str]:
+    return {
+        "BRIDGE_ETCD__ENDPOINTS": server.url,
+        "BRIDGE_ETCD__PREFIX": prefix,
+        "BRIDGE_SINKS": "file",
+        "BRIDGE_FILE__PATH": str(path),
+        "BRIDGE_NAME": "test",
+        **extra,
+    }
+
+
+def wait_for_revision(path: Path, revision: int, *, timeout: float = 30) -> None:
+    def reached() -> bool:
+        events = read_events(path)
+        return bool(events) and events[-1].revision >= revision
+
+    wait_for(reached, timeout=timeout, what=f"revision {revision} in {path.name}")
+
+
+@pytest.mark.parametrize("version", ["3.5", "3.4"])
+def test_changes_become_events(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path, version: str
+) -> None:
+    server = etcd_factory.start(version=version)
+    prefix = "/app/"
+    output = tmp_path / "events.jsonl"
+    with server.client() as client:
+        client.put(prefix + "existing", b"old")
+        client.put("/other/outside", b"ignored")
+        bridge = bridge_factory.start(
+            **file_bridge(bridge_factory, server, prefix=prefix, path=output)
+        )
+        wait_for(
+            lambda: read_events(output) and read_events(output)[-1].op is Op.SNAPSHOT_END,
+            timeout=20,
+            what="the snapshot",
+        )
+        writer = RecordingWriter(client, prefix=prefix, seed=1)
+        writer.transaction([prefix.encode() + b"a"])  # create
+        writer.transaction([prefix.encode() + b"a"])  # update (or delete, by chance)
+        writer.transaction([prefix.encode() + b"x%d" % i for i in range(5)])
+        writer.transaction([prefix.encode() + b"x1", prefix.encode() + b"x3"], delete=True)
+        last = writer.transaction([b"/app/\xff\xfebinary", b"/app/text"])
+        client.put("/other/outside", b"still ignored")
+        wait_for_revision(output, last)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    begin, existing, end = events[:3]
+    assert (begin.op, begin.reason, begin.index) == (Op.SNAPSHOT_BEGIN, SnapshotReason.INITIAL, 0)
+    assert (existing.op, existing.key, existing.value, existing.index) == (
+        Op.SNAPSHOT,
+        b"/app/existing",
+        b"old",
+        1,
+    )
+    assert existing.revision == begin.revision and existing.mod_revision < begin.revision
+    assert (end.op, end.index) == (Op.SNAPSHOT_END, 2)
+    assert_exactly_once(events, writer.changes, after=begin.revision)
+    transaction = [event for event in events if event.revision == writer.changes[2].revision]
+    assert [event.index for event in transaction] == [0, 1, 2, 3, 4]
+    deleted = [event for event in events if event.type is EventType.DELETE]
+    assert {event.key for event in deleted} == {b"/app/x1", b"/app/x3"}
+    assert all(event.value is None and event.prev_value is not None for event in deleted)
+    assert any(event.key == b"/app/\xff\xfebinary" for event in events)
+    binary_key = base64.b64encode(b"/app/\xff\xfebinary")
+    raw_line = next(line for line in output.read_bytes().splitlines() if binary_key in line)
+    assert b'"b64":["key"' in raw_line
+
+
+def test_snapshot_spans_many_pages(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "events.jsonl"
+    keys = 3000
+    with etcd.client() as client:
+        for start in range(0, keys, 100):
+            operations = [
+                etcdrpc.RequestOp(
+                    request_put=etcdrpc.PutRequest(
+                        key=f"{prefix}{number:05d}".encode(), value=b"x" * 100
+                    )
+                )
+                for number in range(start, start + 100)
+            ]
+            client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+    bridge = bridge_factory.start(
+        **file_bridge(
+            bridge_factory,
+            etcd,
+            prefix=prefix,
+            path=output,
+            BRIDGE_ETCD__SNAPSHOT_PAGE_BYTES=str(64 * 1024),
+        )
+    )
+    wait_for(
+        lambda: read_events(output) and read_events(output)[-1].op is Op.SNAPSHOT_END,
+        timeout=30,
+        what="the snapshot",
+    )
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    assert len(events) == keys + 2
+    assert [event.index for event in events] == list(range(keys + 2))
+    assert [event.key for event in events[1:-1]] == [
+        f"{prefix}{number:05d}".encode() for number in range(keys)
+    ]
+    assert len({event.revision for event in events}) == 1
+
+
+def test_kill_9_anywhere_leaves_each_change_once(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "events.jsonl"
+    settings = file_bridge(
+        bridge_factory, etcd, prefix=prefix, path=output, BRIDGE_PUMP__BATCH_EVENTS="7"
+    )
+    chaos = random.Random(7)  # noqa: S311 - reproducible chaos, not security
+    with etcd.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=2)
+        for _ in range(200):
+            writer.step()
+        start_revision = writer.changes[-1].revision
+        kills = 0
+        for _round in range(8):
+            bridge = bridge_factory.start(**settings)
+            for _ in range(chaos.randrange(50, 400)):
+                writer.step()
+            # Kill at a random moment: the bridge may be snapshotting, mid-batch or idle.
+            bridge.kill()
+            kills += 1
+        bridge = bridge_factory.start(**settings)
+        wait_for_revision(output, writer.changes[-1].revision, timeout=60)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    snapshot_revision = events[0].revision
+    assert events[0].op is Op.SNAPSHOT_BEGIN and snapshot_revision >= start_revision
+    assert sum(event.op is Op.SNAPSHOT_END for event in events) == 1
+    assert_exactly_once(events, writer.changes, after=snapshot_revision)
+    assert kills == 8
+
+
+def test_kill_9_during_snapshot_resumes_it(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "events.jsonl"
+    keys = 20000
+    with etcd.client() as client:
+        for start in range(0, keys, 100):
+            operations = [
+                etcdrpc.RequestOp(
+                    request_put=etcdrpc.PutRequest(
+                        key=f"{prefix}{number:06d}".encode(), value=b"y" * 100
+                    )
+                )
+                for number in range(start, start + 100)
+            ]
+            client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+    settings = file_bridge(
+        bridge_factory,
+        etcd,
+        prefix=prefix,
+        path=output,
+        BRIDGE_ETCD__SNAPSHOT_PAGE_BYTES=str(64 * 1024),
+        BRIDGE_PUMP__BATCH_EVENTS="100",
+        BRIDGE_FILE__FSYNC="false",
+    )
+    bridge = bridge_factory.start(**settings)
+    wait_for(lambda: len(read_events(output)) > 2000, timeout=30, what="part of the snapshot")
+    bridge.kill()
+    partial = read_events(output)
+    assert partial[-1].op is not Op.SNAPSHOT_END, "snapshot finished before the kill; grow it"
+    with open(output, "ab") as torn:  # a crash in the middle of a line
+        torn.write(b'{"revision":')
+    with etcd.client() as client:
+        client.put(prefix + "000005", b"changed after the snapshot revision")
+    bridge = bridge_factory.start(**settings)
+    wait_for(
+        lambda: any(e.op is Op.UPDATE for e in read_events(output)),
+        timeout=30,
+        what="the watch after the resumed snapshot",
+    )
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    assert [event.index for event in events[:-1]] == list(range(keys + 2))
+    snapshot_keys = [event.key for event in events if event.op is Op.SNAPSHOT]
+    assert snapshot_keys == [f"{prefix}{number:06d}".encode() for number in range(keys)]
+    assert events[-1].op is Op.UPDATE and events[-1].prev_value == b"y" * 100
+
+
+def test_compaction_while_down_resyncs(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    prefix = "/c/"
+    output = tmp_path / "events.jsonl"
+    settings = file_bridge(bridge_factory, server, prefix=prefix, path=output)
+    with server.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=3)
+        bridge = bridge_factory.start(**settings)
+        for _ in range(30):
+            writer.step()
+        wait_for_revision(output, writer.changes[-1].revision)
+        assert bridge.terminate() == 0
+        for _ in range(30):
+            writer.step()
+        client.put("/unrelated", b"moves the revision past the prefix's last change")
+        status_revision = writer.changes[-1].revision + 1
+        client.compact(status_revision)
+        bridge = bridge_factory.start(**settings)
+        wait_for(
+            lambda: (
+                read_events(output)[-1].op is Op.SNAPSHOT_END
+                and read_events(output)[-1].reason is SnapshotReason.COMPACTED
+            ),
+            timeout=30,
+            what="the resync snapshot",
+        )
+        writer.step()
+        wait_for_revision(output, writer.changes[-1].revision)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    begins = [event for event in events if event.op is Op.SNAPSHOT_BEGIN]
+    assert [begin.reason for begin in begins] == [SnapshotReason.INITIAL, SnapshotReason.COMPACTED]
+    resync = begins[1]
+    mirrored = {
+        e.key: e.value for e in events if e.op is Op.SNAPSHOT and e.revision == resync.revision
+    }
+    state_then = dict(writer.state)
+    last = writer.changes[-1]
+    if last.value is None:
+        state_then[last.key] = last.prev_value  # type: ignore[assignment]
+    else:
+        state_then.pop(last.key) if last.prev_value is None else state_then.__setitem__(
+            last.key, last.prev_value
+        )
+    assert mirrored == state_then
+    assert "position compacted, resyncing" in bridge.log_text()
+    positions = [event.position for event in events]
+    assert positions == sorted(set(positions))
+
+
+def test_etcd_restart_under_running_bridge(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    prefix = "/r/"
+    output = tmp_path / "events.jsonl"
+    bridge = bridge_factory.start(**file_bridge(bridge_factory, server, prefix=prefix, path=output))
+    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    with server.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=4)
+        for _ in range(100):
+            writer.step()
+    server.restart()
+    with server.client() as client:
+        writer.client = client
+        for _ in range(100):
+            writer.step()
+        wait_for_revision(output, writer.changes[-1].revision)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    assert_exactly_once(events, writer.changes, after=events[0].revision)
+    assert "etcd unavailable, reconnecting" in bridge.log_text()
+
+
+def test_stalled_watch_is_reopened(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    output = tmp_path / "events.jsonl"
+    bridge = bridge_factory.start(
+        **file_bridge(
+            bridge_factory,
+            server,
+            prefix="/s/",
+            path=output,
+            BRIDGE_ETCD__STALL_TIMEOUT="1.5",
+            BRIDGE_ETCD__TIMEOUT="1",
+        )
+    )
+    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    server.process.pause()
+    wait_for(lambda: "watch stalled" in bridge.log_text(), timeout=20, what="stall detection")
+    server.process.resume()
+    with server.client() as client:
+        revision = client.put("/s/after", b"1").header.revision
+    wait_for_revision(output, revision)
+    assert bridge.terminate() == 0
+
+
+def run_command(command: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", command],
+        env={"PATH": "/usr/bin:/bin", **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BRIDGE_ETCD__ENDPOINTS", "localhost:2379"),
+        ("BRIDGE_PUMP__BATCH_EVENTS", "many"),
+        ("BRIDGE_SINKS", "file,nosuchsink"),
+        ("BRIDGE_ETCD__CA_FILE", "/nonexistent/ca.pem"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(variable: str, value: str, tmp_path: Path) -> None:
+    result = run_command("run", **{variable: value, "BRIDGE_FILE__PATH": str(tmp_path / "f")})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
+def test_check_names_an_unreachable_endpoint(tmp_path: Path) -> None:
+    result = run_command(
+        "check",
+        BRIDGE_ETCD__ENDPOINTS="http://127.0.0.1:9",
+        BRIDGE_ETCD__TIMEOUT="1",
+        BRIDGE_CHECKPOINT_DIR=str(tmp_path),
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "127.0.0.1:9" in lines[0] and "BRIDGE_ETCD__ENDPOINTS" in lines[0]
+
+
+def test_check_passes_on_a_good_setup(etcd: EtcdServer, tmp_path: Path) -> None:
+    result = run_command(
+        "check",
+        BRIDGE_ETCD__ENDPOINTS=etcd.url,
+        BRIDGE_SINKS="file",
+        BRIDGE_FILE__PATH=str(tmp_path / "out.jsonl"),
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_sigterm_exits_zero_promptly(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "events.jsonl"
+    bridge = bridge_factory.start(**file_bridge(bridge_factory, etcd, prefix=prefix, path=output))
+    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    assert bridge.process is not None
+    bridge.signal(signal.SIGINT)
+    assert bridge.process.wait(15) == 0
