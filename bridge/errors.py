@@ -7,7 +7,8 @@
     ├── EtcdError
     │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
     │   ├── EtcdRejectedError        fatal: etcd refused us (auth, TLS, permission)
-    │   └── RevisionCompactedError   handled: the position is older than etcd's history
+    │   ├── RevisionCompactedError   handled: the position is older than etcd's history
+    │   └── PositionAheadError       fatal: the sink holds revisions etcd never reached
     └── SinkError
         ├── SinkUnavailableError     retryable: the sink's server is down or slow
         └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL)
@@ -51,6 +52,21 @@ class RevisionCompactedError(EtcdError):
         )
         self.requested = requested
         self.compacted = compacted
+
+
+class PositionAheadError(EtcdError):
+    """A sink holds a revision newer than etcd's: etcd was replaced or restored from backup.
+
+    Going on would interleave two histories in the sink, so the pipeline stops and says how
+    to start over.
+    """
+
+    def __init__(self, *, sink: str, position: int, current: int, endpoint: str) -> None:
+        super().__init__(
+            f"sink {sink} holds revision {position} but etcd {endpoint} is at {current}: etcd "
+            "was replaced or restored from a backup; point the sink at a fresh target or use "
+            "a new BRIDGE_NAME"
+        )
 
 
 class SinkError(BridgeError):

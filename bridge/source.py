@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
-from bridge.errors import EtcdUnavailableError, RevisionCompactedError
+from bridge.errors import EtcdUnavailableError, PositionAheadError, RevisionCompactedError
 from bridge.etcd import Chunk, EtcdConnection, WatchStream, prefix_range
 from bridge.events import Event, Op, SnapshotReason
 from bridge.retry import Backoff
@@ -47,6 +47,7 @@ class ChangeSource:
         self._watch_from = 0
         self.resyncs = 0
         self.reconnects = 0
+        self._tail_revision = 0 if tail is None else tail.revision
         if tail is None:
             self._snapshot = SnapshotCursor(reason=SnapshotReason.INITIAL)
         elif tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
@@ -69,6 +70,13 @@ class ChangeSource:
                 if not connected:
                     revision = self._connection.connect()
                     connected = True
+                    if self._tail_revision > revision:
+                        raise PositionAheadError(
+                            sink=self._label,
+                            position=self._tail_revision,
+                            current=revision,
+                            endpoint=self._connection.endpoint,
+                        )
                     log.info(
                         "connected to etcd",
                         extra={

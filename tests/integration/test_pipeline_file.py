@@ -368,3 +368,28 @@ def test_sigterm_exits_zero_promptly(
     assert bridge.process is not None
     bridge.signal(signal.SIGINT)
     assert bridge.process.wait(15) == 0
+
+
+def test_position_ahead_of_a_new_etcd_stops_loudly(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    first = etcd_factory.start()
+    output = tmp_path / "events.jsonl"
+    with first.client() as client:
+        for number in range(20):
+            revision = client.put(f"/a/{number}", b"v").header.revision
+    bridge = bridge_factory.start(**file_bridge(bridge_factory, first, prefix="/a/", path=output))
+    wait_for(
+        lambda: read_events(output) and read_events(output)[-1].op is Op.SNAPSHOT_END,
+        timeout=20,
+        what="the snapshot",
+    )
+    assert bridge.terminate() == 0 and read_events(output)[-1].revision == revision
+    replacement = etcd_factory.start()
+    before = output.read_bytes()
+    bridge = bridge_factory.start(
+        **file_bridge(bridge_factory, replacement, prefix="/a/", path=output)
+    )
+    assert bridge.process is not None and bridge.process.wait(30) == 1
+    assert "was replaced or restored from a backup" in bridge.log_text()
+    assert output.read_bytes() == before
