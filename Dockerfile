@@ -1,0 +1,25 @@
+# etcd-bridge: build wheels in one stage, run as a non-root user in a slim one.
+# Configure with BRIDGE_* environment variables (see README.md).
+
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY sinks ./sinks
+COPY config ./config
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11.11-slim-bookworm
+RUN groupadd --system --gid 10001 bridge \
+ && useradd --system --uid 10001 --gid bridge --home-dir /var/lib/etcd-bridge --create-home bridge
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels etcd-bridge \
+ && rm -rf /wheels
+ENV BRIDGE_CHECKPOINT_DIR=/var/lib/etcd-bridge \
+    BRIDGE_LOG__FORMAT=json \
+    PYTHONUNBUFFERED=1
+VOLUME ["/var/lib/etcd-bridge"]
+USER 10001:10001
+WORKDIR /var/lib/etcd-bridge
+ENTRYPOINT ["etcd-bridge"]
+CMD ["run"]
