@@ -116,6 +116,6 @@ def assert_exactly_once(events: list[Event], changes: list[Change], *, after: in
     missing = set(expected) - set(got)
     extra = set(got) - set(expected)
     assert not missing and not extra, (
-        f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+        f"missing {sorted(missing, key=repr)[:3]}, unexpected {sorted(extra, key=repr)[:3]}"
     )
     assert got == expected
