@@ -94,7 +94,7 @@ def check(settings: Settings) -> tuple[list[str], list[str]]:
             with sink:
                 tail = sink.open()
             position = "nothing yet" if tail is None else f"up to {tail.position}"
-            fine.append(f"sink {sink.name} is reachable and holds {position}")
+            fine.append(f"sink {sink.name} is reachable and holds {position} ({sink.guarantee})")
         except BridgeError as error:
             problems.append(str(error))
     return fine, problems

@@ -73,7 +73,12 @@ class Pipeline:
                 try:
                     tail = self.sink.open()
                     log.info(
-                        "sink opened", extra={"sink": self.sink.name, "position": _describe(tail)}
+                        "sink opened",
+                        extra={
+                            "sink": self.sink.name,
+                            "position": _describe(tail),
+                            "guarantee": self.sink.guarantee,
+                        },
                     )
                     self._pump(tail, backoff)
                 except SinkUnavailableError as error:

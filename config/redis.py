@@ -1,10 +1,228 @@
-"""The ``redis`` sink (``BRIDGE_REDIS__*``)."""
+"""The ``redis`` sink (``BRIDGE_REDIS__*``); see docs/redis.md.
 
-from pydantic import BaseModel, Field
+The URL may carry a password (``redis://user:secret@host:6379/0``), so it is a ``SecretStr``
+and nothing here ever puts it in a message: validation errors describe the problem without
+echoing the value, and ``safe_url`` (scheme, user, host, port, database, never the password) is
+what logs and errors show. ``username``/``password`` may also be given separately (a password
+from a Kubernetes secret), and win over the URL's.
+
+``stream`` is either a stream name or a routing template such as ``etcd:{1}``; the template is
+parsed here (``StreamTemplate``) so that a malformed one fails at start, naming
+``BRIDGE_REDIS__STREAM``.
+"""
+
+import enum
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    Field,
+    FilePath,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+_SCHEMES = ("redis", "rediss", "unix")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+MISSING_SEGMENT = b"_"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTemplate:
+    """A stream name, or a template routing each key to a stream by its leading segments.
+
+    ``{n}`` (1 to 9) is the n-th ``/``-separated segment of the key after the watched prefix
+    (leading slashes ignored); a missing or empty segment renders as ``_``. ``{{`` and ``}}``
+    are literal braces. ``etcd:{1}`` sends ``<prefix>users/42`` to ``etcd:users``.
+    """
+
+    source: str
+    parts: tuple[bytes | int, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> "StreamTemplate":
+        parts: list[bytes | int] = []
+        literal = ""
+        position = 0
+        for match in _PLACEHOLDER.finditer(template):
+            literal += template[position : match.start()]
+            position = match.end()
+            token = match.group(0)
+            if token in ("{{", "}}"):
+                literal += token[0]
+                continue
+            field = match.group(1)
+            if field is None or not re.fullmatch(r"[1-9]", field):
+                raise ValueError(
+                    f"{token!r} at offset {match.start()}: use {{1}} to {{9}} for key segments "
+                    "and {{ or }} for literal braces"
+                )
+            if literal:
+                parts.append(literal.encode("utf-8"))
+                literal = ""
+            parts.append(int(field))
+        literal += template[position:]
+        if literal:
+            parts.append(literal.encode("utf-8"))
+        if not parts:
+            raise ValueError("the stream name is empty")
+        return cls(source=template, parts=tuple(parts))
+
+    @property
+    def routed(self) -> bool:
+        """True when the name depends on the key (the template has a placeholder)."""
+        return any(isinstance(part, int) for part in self.parts)
+
+    @property
+    def name(self) -> bytes:
+        """The stream name of a template without placeholders."""
+        if self.routed:
+            raise ValueError("a routing template has no single name")
+        return b"".join(part for part in self.parts if isinstance(part, bytes))
+
+    def render(self, key: bytes, *, prefix: bytes) -> bytes:
+        """The stream of ``key``, a key under the watched ``prefix``."""
+        relative = key[len(prefix) :] if key.startswith(prefix) else key
+        segments = relative.lstrip(b"/").split(b"/")
+        rendered = []
+        for part in self.parts:
+            if isinstance(part, bytes):
+                rendered.append(part)
+            elif part <= len(segments) and segments[part - 1]:
+                rendered.append(segments[part - 1])
+            else:
+                rendered.append(MISSING_SEGMENT)
+        return b"".join(rendered)
+
+
+class RedisMode(enum.StrEnum):
+    """How events land in Redis."""
+
+    STREAM = "stream"
+    """One stream entry per event, id ``<revision>-<index>``: exactly once, replayable."""
+    PUBSUB = "pubsub"
+    """PUBLISH of the event JSON: at-most-once for subscribers that are not connected."""
+    MIRROR = "mirror"
+    """A hash equal to the etcd prefix: PUT sets a field, DELETE removes it."""
 
 
 class RedisSettings(BaseModel):
-    """Where the Redis sink writes to."""
+    """Where and how the Redis sink writes."""
 
-    url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
-    stream: str = Field(default="etcd-bridge", description="Stream the events are added to.")
+    url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis://, rediss:// (TLS) or unix:// URL, optionally with user:password "
+        "(ACL) and /database. Never logged.",
+    )
+    username: str | None = Field(
+        default=None, description="ACL user; overrides the URL's user when set."
+    )
+    password: SecretStr | None = Field(
+        default=None, description="Password; overrides the URL's password when set."
+    )
+    mode: RedisMode = Field(default=RedisMode.STREAM, description="stream, pubsub or mirror.")
+    stream: str = Field(
+        default="etcd-bridge",
+        description="Stream mode: the stream name, or a routing template whose {1}..{9} are "
+        "the '/'-separated segments of the key after the watched prefix (etcd:{1}).",
+    )
+    maxlen: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stream mode: trim each stream to about this many entries (XADD MAXLEN ~); "
+        "unset keeps everything. The newest entry, which holds the position, is never trimmed.",
+    )
+    channel: str = Field(default="etcd-bridge", description="Pubsub mode: the channel.")
+    mirror_key: str = Field(
+        default="etcd-bridge:mirror",
+        description="Mirror mode: the hash mirroring the prefix (field = etcd key, value = "
+        "etcd value); '<mirror_key>:rev' holds each field's mod_revision.",
+    )
+    checkpoint_key: str | None = Field(
+        default=None,
+        description="Hash holding the position where it is not read back from the stream "
+        "(routed streams, pubsub, mirror). Default: etcd-bridge:<name>:<mode>:<target>.",
+    )
+    batch_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Most events per Lua script call (soft: the changes of one etcd revision "
+        "are never split).",
+    )
+    timeout: PositiveFloat = Field(
+        default=10.0, description="Connect and reply timeout of one Redis call, seconds."
+    )
+    ca_file: FilePath | None = Field(default=None, description="CA bundle (rediss:// only).")
+    cert_file: FilePath | None = Field(
+        default=None, description="Client certificate for mutual TLS (rediss:// only)."
+    )
+    key_file: FilePath | None = Field(
+        default=None, description="Client private key for mutual TLS (rediss:// only)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_redis(cls, url: SecretStr) -> SecretStr:
+        # Messages here must not echo the URL: it may hold a password.
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in _SCHEMES:
+            raise ValueError("use a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("the URL has no host")
+        try:
+            parts.port  # noqa: B018 - parsing the port validates it
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 0 to 65535") from None
+        return url
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_parses(cls, stream: str) -> str:
+        StreamTemplate.parse(stream)
+        return stream
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> "RedisSettings":
+        if self.scheme != "rediss":
+            for name in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"BRIDGE_REDIS__{name.upper()} needs a rediss:// BRIDGE_REDIS__URL"
+                    )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both BRIDGE_REDIS__CERT_FILE and BRIDGE_REDIS__KEY_FILE")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url.get_secret_value()).scheme
+
+    @property
+    def user(self) -> str:
+        """The ACL user the bridge authenticates as (``default`` when none is named)."""
+        if self.username:
+            return self.username
+        url_user = urlsplit(self.url.get_secret_value()).username
+        return unquote(url_user) if url_user else "default"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password: what logs and error messages show."""
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        user = f"{self.user}@" if self.user != "default" else ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = parts.port or 6379
+        database = parts.path.lstrip("/") or "0"
+        return f"{parts.scheme}://{user}{host}:{port}/{database}"
+
+    @property
+    def template(self) -> StreamTemplate:
+        return StreamTemplate.parse(self.stream)

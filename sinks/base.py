@@ -46,8 +46,9 @@ class Sink(abc.ABC):
     name: ClassVar[str]
     """The name users select the sink by in ``BRIDGE_SINKS``."""
 
-    guarantee: ClassVar[str] = "exactly-once"
-    """What a consumer gets across crashes: ``exactly-once`` or ``at-least-once``."""
+    guarantee: str = "exactly-once"
+    """What a consumer gets across crashes (``exactly-once``, ``at-least-once``, ...); a sink
+    whose guarantee depends on its settings sets it per instance. Shown by ``check`` and logs."""
 
     @classmethod
     @abc.abstractmethod

@@ -1,0 +1,475 @@
+"""The ``redis`` sink: etcd changes into Redis streams, a pub/sub channel, or a mirror hash.
+
+This is the only module that imports redis-py. Every batch is written by one Lua script call
+(``sinks.redis_lua``) that also records the position the batch completes, so data and position
+are never apart: Redis applies a script whole (and, with persistence, logs it whole), which is
+what makes the sink exactly once across a ``kill -9`` of the bridge, whatever Redis's own
+durability: if Redis loses its last writes, it loses the position with them, and the pump
+rewrites exactly those.
+
+Where the position lives, per mode (docs/redis.md has the consumer's view):
+
+- ``stream`` with one stream: the stream itself. Entry ids are the events' positions
+  ``<revision>-<index>``; ``open()`` reads the last entry back (XREVRANGE COUNT 1) and its
+  ``event`` field is the full event. XADD ... MAXLEN ~ never trims the newest entry, so trimming
+  never loses the position.
+- ``stream`` with a routing template, ``pubsub``, ``mirror``: a checkpoint hash
+  (``revision``, ``index``, ``event``) written by the same script as the data.
+
+Batches: ``write`` sends chunks of ``batch_size`` events as they fill and ``flush`` sends the
+rest; a chunk ends only where a position may be durable (between etcd revisions, or anywhere
+inside a snapshot, which the pump resumes by key), never inside a watched transaction.
+
+Errors: connection loss, timeouts, a loading or read-only server, OOM and MISCONF become
+``SinkUnavailableError`` (the pump reopens and rewrites from the durable tail; the scripts skip
+anything already held, so a reply lost after Redis applied a batch duplicates nothing). A wrong
+password, a missing ACL permission, a key of the wrong type or a Redis older than 7 become
+``SinkRejectedError`` with one line naming the user, permission or setting. No message ever
+holds the URL's password: they show ``RedisSettings.safe_url``.
+"""
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import redis
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bridge.encoding import printable_key
+from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
+from bridge.events import SNAPSHOT_OPS, Event, EventType, Op
+from config.redis import RedisMode, RedisSettings, StreamTemplate
+from config.settings import Settings
+from sinks import redis_lua
+from sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
+_TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+_TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """A Lua source and its SHA1, run with EVALSHA (EVAL when the server does not have it)."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> "_Script":
+        digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        return cls(source=source, sha=digest)
+
+
+_STREAM = _Script.of(redis_lua.STREAM)
+_ROUTED = _Script.of(redis_lua.ROUTED)
+_PUBSUB = _Script.of(redis_lua.PUBSUB)
+_MIRROR = _Script.of(redis_lua.MIRROR)
+
+
+class _Layout:
+    """What one mode reads back on open and sends per chunk: its keys and arguments."""
+
+    script: _Script
+    target: str
+    """Where the events go, for messages."""
+    names: list[str]
+    """The keys (and channel) the sink uses, for messages about ACL patterns."""
+
+    def read_tail(self, client: "redis.Redis") -> Event | None:
+        raise NotImplementedError
+
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        raise NotImplementedError
+
+    def committed(self, chunk: Sequence[Event]) -> None:
+        """Called once a chunk's script call succeeded."""
+
+
+def _bytes(reply: object) -> bytes:
+    """A reply of a client built with ``decode_responses=False``: always bytes."""
+    if isinstance(reply, bytes):
+        return reply
+    raise SinkRejectedError(f"redis: unexpected reply {type(reply).__name__}, expected bytes")
+
+
+def _checkpoint_tail(client: "redis.Redis", checkpoint: str) -> Event | None:
+    raw = client.hget(checkpoint, "event")
+    if raw is None:
+        return None
+    try:
+        return Event.from_json(_bytes(raw))
+    except (ValueError, KeyError) as error:
+        raise SinkRejectedError(
+            f"redis: checkpoint {checkpoint!r} does not hold an etcd-bridge event ({error}); "
+            "set BRIDGE_REDIS__CHECKPOINT_KEY to a key of this pipeline"
+        ) from None
+
+
+class _StreamLayout(_Layout):
+    """One stream; entries ``op``, ``key``, ``event``; its last entry is the position."""
+
+    script = _STREAM
+
+    def __init__(self, *, stream: bytes, maxlen: int | None) -> None:
+        self.stream = stream
+        self.maxlen = "" if maxlen is None else str(maxlen)
+        self.target = f"stream {stream.decode(errors='replace')!r}"
+        self.names = [f"key {stream.decode(errors='replace')!r}"]
+
+    def read_tail(self, client: "redis.Redis") -> Event | None:
+        entries = client.xrevrange(self.stream, count=1)
+        if not entries:
+            return None
+        raw_id, fields = entries[0]
+        entry_id = _bytes(raw_id).decode()
+        name = self.stream.decode(errors="replace")
+        raw = (fields or {}).get(b"event")
+        if raw is None:
+            raise SinkRejectedError(
+                f"redis: the last entry {entry_id} of stream {name!r} has no 'event' "
+                "field: the stream is not etcd-bridge's; choose another BRIDGE_REDIS__STREAM"
+            )
+        try:
+            event = Event.from_json(_bytes(raw))
+        except (ValueError, KeyError) as error:
+            raise SinkRejectedError(
+                f"redis: the last entry of stream {name!r} is not an etcd-bridge event "
+                f"({error}); choose another BRIDGE_REDIS__STREAM"
+            ) from None
+        if str(event.position) != entry_id:
+            raise SinkRejectedError(
+                f"redis: the last entry of stream {name!r} has id {entry_id} but holds "
+                f"the event at {event.position}; the stream was not written by etcd-bridge"
+            )
+        return event
+
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        args: list[bytes | str | int] = [self.maxlen]
+        for event in chunk:
+            args += (event.revision, event.index, event.op.value, event.key, event.to_json())
+        return [self.stream], args
+
+
+class _RoutedLayout(_Layout):
+    """Streams chosen per key by a template; the position is a checkpoint hash."""
+
+    script = _ROUTED
+
+    def __init__(
+        self, *, template: StreamTemplate, prefix: bytes, maxlen: int | None, checkpoint: str
+    ) -> None:
+        self.template = template
+        self.prefix = prefix
+        self.maxlen = "" if maxlen is None else str(maxlen)
+        self.checkpoint = checkpoint
+        self.known_set = f"{checkpoint}:streams"
+        self.known: set[bytes] = set()
+        self.target = "the streams of BRIDGE_REDIS__STREAM"
+        self.names = [
+            f"keys {checkpoint!r}, {self.known_set!r}",
+            f"the streams of template {template.source!r}",
+        ]
+
+    def read_tail(self, client: "redis.Redis") -> Event | None:
+        self.known = {_bytes(member) for member in client.smembers(self.known_set)}
+        return _checkpoint_tail(client, self.checkpoint)
+
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        slots: dict[bytes, int] = {}
+        # Markers go to every known stream; the empty probe of open() checks them all too.
+        if not chunk or any(event.type is EventType.MARKER for event in chunk):
+            for stream in sorted(self.known):
+                slots[stream] = len(slots) + 3
+        args: list[bytes | str | int] = [self.maxlen, chunk[-1].to_json() if chunk else b""]
+        for event in chunk:
+            if event.type is EventType.MARKER:
+                slot = 0
+            else:
+                stream = self.template.render(event.key, prefix=self.prefix)
+                slot = slots.setdefault(stream, len(slots) + 3)
+            args += (slot, event.revision, event.index, event.op.value, event.key, event.to_json())
+        return [self.checkpoint, self.known_set, *slots], args
+
+    def committed(self, chunk: Sequence[Event]) -> None:
+        for event in chunk:
+            if event.type is not EventType.MARKER:
+                self.known.add(self.template.render(event.key, prefix=self.prefix))
+
+
+class _PubSubLayout(_Layout):
+    """PUBLISH of each event's JSON on one channel; the position is a checkpoint hash."""
+
+    script = _PUBSUB
+
+    def __init__(self, *, channel: str, checkpoint: str) -> None:
+        self.channel = channel
+        self.checkpoint = checkpoint
+        self.target = f"channel {channel!r}"
+        self.names = [f"key {checkpoint!r}", f"channel {channel!r}"]
+
+    def read_tail(self, client: "redis.Redis") -> Event | None:
+        return _checkpoint_tail(client, self.checkpoint)
+
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        args: list[bytes | str | int] = [self.channel, chunk[-1].to_json() if chunk else b""]
+        for event in chunk:
+            args += (event.revision, event.index, event.to_json())
+        return [self.checkpoint], args
+
+
+class _MirrorLayout(_Layout):
+    """A hash equal to the prefix, with a companion hash of mod_revisions."""
+
+    script = _MIRROR
+
+    def __init__(self, *, mirror_key: str, checkpoint: str) -> None:
+        self.keys: list[bytes | str] = [
+            checkpoint,
+            mirror_key,
+            f"{mirror_key}:rev",
+            f"{mirror_key}:next",
+            f"{mirror_key}:next:rev",
+        ]
+        self.checkpoint = checkpoint
+        self.target = f"mirror hash {mirror_key!r}"
+        self.names = ["keys " + ", ".join(repr(key) for key in self.keys)]
+
+    def read_tail(self, client: "redis.Redis") -> Event | None:
+        return _checkpoint_tail(client, self.checkpoint)
+
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        args: list[bytes | str | int] = [chunk[-1].to_json() if chunk else b""]
+        for event in chunk:
+            guard = event.mod_revision if event.op is Op.SNAPSHOT else event.revision
+            value = event.value if event.value is not None else b""
+            args += (event.revision, event.index, event.op.value, event.key, value, guard)
+        return self.keys, args
+
+
+def checkpoint_key(settings: Settings) -> str:
+    """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
+    own = settings.redis
+    if own.checkpoint_key:
+        return own.checkpoint_key
+    target = {
+        RedisMode.STREAM: own.stream,
+        RedisMode.PUBSUB: own.channel,
+        RedisMode.MIRROR: own.mirror_key,
+    }[own.mode]
+    return f"etcd-bridge:{settings.name}:{own.mode.value}:{target}"
+
+
+def _layout(settings: Settings) -> _Layout:
+    own = settings.redis
+    if own.mode is RedisMode.PUBSUB:
+        return _PubSubLayout(channel=own.channel, checkpoint=checkpoint_key(settings))
+    if own.mode is RedisMode.MIRROR:
+        return _MirrorLayout(mirror_key=own.mirror_key, checkpoint=checkpoint_key(settings))
+    template = own.template
+    if template.routed:
+        return _RoutedLayout(
+            template=template,
+            prefix=settings.etcd.prefix_bytes,
+            maxlen=own.maxlen,
+            checkpoint=checkpoint_key(settings),
+        )
+    return _StreamLayout(stream=template.name, maxlen=own.maxlen)
+
+
+def cut_point(events: Sequence[Event], *, limit: int) -> int:
+    """Where to end the next chunk of ``events``: at most ``limit`` when a boundary allows.
+
+    A chunk may end between two revisions, or anywhere inside a snapshot (the pump resumes a
+    snapshot after its last durable key); never inside a watched transaction. The end of the
+    sequence is always a boundary (the pump hands over whole revisions).
+    """
+    if len(events) <= limit:
+        return len(events)
+    for end in range(limit, 0, -1):
+        if _may_end_before(events, end):
+            return end
+    for end in range(limit + 1, len(events)):
+        if _may_end_before(events, end):
+            return end
+    return len(events)
+
+
+def _may_end_before(events: Sequence[Event], end: int) -> bool:
+    following = events[end]
+    return following.revision != events[end - 1].revision or following.op in SNAPSHOT_OPS
+
+
+class RedisSink(Sink):
+    """Events into Redis by one Lua script call per chunk; see the module docstring."""
+
+    name = "redis"
+
+    def __init__(self, *, settings: RedisSettings, layout: _Layout) -> None:
+        self._settings = settings
+        if settings.mode is RedisMode.PUBSUB:
+            self.guarantee = "at-most-once for subscribers (position exactly once)"
+        self._layout = layout
+        self._client: redis.Redis | None = None
+        self._pending: list[Event] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(settings=settings.redis, layout=_layout(settings))
+
+    @property
+    def mode(self) -> RedisMode:
+        return self._settings.mode
+
+    def open(self) -> Event | None:
+        self.close()
+        client = self._connect()
+        self._client = client
+        try:
+            tail = self._layout.read_tail(client)
+            # An empty batch runs every ACL and type check of the script and writes nothing.
+            self._run(client, [])
+        except redis.exceptions.RedisError as error:
+            self.close()
+            raise self._translate(error, doing=f"opening {self._layout.target}") from None
+        except SinkError:
+            self.close()
+            raise
+        log.info(
+            "redis sink ready",
+            extra={
+                "url": self._settings.safe_url,
+                "mode": self.mode.value,
+                "position": None if tail is None else str(tail.position),
+            },
+        )
+        return tail
+
+    def write(self, batch: Sequence[Event]) -> None:
+        self._pending.extend(batch)
+        limit = self._settings.batch_size
+        while len(self._pending) >= limit:
+            self._send(cut_point(self._pending, limit=limit))
+
+    def flush(self) -> None:
+        while self._pending:
+            self._send(cut_point(self._pending, limit=self._settings.batch_size))
+
+    def close(self) -> None:
+        self._pending.clear()
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+    def _connect(self) -> "redis.Redis":
+        own = self._settings
+        options: dict[str, Any] = {
+            "socket_timeout": own.timeout,
+            "socket_connect_timeout": own.timeout,
+            "retry": Retry(NoBackoff(), 0),  # the pump owns retrying, with its backoff
+            "decode_responses": False,
+        }
+        if own.username is not None:
+            options["username"] = own.username
+        if own.password is not None:
+            options["password"] = own.password.get_secret_value()
+        if own.scheme == "rediss":
+            options["ssl_ca_certs"] = None if own.ca_file is None else str(own.ca_file)
+            options["ssl_certfile"] = None if own.cert_file is None else str(own.cert_file)
+            options["ssl_keyfile"] = None if own.key_file is None else str(own.key_file)
+        try:
+            return redis.Redis.from_url(own.url.get_secret_value(), **options)
+        except ValueError:
+            # redis-py's parse errors may quote the URL, so they are not passed on.
+            raise SinkRejectedError(
+                f"redis: BRIDGE_REDIS__URL ({own.safe_url}) is not a valid Redis URL"
+            ) from None
+
+    def _send(self, end: int) -> None:
+        client = self._client
+        if client is None:
+            raise SinkUnavailableError("redis: the sink is not open")
+        chunk = self._pending[:end]
+        try:
+            written, skipped = self._run(client, chunk)
+        except redis.exceptions.RedisError as error:
+            self._pending.clear()
+            first, last = chunk[0], chunk[-1]
+            doing = (
+                f"writing {first.position}..{last.position} (first key "
+                f"{printable_key(first.key)!r}) to {self._layout.target}"
+            )
+            raise self._translate(error, doing=doing) from None
+        del self._pending[:end]
+        self._layout.committed(chunk)
+        if skipped:
+            log.warning(
+                "redis sink skipped events it already held",
+                extra={"skipped": skipped, "written": written, "last": str(chunk[-1].position)},
+            )
+
+    def _run(self, client: "redis.Redis", chunk: Sequence[Event]) -> tuple[int, int]:
+        keys, args = self._layout.call(chunk)
+        script = self._layout.script
+        try:
+            reply = client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            reply = client.eval(script.source, len(keys), *keys, *args)
+        written, skipped = reply
+        return int(written), int(skipped)
+
+    def _translate(self, error: redis.exceptions.RedisError, *, doing: str) -> SinkError:
+        """One line for the operator; retryable or not. Never holds the password."""
+        own = self._settings
+        detail = _SCRIPT_LOCATION.sub("", str(error)).strip().rstrip(".")
+        where = f"redis at {own.safe_url}"
+        if isinstance(error, redis.exceptions.AuthenticationError):
+            return SinkRejectedError(
+                f"{where}: authentication as user {own.user!r} failed ({detail}); check the "
+                "user and password of BRIDGE_REDIS__URL (or BRIDGE_REDIS__USERNAME/PASSWORD)"
+            )
+        if isinstance(error, redis.exceptions.NoPermissionError):
+            if "one of the" in detail:  # Redis does not say which key or channel
+                detail += f" (the sink uses {', '.join(self._layout.names)})"
+            return SinkRejectedError(
+                f"{where}: ACL user {own.user!r} lacks a permission {doing}: {detail}; grant it "
+                f"(ACL SETUSER {own.user} ...) or use another user in BRIDGE_REDIS__URL"
+            )
+        if isinstance(error, redis.exceptions.ReadOnlyError):
+            return SinkUnavailableError(f"{where} is a read-only replica ({detail}), {doing}")
+        if "certificate verify failed" in detail:
+            return SinkRejectedError(
+                f"{where}: the server's TLS certificate is not trusted ({detail}); set "
+                "BRIDGE_REDIS__CA_FILE to the CA that signed it"
+            )
+        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return SinkUnavailableError(f"{where} is unreachable ({detail}), {doing}")
+        if isinstance(error, redis.exceptions.ResponseError):
+            if detail.startswith(_TRANSIENT_REPLIES):
+                return SinkUnavailableError(f"{where} refused a write for now ({detail}), {doing}")
+            if detail.startswith(_TOO_OLD_REPLIES) or "#!" in detail:
+                return SinkRejectedError(
+                    f"{where} cannot run the sink's Lua scripts ({detail}); the redis sink "
+                    "needs Redis 7.0 or later"
+                )
+            if detail.startswith("WRONGTYPE"):
+                return SinkRejectedError(
+                    f"{where}: a key of the wrong type is in the way {doing} ({detail}); "
+                    f"choose another {_setting_of(own.mode)} or remove that key"
+                )
+        return SinkRejectedError(f"{where}: {detail}, {doing}")
+
+
+def _setting_of(mode: RedisMode) -> str:
+    return {
+        RedisMode.STREAM: "BRIDGE_REDIS__STREAM",
+        RedisMode.PUBSUB: "BRIDGE_REDIS__CHECKPOINT_KEY",
+        RedisMode.MIRROR: "BRIDGE_REDIS__MIRROR_KEY",
+    }[mode]

@@ -1,0 +1,122 @@
+"""Pure logic of the Redis sink: where chunks may end, and how Redis errors are reported."""
+
+import pytest
+import redis.exceptions
+
+from bridge.errors import SinkRejectedError, SinkUnavailableError
+from bridge.events import Event, EventType, Op
+from config.settings import load_settings
+from sinks.redis import RedisSink, checkpoint_key, cut_point
+from tests.fixtures.redis import History
+
+SECRET = "pa55-w0rd"  # noqa: S105 - a test value that must never show
+
+
+def put(revision: int, index: int) -> Event:
+    return Event(
+        revision=revision, index=index, type=EventType.PUT, op=Op.UPDATE, key=b"/k", value=b"v"
+    )
+
+
+class TestCutPoint:
+    def test_everything_fits(self) -> None:
+        events = [put(1, 0), put(2, 0)]
+        assert cut_point(events, limit=5) == 2
+
+    def test_ends_between_revisions(self) -> None:
+        events = [put(1, 0), put(2, 0), put(2, 1), put(2, 2), put(3, 0)]
+        assert cut_point(events, limit=3) == 1
+        assert cut_point(events, limit=4) == 4
+
+    def test_a_long_transaction_travels_whole(self) -> None:
+        events = [put(2, n) for n in range(6)] + [put(3, 0)]
+        assert cut_point(events, limit=2) == 6
+
+    def test_a_snapshot_splits_anywhere(self) -> None:
+        history = History(prefix=b"/p/")
+        for number in range(5):
+            history.put(f"/p/{number}".encode(), b"v")
+        snapshot = history.snapshot()
+        assert cut_point(snapshot, limit=3) == 3
+        assert cut_point(snapshot, limit=1) == 1
+
+
+def sink(**redis_settings: object) -> RedisSink:
+    settings = load_settings(
+        name="orders",
+        redis={"url": f"redis://writer:{SECRET}@127.0.0.1:6390/0", **redis_settings},
+    )
+    return RedisSink.from_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "words"),
+    [
+        (
+            redis.exceptions.AuthenticationError("invalid username-password pair"),
+            SinkRejectedError,
+            ["authentication as user 'writer' failed", "BRIDGE_REDIS__URL"],
+        ),
+        (
+            redis.exceptions.NoPermissionError(
+                "the user may not run XADD on key 'events' script: "
+                "0123456789abcdef0123456789abcdef01234567, on @user_script:9."
+            ),
+            SinkRejectedError,
+            ["ACL user 'writer'", "XADD on key 'events'", "ACL SETUSER writer"],
+        ),
+        (
+            redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390."),
+            SinkUnavailableError,
+            ["unreachable"],
+        ),
+        (redis.exceptions.TimeoutError("Timeout reading"), SinkUnavailableError, ["unreachable"]),
+        (
+            redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+            SinkUnavailableError,
+            ["unreachable"],
+        ),
+        (
+            redis.exceptions.ResponseError("OOM command not allowed when used memory"),
+            SinkUnavailableError,
+            ["refused a write for now", "OOM"],
+        ),
+        (
+            redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+            SinkUnavailableError,
+            ["read-only replica"],
+        ),
+        (
+            redis.exceptions.ResponseError("Error compiling script (new function): ..."),
+            SinkRejectedError,
+            ["Redis 7.0 or later"],
+        ),
+        (
+            redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+            SinkRejectedError,
+            ["BRIDGE_REDIS__STREAM"],
+        ),
+    ],
+)
+def test_errors_are_one_line_without_the_password(
+    error: redis.exceptions.RedisError, kind: type[Exception], words: list[str]
+) -> None:
+    translated = sink()._translate(error, doing="opening stream 'events'")
+    assert type(translated) is kind
+    message = str(translated)
+    assert "\n" not in message
+    assert SECRET not in message
+    assert "redis://writer@127.0.0.1:6390/0" in message
+    assert "script: 0123" not in message
+    for word in words:
+        assert word in message
+
+
+def test_checkpoint_keys_are_namespaced_by_pipeline_and_target() -> None:
+    def key(**redis_settings: object) -> str:
+        return checkpoint_key(load_settings(name="orders", redis=redis_settings))
+
+    assert key(mode="mirror", mirror_key="m") == "etcd-bridge:orders:mirror:m"
+    assert key(mode="pubsub", channel="c") == "etcd-bridge:orders:pubsub:c"
+    assert key(stream="s:{1}") == "etcd-bridge:orders:stream:s:{1}"
+    assert key(mode="pubsub", checkpoint_key="mine") == "mine"
