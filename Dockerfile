@@ -19,6 +19,9 @@ ENV BRIDGE_CHECKPOINT_DIR=/var/lib/etcd-bridge \
     BRIDGE_LOG__FORMAT=json \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/etcd-bridge"]
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 USER 10001:10001
 WORKDIR /var/lib/etcd-bridge
 ENTRYPOINT ["etcd-bridge"]

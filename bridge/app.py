@@ -12,8 +12,9 @@ import signal
 import threading
 from types import FrameType
 
-from bridge.errors import BridgeError, EtcdError
+from bridge.errors import BridgeError, ConfigError, EtcdError
 from bridge.etcd import EtcdConnection
+from bridge.health import HealthServer
 from bridge.pump import Pipeline
 from config.settings import Settings
 from sinks import registry
@@ -55,6 +56,7 @@ def run(settings: Settings) -> int:
             "sinks": ",".join(settings.sinks),
         },
     )
+    http = _start_http(settings, pipelines)
     threads = [
         threading.Thread(target=run_pipeline, args=(pipeline,), name=f"sink-{pipeline.sink.name}")
         for pipeline in pipelines
@@ -65,12 +67,34 @@ def run(settings: Settings) -> int:
         pass
     for thread in threads:
         thread.join(settings.pump.shutdown_timeout)
+    if http is not None:
+        http.stop()
     for error in failures:
         if isinstance(error, BridgeError):
             log.error(str(error), extra={"error": type(error).__name__})
         else:
             log.error("unexpected failure", exc_info=error)
     return 1 if failures else 0
+
+
+def _start_http(settings: Settings, pipelines: list[Pipeline]) -> HealthServer | None:
+    if not settings.http.enabled:
+        return None
+    try:
+        server = HealthServer(
+            [pipeline.health for pipeline in pipelines],
+            host=settings.http.host,
+            port=settings.http.port,
+            silence_limit=3 * settings.etcd.stall_timeout,
+        )
+    except OSError as error:
+        raise ConfigError(
+            f"BRIDGE_HTTP__PORT: cannot listen on {settings.http.host}:{settings.http.port} "
+            f"({error.strerror}); choose another port or set BRIDGE_HTTP__ENABLED=false"
+        ) from None
+    server.start()
+    log.info("http endpoint up", extra={"host": settings.http.host, "port": server.port})
+    return server
 
 
 def check(settings: Settings) -> tuple[list[str], list[str]]:

@@ -21,12 +21,16 @@ nothing written after the failing event.
 import logging
 import queue
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bridge import metrics
 from bridge.errors import SinkUnavailableError
 from bridge.etcd import Chunk
 from bridge.events import Event, Position
+from bridge.health import Phase, PipelineHealth
 from bridge.retry import Backoff
 from bridge.source import ChangeSource
 from config.settings import Settings
@@ -49,12 +53,23 @@ _Item = Chunk | _Failure
 
 @dataclass
 class PipelineStats:
-    """Counters of one pipeline, for its log lines."""
+    """Where one pipeline stands, for its log lines and lag metrics."""
 
     delivered: int = 0
-    batches: int = 0
     position: Position | None = None
     etcd_revision: int = 0
+    caught_up_at: float = 0.0
+
+    def observe(self, sink: str) -> None:
+        """Publish the lag: revisions behind etcd, and seconds since last caught up."""
+        held = self.position.revision if self.position is not None else 0
+        now = time.monotonic()
+        if held >= self.etcd_revision or not self.caught_up_at:
+            self.caught_up_at = now
+        metrics.SINK_REVISION.labels(sink).set(held)
+        metrics.ETCD_REVISION.labels(sink).set(self.etcd_revision)
+        metrics.LAG_REVISIONS.labels(sink).set(max(0, self.etcd_revision - held))
+        metrics.LAG_SECONDS.labels(sink).set(now - self.caught_up_at)
 
 
 class Pipeline:
@@ -65,6 +80,7 @@ class Pipeline:
         self._settings = settings
         self._stop = stop
         self.stats = PipelineStats()
+        self.health = PipelineHealth(sink=sink.name)
 
     def run(self) -> None:
         backoff = Backoff(initial=0.2, maximum=10.0)
@@ -82,12 +98,20 @@ class Pipeline:
                     )
                     self._pump(tail, backoff)
                 except SinkUnavailableError as error:
+                    self.health.enter(Phase.SINK_DOWN)
+                    metrics.ERRORS.labels(self.sink.name, type(error).__name__).inc()
                     log.warning(
                         "sink unavailable, reopening",
                         extra={"sink": self.sink.name, "detail": str(error)},
                     )
                     self.sink.close()
                     backoff.wait(self._stop)
+        except BaseException as error:
+            self.health.enter(Phase.FAILED)
+            metrics.ERRORS.labels(self.sink.name, type(error).__name__).inc()
+            raise
+        else:
+            self.health.enter(Phase.STOPPED)
         finally:
             self.sink.close()
             log.info(
@@ -102,7 +126,7 @@ class Pipeline:
     def _pump(self, tail: Event | None, backoff: Backoff) -> None:
         """Deliver from ``tail`` on until stopped; raises what the sink or reader raised."""
         halt = threading.Event()
-        source = ChangeSource(self._settings.etcd, tail=tail, stop=halt, label=self.sink.name)
+        source = ChangeSource(self._settings.etcd, tail=tail, stop=halt, health=self.health)
         chunks: queue.Queue[_Item] = queue.Queue(maxsize=self._settings.pump.queue_depth)
         reader = threading.Thread(
             target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
@@ -111,15 +135,24 @@ class Pipeline:
         self.stats.position = tail.position if tail is not None else None
         try:
             for batch in self._batches(chunks, last=self.stats.position):
+                started = time.perf_counter()
                 self.sink.write(batch)
                 self.sink.flush()
                 backoff.reset()
-                self.stats.position = batch[-1].position
-                self.stats.delivered += len(batch)
-                self.stats.batches += 1
+                self._delivered(batch, seconds=time.perf_counter() - started)
         finally:
             source.close()
             reader.join(self._settings.pump.shutdown_timeout)
+
+    def _delivered(self, batch: list[Event], *, seconds: float) -> None:
+        sink = self.sink.name
+        metrics.WRITE_SECONDS.labels(sink).observe(seconds)
+        metrics.BATCH_EVENTS.labels(sink).observe(len(batch))
+        for event_type, count in Counter(event.type for event in batch).items():
+            metrics.EVENTS_DELIVERED.labels(sink, event_type.value).inc(count)
+        self.stats.position = batch[-1].position
+        self.stats.delivered += len(batch)
+        self.stats.observe(sink)
 
     def _batches(
         self, chunks: "queue.Queue[_Item]", *, last: Position | None
@@ -130,6 +163,7 @@ class Pipeline:
             try:
                 item: _Item = chunks.get(timeout=_POLL_SECONDS)
             except queue.Empty:
+                self.stats.observe(self.sink.name)
                 continue
             batch: list[Event] = []
             size = 0

@@ -21,9 +21,11 @@ import logging
 import threading
 from collections.abc import Iterator
 
+from bridge import metrics
 from bridge.errors import EtcdUnavailableError, PositionAheadError, RevisionCompactedError
 from bridge.etcd import Chunk, EtcdConnection, WatchStream, prefix_range
 from bridge.events import Event, Op, SnapshotReason
+from bridge.health import Phase, PipelineHealth
 from bridge.retry import Backoff
 from bridge.snapshot import SnapshotCursor, read_snapshot
 from config.etcd import EtcdSettings
@@ -35,18 +37,22 @@ class ChangeSource:
     """Snapshot then watch, from a sink's durable tail; see the module docstring."""
 
     def __init__(
-        self, settings: EtcdSettings, *, tail: Event | None, stop: threading.Event, label: str
+        self,
+        settings: EtcdSettings,
+        *,
+        tail: Event | None,
+        stop: threading.Event,
+        health: PipelineHealth,
     ) -> None:
         self._settings = settings
         self._stop = stop
-        self._label = label
+        self._health = health
+        self._label = health.sink
         self._connection = EtcdConnection(settings)
         self._stream: WatchStream | None = None
         self._lock = threading.Lock()
         self._snapshot: SnapshotCursor | None = None
         self._watch_from = 0
-        self.resyncs = 0
-        self.reconnects = 0
         self._tail_revision = 0 if tail is None else tail.revision
         if tail is None:
             self._snapshot = SnapshotCursor(reason=SnapshotReason.INITIAL)
@@ -87,14 +93,16 @@ class ChangeSource:
                     )
                 yield from self._snapshot_then_watch(backoff)
             except RevisionCompactedError as error:
-                self.resyncs += 1
+                metrics.RESYNCS.labels(self._label).inc()
                 log.error(
                     "position compacted, resyncing with a new snapshot",
-                    extra={"sink": self._label, "detail": str(error), "resyncs": self.resyncs},
+                    extra={"sink": self._label, "detail": str(error)},
                 )
                 self._snapshot = SnapshotCursor(reason=SnapshotReason.COMPACTED)
             except EtcdUnavailableError as error:
-                self.reconnects += 1
+                self._health.enter(Phase.ETCD_DOWN)
+                metrics.RECONNECTS.labels(self._label).inc()
+                metrics.ERRORS.labels(self._label, type(error).__name__).inc()
                 log.warning(
                     "etcd unavailable, reconnecting",
                     extra={
@@ -120,6 +128,8 @@ class ChangeSource:
         prefix = self._settings.prefix_bytes
         if self._snapshot is not None:
             cursor = self._snapshot
+            self._health.enter(Phase.SNAPSHOT)
+            metrics.SNAPSHOT_IN_PROGRESS.labels(self._label).set(1)
             log.info(
                 "snapshot starting",
                 extra={
@@ -136,9 +146,12 @@ class ChangeSource:
                 page_bytes=self._settings.snapshot_page_bytes,
             ):
                 backoff.reset()
+                self._health.beat()
+                metrics.SNAPSHOT_EVENTS.labels(self._label).inc(len(chunk.events))
                 yield chunk
                 if self._stop.is_set():
                     return
+            metrics.SNAPSHOT_IN_PROGRESS.labels(self._label).set(0)
             log.info(
                 "snapshot done",
                 extra={
@@ -157,9 +170,11 @@ class ChangeSource:
                 start=start, end=end, start_revision=self._watch_from
             )
         log.info("watching", extra={"sink": self._label, "from_revision": self._watch_from})
+        self._health.enter(Phase.WATCHING)
         try:
             for chunk in self._stream:
                 backoff.reset()
+                self._health.beat()
                 if chunk.events:
                     self._watch_from = chunk.events[-1].revision
                 yield chunk

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.errors import ConfigError
 from config.etcd import EtcdSettings
 from config.file import FileSettings
+from config.http import HttpSettings
 from config.kafka import KafkaSettings
 from config.logging import LogSettings
 from config.pump import PumpSettings
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     pump: PumpSettings = PumpSettings()
+    http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("name")
