@@ -22,6 +22,7 @@ Raw etcd events become ``bridge.events.Event`` here, numbered within their revis
 """
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -30,9 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import grpc
-from pyetcd import etcdrpc
-from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent
+# gRPC's C core logs TLS failures on stderr by itself; our errors say it in one line instead.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402 - after its logging is set
+from pyetcd import etcdrpc  # noqa: E402
+from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent  # noqa: E402
 
 from bridge.errors import (
     EtcdError,
@@ -86,15 +90,27 @@ def translate_rpc_error(error: grpc.RpcError, *, endpoint: str, revision: int = 
     details = (error.details() if isinstance(error, grpc.Call) else "") or ""
     if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
         return RevisionCompactedError(requested=revision, compacted=0)
+    if code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details:
+        # Simple tokens expire (--auth-token-ttl) and die with a restart: reconnecting
+        # authenticates anew.
+        return EtcdUnavailableError(f"etcd {endpoint}: auth token expired, re-authenticating")
     if code in _REJECTED_CODES:
         hint = "check BRIDGE_ETCD__USER/PASSWORD and the user's role"
         return EtcdRejectedError(f"etcd {endpoint} refused the request ({code}: {details}); {hint}")
-    if "handshake" in details.lower() or "ssl" in details.lower():
-        return EtcdRejectedError(
-            f"etcd {endpoint}: TLS failed ({details}); check BRIDGE_ETCD__CA_FILE, "
-            "BRIDGE_ETCD__CERT_FILE and BRIDGE_ETCD__KEY_FILE"
-        )
+    if "handshake" in details.lower():
+        return EtcdRejectedError(f"etcd {endpoint}: {_tls_advice(details)}")
     return EtcdUnavailableError(f"etcd {endpoint}: {describe_rpc_error(error)}")
+
+
+def _tls_advice(details: str) -> str:
+    """Say which TLS setting to look at, from the handshake failure gRPC reports."""
+    reason = details.rsplit("OPENSSL_internal:", 1)[-1].removesuffix(": OK").strip()
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return f"the server's certificate is not trusted ({reason}); check BRIDGE_ETCD__CA_FILE"
+    return (
+        f"the server refused our client certificate ({reason}): missing, expired or not "
+        "signed by its CA; check BRIDGE_ETCD__CERT_FILE and BRIDGE_ETCD__KEY_FILE"
+    )
 
 
 @dataclass(frozen=True, slots=True)
