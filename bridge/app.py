@@ -10,11 +10,13 @@ code is 1, after one log line that says what to fix.
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
-from bridge.errors import BridgeError, ConfigError, EtcdError
+from bridge.election import Leadership
+from bridge.errors import BridgeError, ConfigError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
-from bridge.health import HealthServer
+from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.pump import Pipeline
 from config.settings import Settings
 from sinks import registry
@@ -29,8 +31,9 @@ def build_sinks(settings: Settings) -> list[Sink]:
 
 def run(settings: Settings) -> int:
     """Run until a signal (exit 0) or a fatal error (exit 1)."""
+    for name in settings.sinks:
+        registry.load(name)  # an unknown sink is a configuration error: say so before anything
     stop = threading.Event()
-    failures: list[BaseException] = []
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -38,6 +41,76 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    log.info(
+        "etcd-bridge starting",
+        extra={
+            "pipeline": settings.name,
+            "prefix": settings.etcd.prefix,
+            "endpoints": ",".join(settings.etcd.endpoints),
+            "sinks": ",".join(settings.sinks),
+            "ha": settings.ha.enabled,
+        },
+    )
+    healths = [PipelineHealth(sink=name) for name in settings.sinks]
+    http = _start_http(settings, healths)
+    try:
+        if settings.ha.enabled:
+            failures = _run_elected(settings, stop=stop, healths=healths)
+        else:
+            failures = _run_term(settings, stop=stop, healths=healths, may_write=_always)
+    finally:
+        if http is not None:
+            http.stop()
+    for error in failures:
+        if isinstance(error, BridgeError):
+            log.error(str(error), extra={"error": type(error).__name__})
+        else:
+            log.error("unexpected failure", exc_info=error)
+    return 1 if failures else 0
+
+
+def _always() -> bool:
+    return True
+
+
+def _run_elected(
+    settings: Settings, *, stop: threading.Event, healths: list[PipelineHealth]
+) -> list[BaseException]:
+    """Standby until elected, active until the lease is lost, and again, until stopped."""
+    leadership = Leadership(settings.etcd, ha=settings.ha, pipeline=settings.name)
+    try:
+        while True:
+            for health in healths:
+                health.enter(Phase.STANDBY)
+            if not leadership.acquire(stop):
+                return []
+            term = threading.Event()
+            threading.Thread(
+                target=_end_term_when, args=(term, stop, leadership.lost), daemon=True
+            ).start()
+            failures = _run_term(settings, stop=term, healths=healths, may_write=leadership.valid)
+            if stop.is_set() or any(not isinstance(f, NotLeaderError) for f in failures):
+                return [f for f in failures if not isinstance(f, NotLeaderError)]
+            log.warning("leadership lost, back to standby", extra={"pipeline": settings.name})
+    finally:
+        leadership.release()
+
+
+def _end_term_when(term: threading.Event, *events: threading.Event) -> None:
+    while not term.is_set():
+        if any(event.wait(0.1) for event in events):
+            term.set()
+
+
+def _run_term(
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    healths: list[PipelineHealth],
+    may_write: Callable[[], bool],
+) -> list[BaseException]:
+    """One pipeline thread per sink until ``stop``; returns what failed."""
+    failures: list[BaseException] = []
 
     def run_pipeline(pipeline: Pipeline) -> None:
         try:
@@ -46,17 +119,10 @@ def run(settings: Settings) -> int:
             failures.append(error)
             stop.set()
 
-    pipelines = [Pipeline(sink, settings=settings, stop=stop) for sink in build_sinks(settings)]
-    log.info(
-        "etcd-bridge starting",
-        extra={
-            "pipeline": settings.name,
-            "prefix": settings.etcd.prefix,
-            "endpoints": ",".join(settings.etcd.endpoints),
-            "sinks": ",".join(settings.sinks),
-        },
-    )
-    http = _start_http(settings, pipelines)
+    pipelines = [
+        Pipeline(sink, settings=settings, stop=stop, health=health, may_write=may_write)
+        for sink, health in zip(build_sinks(settings), healths, strict=True)
+    ]
     threads = [
         threading.Thread(target=run_pipeline, args=(pipeline,), name=f"sink-{pipeline.sink.name}")
         for pipeline in pipelines
@@ -67,22 +133,15 @@ def run(settings: Settings) -> int:
         pass
     for thread in threads:
         thread.join(settings.pump.shutdown_timeout)
-    if http is not None:
-        http.stop()
-    for error in failures:
-        if isinstance(error, BridgeError):
-            log.error(str(error), extra={"error": type(error).__name__})
-        else:
-            log.error("unexpected failure", exc_info=error)
-    return 1 if failures else 0
+    return failures
 
 
-def _start_http(settings: Settings, pipelines: list[Pipeline]) -> HealthServer | None:
+def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServer | None:
     if not settings.http.enabled:
         return None
     try:
         server = HealthServer(
-            [pipeline.health for pipeline in pipelines],
+            healths,
             host=settings.http.host,
             port=settings.http.port,
             silence_limit=3 * settings.etcd.stall_timeout,

@@ -4,6 +4,7 @@
 
     BridgeError                      base; ``str()`` is one line that says what to do
     ├── ConfigError                  fatal: a setting is malformed or missing; names the variable
+    ├── NotLeaderError               handled: the election lease is lost; back to standby
     ├── EtcdError
     │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
     │   ├── EtcdRejectedError        fatal: etcd refused us (auth, TLS, permission)
@@ -27,6 +28,10 @@ class BridgeError(Exception):
 
 class ConfigError(BridgeError):
     """A setting is malformed, missing or inconsistent; the message names the variable."""
+
+
+class NotLeaderError(BridgeError):
+    """This instance no longer certainly holds the election key: it must not write."""
 
 
 class EtcdError(BridgeError):

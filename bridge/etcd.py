@@ -210,6 +210,52 @@ class EtcdConnection:
             kvs=response.kvs, revision=int(response.header.revision), more=response.more
         )
 
+    def grant_lease(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; returns its id."""
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl)
+        response = self._call(etcdrpc.LeaseStub(self._require_channel()).LeaseGrant, request)
+        if response.error:
+            raise EtcdUnavailableError(
+                f"etcd {self.endpoint}: lease grant failed: {response.error}"
+            )
+        return int(response.ID)
+
+    def keep_alive(self, lease: int) -> int:
+        """Refresh a lease once; returns its new TTL in seconds (0: it has expired)."""
+        stub = etcdrpc.LeaseStub(self._require_channel())
+        try:
+            responses = stub.LeaseKeepAlive(
+                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]),
+                timeout=self._settings.timeout,
+                metadata=self._metadata,
+            )
+            return max((int(response.TTL) for response in responses), default=0)
+        except grpc.RpcError as error:
+            raise translate_rpc_error(error, endpoint=self.endpoint) from None
+
+    def revoke_lease(self, lease: int) -> None:
+        """End a lease now, deleting the keys attached to it."""
+        request = etcdrpc.LeaseRevokeRequest(ID=lease)
+        self._call(etcdrpc.LeaseStub(self._require_channel()).LeaseRevoke, request)
+
+    def create_if_absent(self, key: bytes, *, value: bytes, lease: int) -> bool:
+        """Put ``key`` bound to ``lease`` only if it does not exist; True when it was put."""
+        request = etcdrpc.TxnRequest(
+            compare=[
+                etcdrpc.Compare(
+                    key=key,
+                    result=etcdrpc.Compare.EQUAL,
+                    target=etcdrpc.Compare.CREATE,
+                    create_revision=0,
+                )
+            ],
+            success=[
+                etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease))
+            ],
+        )
+        response = self._call(etcdrpc.KVStub(self._require_channel()).Txn, request)
+        return bool(response.succeeded)
+
     def watch(self, *, start: bytes, end: bytes, start_revision: int) -> "WatchStream":
         return WatchStream(
             stub=etcdrpc.WatchStub(self._require_channel()),
@@ -227,8 +273,12 @@ class EtcdConnection:
 
     def _range(self, request: Any, *, revision: int = 0) -> Any:
         stub = etcdrpc.KVStub(self._require_channel())
+        return self._call(stub.Range, request, revision=revision)
+
+    def _call(self, method: Any, request: Any, *, revision: int = 0) -> Any:
+        """One unary request with our deadline and credentials, errors translated."""
         try:
-            return stub.Range(request, timeout=self._settings.timeout, metadata=self._metadata)
+            return method(request, timeout=self._settings.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise translate_rpc_error(error, endpoint=self.endpoint, revision=revision) from None
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 class Phase(enum.StrEnum):
     STARTING = "starting"
+    STANDBY = "standby"
     SNAPSHOT = "snapshot"
     WATCHING = "watching"
     ETCD_DOWN = "etcd_down"
@@ -36,7 +37,7 @@ class Phase(enum.StrEnum):
 
 
 _READY = frozenset({Phase.WATCHING})
-_WAITING = frozenset({Phase.SINK_DOWN, Phase.STOPPED})
+_WAITING = frozenset({Phase.STANDBY, Phase.SINK_DOWN, Phase.STOPPED})
 
 
 @dataclass

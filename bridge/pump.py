@@ -23,11 +23,11 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bridge import metrics
-from bridge.errors import SinkUnavailableError
+from bridge.errors import NotLeaderError, SinkUnavailableError
 from bridge.etcd import Chunk
 from bridge.events import Event, Position
 from bridge.health import Phase, PipelineHealth
@@ -75,12 +75,21 @@ class PipelineStats:
 class Pipeline:
     """etcd -> one sink; ``run`` returns when ``stop`` is set, or raises a fatal error."""
 
-    def __init__(self, sink: Sink, *, settings: Settings, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        settings: Settings,
+        stop: threading.Event,
+        health: PipelineHealth,
+        may_write: Callable[[], bool],
+    ) -> None:
         self.sink = sink
         self._settings = settings
         self._stop = stop
+        self._may_write = may_write
         self.stats = PipelineStats()
-        self.health = PipelineHealth(sink=sink.name)
+        self.health = health
 
     def run(self) -> None:
         backoff = Backoff(initial=0.2, maximum=10.0)
@@ -136,13 +145,19 @@ class Pipeline:
         try:
             for batch in self._batches(chunks, last=self.stats.position):
                 started = time.perf_counter()
+                self._check_leadership()
                 self.sink.write(batch)
+                self._check_leadership()
                 self.sink.flush()
                 backoff.reset()
                 self._delivered(batch, seconds=time.perf_counter() - started)
         finally:
             source.close()
             reader.join(self._settings.pump.shutdown_timeout)
+
+    def _check_leadership(self) -> None:
+        if not self._may_write():
+            raise NotLeaderError(f"sink {self.sink.name}: leadership lost; not writing")
 
     def _delivered(self, batch: list[Event], *, seconds: float) -> None:
         sink = self.sink.name

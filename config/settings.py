@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.errors import ConfigError
 from config.etcd import EtcdSettings
 from config.file import FileSettings
+from config.ha import HaSettings
 from config.http import HttpSettings
 from config.kafka import KafkaSettings
 from config.logging import LogSettings
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     pump: PumpSettings = PumpSettings()
     http: HttpSettings = HttpSettings()
+    ha: HaSettings = HaSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("name")
@@ -75,6 +77,15 @@ class Settings(BaseSettings):
         if len(set(sinks)) != len(sinks):
             raise ValueError("a sink is named twice")
         return sinks
+
+    @model_validator(mode="after")
+    def _election_key_is_outside_the_prefix(self) -> "Settings":
+        if self.ha.enabled and (self.ha.key_prefix + self.name).startswith(self.etcd.prefix):
+            raise ValueError(
+                "BRIDGE_HA__KEY_PREFIX: the election key must be outside BRIDGE_ETCD__PREFIX, "
+                "or every lease renewal would be streamed as a change"
+            )
+        return self
 
     @model_validator(mode="after")
     def _file_sink_has_a_path(self) -> "Settings":

@@ -1,0 +1,120 @@
+"""Leader election through etcd, so that only one instance per pipeline writes.
+
+Every instance with the same ``BRIDGE_NAME`` campaigns for one key (``BRIDGE_HA__KEY_PREFIX``
++ name) by creating it, bound to a lease of ``BRIDGE_HA__TTL`` seconds, only if it does not
+exist. The winner keeps the lease alive; the others retry every fraction of the TTL, so a
+killed winner is replaced about one TTL later, when etcd expires its lease and key.
+
+The hard case is a winner that is paused or cut off: its lease expires and another instance
+wins while it cannot notice. To stop writing *before* anyone else can start, the holder keeps
+a local deadline: the time it *sent* its last successful keep-alive, plus the TTL etcd
+granted, minus a margin. etcd started that TTL later than we sent the request, so our
+deadline comes first. ``valid()`` compares the monotonic clock (which keeps counting while a
+process is stopped) with it, and the pump asks before every write and flush. What is left is
+the window between that question and the write itself; the README states what each sink
+guarantees if an old instance resumes inside it.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from bridge.errors import EtcdError, EtcdUnavailableError
+from bridge.etcd import EtcdConnection
+from bridge.retry import Backoff
+from config.etcd import EtcdSettings
+from config.ha import HaSettings
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    """Campaign for, hold and give up the election key of one pipeline."""
+
+    def __init__(self, etcd: EtcdSettings, *, ha: HaSettings, pipeline: str) -> None:
+        self._connection = EtcdConnection(etcd)
+        self._ttl = ha.ttl
+        self._margin = min(1.0, ha.ttl / 5)
+        self.key = (ha.key_prefix + pipeline).encode()
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._lease = 0
+        self._deadline = 0.0
+        self.lost = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until elected (True) or ``stop`` is set (False)."""
+        self.lost.clear()
+        backoff = Backoff(initial=0.5, maximum=5.0)
+        waiting_logged = False
+        while not stop.is_set():
+            try:
+                if self._campaign():
+                    log.info(
+                        "leadership gained", extra={"key": self.key.decode(), "ttl": self._ttl}
+                    )
+                    self._keeper = threading.Thread(
+                        target=self._keep, args=(stop,), name="leadership", daemon=True
+                    )
+                    self._keeper.start()
+                    return True
+                if not waiting_logged:
+                    log.info(
+                        "standby: another instance is active", extra={"key": self.key.decode()}
+                    )
+                    waiting_logged = True
+                stop.wait(self._ttl / 4)
+                backoff.reset()
+            except EtcdUnavailableError as error:
+                log.warning("election: etcd unavailable", extra={"detail": str(error)})
+                self._connection.failover()
+                backoff.wait(stop)
+        return False
+
+    def valid(self) -> bool:
+        """Whether we certainly still hold the key (no other instance can have it)."""
+        return not self.lost.is_set() and time.monotonic() < self._deadline
+
+    def release(self) -> None:
+        """Give the key up at once (graceful stop), so a standby takes over without waiting."""
+        self.lost.set()
+        if self._lease:
+            try:
+                self._connection.revoke_lease(self._lease)
+            except EtcdError as error:
+                log.warning(
+                    "could not revoke the lease; it will expire", extra={"detail": str(error)}
+                )
+            self._lease = 0
+        if self._keeper is not None:
+            self._keeper.join(self._ttl)
+        self._connection.close()
+
+    def _campaign(self) -> bool:
+        sent = time.monotonic()
+        lease = self._connection.grant_lease(self._ttl)
+        if self._connection.create_if_absent(self.key, value=self.identity.encode(), lease=lease):
+            self._lease = lease
+            self._deadline = sent + self._ttl - self._margin
+            return True
+        self._connection.revoke_lease(lease)
+        return False
+
+    def _keep(self, stop: threading.Event) -> None:
+        """Refresh the lease every third of the TTL until stopped, lost or expired."""
+        while not self.lost.wait(self._ttl / 3) and not stop.is_set():
+            sent = time.monotonic()
+            try:
+                remaining = self._connection.keep_alive(self._lease)
+            except EtcdError as error:
+                log.warning("lease refresh failed", extra={"detail": str(error)})
+                self._connection.failover()
+                remaining = -1
+            if remaining > 0:
+                self._deadline = sent + remaining - self._margin
+            elif remaining == 0 or time.monotonic() >= self._deadline:
+                log.error("leadership lost: the lease expired", extra={"key": self.key.decode()})
+                self.lost.set()
+                return
