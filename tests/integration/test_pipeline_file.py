@@ -26,7 +26,7 @@ def file_bridge(
         "BRIDGE_SINKS": "file",
         "BRIDGE_FILE__PATH": str(path),
         "BRIDGE_NAME": "test",
-        **extra,
+        **extra,  # overrides any of the above
     }
 
 
