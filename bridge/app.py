@@ -1,4 +1,8 @@
-"""Wiring: settings -> sinks -> one pipeline per sink, plus signal handling and ``check``.
+"""Wiring: settings -> sinks -> one pipeline per sink, plus signals, election and ``check``.
+
+With ``BRIDGE_HA__ENABLED`` the pipelines run only while this instance holds the election key
+(``bridge.election``): a lost lease ends the term, every pipeline stops without writing more,
+and the instance campaigns again as a standby.
 
 ``run`` starts a pipeline thread per configured sink and waits. SIGTERM or SIGINT sets the
 shared stop event: each pipeline writes and flushes the batch in hand and returns, within
