@@ -94,6 +94,25 @@ class RecordingWriter:
         return revision
 
 
+def put_all(client: pyetcd.Etcd3Client, items: list[tuple[bytes, bytes]]) -> int:
+    """Put ``items`` in one transaction (one revision); return that revision."""
+    operations = [
+        etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+        for key, value in items
+    ]
+    response = client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+    return int(response.header.revision)
+
+
+def load_keys(client: pyetcd.Etcd3Client, *, prefix: str, count: int, value: bytes) -> None:
+    """``count`` keys ``<prefix>000000``... in transactions of 100, fast."""
+    for start in range(0, count, 100):
+        put_all(
+            client,
+            [(f"{prefix}{n:06d}".encode(), value) for n in range(start, min(count, start + 100))],
+        )
+
+
 def as_change(event: Event) -> Change:
     return Change(
         event.revision,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from pyetcd import etcdrpc
 
 from bridge.events import Op
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess, read_events
 from tests.fixtures.etcd import EtcdFactory
 from tests.fixtures.processes import free_port, wait_for
+from tests.history import load_keys
 from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
 
 
@@ -50,14 +50,7 @@ def test_phases_snapshot_watching_and_etcd_down(
     server = etcd_factory.start()
     output = tmp_path / "events.jsonl"
     with server.client() as client:
-        for start_key in range(0, 30000, 100):
-            operations = [
-                etcdrpc.RequestOp(
-                    request_put=etcdrpc.PutRequest(key=b"/h/%06d" % n, value=b"z" * 100)
-                )
-                for n in range(start_key, start_key + 100)
-            ]
-            client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+        load_keys(client, prefix="/h/", count=30000, value=b"z" * 100)
     bridge, port = start(
         bridge_factory,
         **file_bridge(

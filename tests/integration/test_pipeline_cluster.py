@@ -3,13 +3,11 @@
 import signal
 from pathlib import Path
 
-from pyetcd import etcdrpc
-
 from bridge.events import Op
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess, read_events
 from tests.fixtures.etcd import EtcdCluster, EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
-from tests.history import RecordingWriter, assert_exactly_once
+from tests.history import RecordingWriter, assert_exactly_once, put_all
 from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
 
 
@@ -79,13 +77,8 @@ def test_responses_larger_than_grpc_default_limit(
             what="the snapshot",
         )
         assert bridge.terminate() == 0
-        operations = [  # one 6 MiB revision, replayed as one watch response
-            etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=b"/big/t%d" % n, value=big))
-            for n in range(6)
-        ]
-        revision = client.kvstub.Txn(
-            etcdrpc.TxnRequest(success=operations), timeout=10
-        ).header.revision
+        # one 6 MiB revision, replayed as one watch response
+        revision = put_all(client, [(b"/big/t%d" % n, big) for n in range(6)])
         bridge = bridge_factory.start(**settings)
         wait_for_revision(output, revision)
     assert bridge.terminate() == 0

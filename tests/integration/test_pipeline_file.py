@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyetcd import etcdrpc
 
 from bridge.events import EventType, Op, SnapshotReason
 from tests.fixtures.bridge import BridgeFactory, read_events
 from tests.fixtures.etcd import EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
-from tests.history import RecordingWriter, assert_exactly_once
+from tests.history import RecordingWriter, assert_exactly_once, load_keys
 
 
 def file_bridge(
@@ -94,16 +93,7 @@ def test_snapshot_spans_many_pages(
     output = tmp_path / "events.jsonl"
     keys = 3000
     with etcd.client() as client:
-        for start in range(0, keys, 100):
-            operations = [
-                etcdrpc.RequestOp(
-                    request_put=etcdrpc.PutRequest(
-                        key=f"{prefix}{number:05d}".encode(), value=b"x" * 100
-                    )
-                )
-                for number in range(start, start + 100)
-            ]
-            client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+        load_keys(client, prefix=prefix, count=keys, value=b"x" * 100)
     bridge = bridge_factory.start(
         **file_bridge(
             bridge_factory,
@@ -123,7 +113,7 @@ def test_snapshot_spans_many_pages(
     assert len(events) == keys + 2
     assert [event.index for event in events] == list(range(keys + 2))
     assert [event.key for event in events[1:-1]] == [
-        f"{prefix}{number:05d}".encode() for number in range(keys)
+        f"{prefix}{number:06d}".encode() for number in range(keys)
     ]
     assert len({event.revision for event in events}) == 1
 
@@ -166,16 +156,7 @@ def test_kill_9_during_snapshot_resumes_it(
     output = tmp_path / "events.jsonl"
     keys = 20000
     with etcd.client() as client:
-        for start in range(0, keys, 100):
-            operations = [
-                etcdrpc.RequestOp(
-                    request_put=etcdrpc.PutRequest(
-                        key=f"{prefix}{number:06d}".encode(), value=b"y" * 100
-                    )
-                )
-                for number in range(start, start + 100)
-            ]
-            client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
+        load_keys(client, prefix=prefix, count=keys, value=b"y" * 100)
     settings = file_bridge(
         bridge_factory,
         etcd,
