@@ -168,6 +168,7 @@ class Pipeline:
         self.stats.position = batch[-1].position
         self.stats.delivered += len(batch)
         self.stats.observe(sink)
+        self.health.beat()  # a slow sink still shows life while its reader waits on the queue
 
     def _batches(
         self, chunks: "queue.Queue[_Item]", *, last: Position | None
