@@ -95,6 +95,7 @@ def _run_elected(
             failures = _run_term(settings, stop=term, healths=healths, may_write=leadership.valid)
             if stop.is_set() or any(not isinstance(f, NotLeaderError) for f in failures):
                 return [f for f in failures if not isinstance(f, NotLeaderError)]
+            leadership.resign()
             log.warning("leadership lost, back to standby", extra={"pipeline": settings.name})
     finally:
         leadership.release()

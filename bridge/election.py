@@ -77,9 +77,17 @@ class Leadership:
         """Whether we certainly still hold the key (no other instance can have it)."""
         return not self.lost.is_set() and time.monotonic() < self._deadline
 
-    def release(self) -> None:
-        """Give the key up at once (graceful stop), so a standby takes over without waiting."""
+    def resign(self) -> None:
+        """End this term: stop refreshing and revoke the lease, deleting the key if still ours.
+
+        Called whenever a term ends, also when it ended because the local deadline passed
+        while the keeper was still waiting on a refresh: that keeper must not go on renewing
+        a lease nobody uses, or the key would outlive the term and block every campaign.
+        """
         self.lost.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
         if self._lease:
             try:
                 self._connection.revoke_lease(self._lease)
@@ -88,8 +96,10 @@ class Leadership:
                     "could not revoke the lease; it will expire", extra={"detail": str(error)}
                 )
             self._lease = 0
-        if self._keeper is not None:
-            self._keeper.join(self._ttl)
+
+    def release(self) -> None:
+        """Give the key up at once (graceful stop), so a standby takes over without waiting."""
+        self.resign()
         self._connection.close()
 
     def _campaign(self) -> bool:
@@ -107,7 +117,7 @@ class Leadership:
         while not self.lost.wait(self._ttl / 3) and not stop.is_set():
             sent = time.monotonic()
             try:
-                remaining = self._connection.keep_alive(self._lease)
+                remaining = self._connection.keep_alive(self._lease, timeout=self._ttl / 3)
             except EtcdError as error:
                 log.warning("lease refresh failed", extra={"detail": str(error)})
                 self._connection.failover()

@@ -220,13 +220,13 @@ class EtcdConnection:
             )
         return int(response.ID)
 
-    def keep_alive(self, lease: int) -> int:
+    def keep_alive(self, lease: int, *, timeout: float) -> int:
         """Refresh a lease once; returns its new TTL in seconds (0: it has expired)."""
         stub = etcdrpc.LeaseStub(self._require_channel())
         try:
             responses = stub.LeaseKeepAlive(
                 iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]),
-                timeout=self._settings.timeout,
+                timeout=timeout,
                 metadata=self._metadata,
             )
             return max((int(response.TTL) for response in responses), default=0)
