@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The chaos suite (README, "Chaos suite"): etcd, the Kafka-protocol broker, a persistent Redis and
+# two bridge instances under kill -9, SIGSTOP/SIGCONT and restarts; every sink is then checked
+# against etcd's own history. Prints one line of figures and exits non-zero unless nothing was
+# lost, duplicated or out of order. Arguments go to tests/chaos.py, e.g.
+#   bash scripts/chaos.sh --operations 30000 --kills 10 --seed 7 [--workdir DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bootstrap.sh
+source scripts/bootstrap.sh
+[ -x /usr/bin/redis-server ] || apt_install redis-server
+bootstrap_venv test,dev
+exec .venv/bin/python -m tests.chaos "$@"

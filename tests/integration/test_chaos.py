@@ -1,0 +1,76 @@
+"""The chaos suite's shorter variant (issue 5), and a check that its check can fail.
+
+``test_chaos_run`` is ``python -m tests.chaos`` scaled down: 3,000 operations, 10 SIGKILLs of
+the active bridge, each server paused once, etcd and Redis restarted once; every sink must
+then hold exactly etcd's history of the prefix. ``test_the_check_counts_what_is_wrong``
+feeds the comparison streams with a lost, a repeated, a swapped and a wrong event, so that a
+run reporting zeros means something.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bridge.events import Event, EventType
+from tests import chaos
+from tests.fixtures.redis import History
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_chaos_run(tmp_path: Path) -> None:
+    figures = chaos.run(
+        operations=3000, kills=10, pauses=1, seed=5, workdir=tmp_path, catch_up_timeout=90
+    )
+    chaos.report(figures)  # the details, on stderr, shown when the test fails
+    print(figures.line())
+    assert (figures.operations, figures.kills) == (3000, 10), figures.line()
+    assert (figures.pauses, figures.restarts) == (3, 2), figures.line()
+    assert [sink.name for sink in figures.sinks] == ["file", "redis", "kafka"]
+    assert all(sink.events > 3000 for sink in figures.sinks), figures.line()
+    assert figures.ok, "\n".join([figures.line(), *figures.problems])
+
+
+def _history() -> tuple[list[Event], list[Event]]:
+    """etcd's history (as read back) and what a correct sink holds: a snapshot taken after
+    the first changes, then the rest."""
+    model = History(prefix=chaos.PREFIX, revision=1)
+    before = model.random_changes(count=40, seed=1)
+    snapshot = model.snapshot()
+    after = model.random_changes(count=80, seed=2)
+    return before + after, snapshot + after
+
+
+def _figures(streams: dict[str, list[Event]], history: list[Event]) -> tuple[int, ...]:
+    figures = chaos.SinkFigures(name="test")
+    chaos.check_streams(figures, streams, history)
+    return figures.lost, figures.duplicated, figures.out_of_order, figures.unexpected
+
+
+def test_the_check_counts_what_is_wrong() -> None:
+    history, held = _history()
+    changes = [n for n, e in enumerate(held) if e.type is not EventType.MARKER and e.index == 0]
+    first, second = changes[len(changes) // 2], changes[len(changes) // 2 + 1]
+    assert _figures({"file": held}, history) == (0, 0, 0, 0)
+
+    assert _figures({"file": held[:first] + held[first + 1 :]}, history) == (1, 0, 0, 0)
+    repeated = held[: first + 1] + held[first:]
+    assert _figures({"file": repeated}, history) == (0, 1, 0, 0)
+    swapped = [*held[:first], held[second], *held[first + 1 : second], held[first]]
+    assert _figures({"file": swapped + held[second + 1 :]}, history) == (0, 0, 1, 0)
+    wrong = dataclasses.replace(held[first], prev_value=b"not what etcd had")
+    assert _figures({"file": [*held[:first], wrong, *held[first + 1 :]]}, history) == (1, 0, 0, 1)
+
+    # Kafka: markers are in every partition and count there; a change held by two partitions
+    # is a duplicate.
+    data = [e for e in held if e.type is not EventType.MARKER]
+    home = {e: n % 2 for n, e in enumerate(data)}
+    partitions = {
+        f"p{p}": [e for e in held if e.type is EventType.MARKER or home[e] == p] for p in (0, 1)
+    }
+    assert _figures(partitions, history) == (0, 0, 0, 0)
+    partitions["p1"] = [*partitions["p1"][:-1], data[0]]  # its last change lost, then a repeat
+    assert _figures(partitions, history) == (1, 1, 1, 0)
+    partitions["p0"] = partitions["p0"][1:]  # without its snapshot_begin
+    assert _figures(partitions, history) == (2, 1, 1, 0)
