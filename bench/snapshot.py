@@ -1,0 +1,179 @@
+"""Measurement 3, snapshot: a prefix of 1,000,000 keys with 100-byte values into each sink.
+
+The prefix is loaded once (transactions of 100 puts, 16 in flight) and reused by every sink.
+For each sink a fresh bridge takes its initial snapshot: the whole prefix read in pages at
+one pinned revision (``BRIDGE_ETCD__SNAPSHOT_PAGE_BYTES``, default), each key an event, into
+a sink that starts empty; the benchmark polls the sink (every 5 ms) until it holds every key
+and both markers.
+
+Figures, per sink: keys/s from the moment the bridge logs ``snapshot starting`` to the last
+record visible in the sink, keys/s from the bridge's process start, the bridge's peak RSS
+(VmHWM) and CPU-seconds. Baseline in the same run, on the same keys: ``etcdctl get --prefix``
+(one response holding every key: unbounded memory) printing to a pipe, its time, keys/s, CPU
+and peak RSS. Target: >= 50,000 keys/s (aiming for 100,000) with peak RSS under 250 MB.
+
+    .venv/bin/python -m bench.snapshot [--keys 1000000] [--sinks file,kafka,redis]
+"""
+
+import argparse
+from dataclasses import dataclass
+
+from bench.common import (
+    Lab,
+    Stopwatch,
+    add_common_arguments,
+    count_keys,
+    describe_machine,
+    etcdctl,
+    print_settings,
+    print_table,
+    verdict,
+    wait_for_records,
+    write_transactions,
+)
+
+PREFIX = "/snap/"
+TARGET_RATE = 50_000
+AIM_RATE = 100_000
+TARGET_RSS_MIB = 250 * 1_000_000 / 2**20
+"""250 MB, in MiB (VmHWM is reported in KiB)."""
+STARTING = " snapshot starting "
+
+
+@dataclass(frozen=True)
+class SnapshotRun:
+    sink: str
+    keys: int
+    snapshot_seconds: float
+    total_seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.keys / self.snapshot_seconds
+
+    @property
+    def met(self) -> bool:
+        return self.rate >= TARGET_RATE and self.peak_rss_mib < TARGET_RSS_MIB
+
+
+def snapshot_into(lab: Lab, sink: str, *, keys: int) -> SnapshotRun:
+    target = lab.target(sink, tag=f"snapshot-{sink}")
+    reader = target.reader()
+    bridge = lab.bridge(target, prefix=PREFIX, name=f"snapshot-{sink}").start()
+    started_at = 0.0
+
+    def note_start(now: float) -> None:
+        nonlocal started_at
+        if not started_at and STARTING in bridge.process.log_text():
+            started_at = now
+
+    _, last_seen = wait_for_records(
+        reader,
+        records=keys + 2 * target.marker_records,
+        timeout=240,
+        bridge=bridge,
+        interval=0.005,
+        on_poll=note_start,
+    )
+    cpu, rss = bridge.cpu_seconds(), bridge.peak_rss_mib()
+    bridge.stop()
+    reader.close()
+    return SnapshotRun(
+        sink=sink,
+        keys=keys,
+        snapshot_seconds=last_seen - (started_at or bridge.started_at),
+        total_seconds=last_seen - bridge.started_at,
+        cpu_seconds=cpu,
+        peak_rss_mib=rss,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.snapshot", description=__doc__)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--value-bytes", type=int, default=100)
+    add_common_arguments(parser)
+    arguments = parser.parse_args(argv)
+    clock = Stopwatch()
+    describe_machine("Snapshot (measurement 3)")
+    print_settings(arguments)
+    keys = arguments.keys
+    with Lab(
+        name="snapshot",
+        keep=arguments.keep,
+        bridge_env=arguments.bridge_env,
+        bridge_code=arguments.bridge_code,
+    ) as lab:
+        loaded = write_transactions(
+            lab.endpoint,
+            prefix=PREFIX.encode(),
+            keys=keys,
+            transactions=keys // 100,
+            value_bytes=arguments.value_bytes,
+            in_flight=16,
+        )
+        assert count_keys(lab.endpoint, PREFIX.encode()) == keys
+        print(
+            f"prefix: {keys:,} keys of {arguments.value_bytes} bytes, loaded in "
+            f"{loaded.seconds:.1f} s ({keys / loaded.seconds:,.0f} keys/s, transactions of 100)",
+            flush=True,
+        )
+        go = etcdctl(lab.etcd().url, "get", "--prefix", PREFIX)
+        if go.lines != 2 * keys:
+            raise RuntimeError(f"etcdctl printed {go.lines} lines, expected {2 * keys}")
+        print(f"  etcdctl get --prefix: {go.seconds:.2f} s", flush=True)
+        runs = []
+        for sink in arguments.sinks:
+            run = snapshot_into(lab, sink, keys=keys)
+            print(
+                f"  bridge → {sink}: {run.rate:,.0f} keys/s, peak RSS {run.peak_rss_mib:.0f} MiB",
+                flush=True,
+            )
+            runs.append(run)
+    print()
+    rows: list[list[object]] = [
+        [
+            "etcdctl get --prefix (baseline)",
+            go.seconds,
+            keys / go.seconds,
+            keys / go.seconds,
+            go.cpu_seconds,
+            go.peak_rss_mib,
+            "1.00",
+            "(baseline)",
+        ]
+    ]
+    for r in runs:
+        rows.append(
+            [
+                f"bridge → {r.sink}",
+                r.snapshot_seconds,
+                r.rate,
+                r.keys / r.total_seconds,
+                r.cpu_seconds,
+                r.peak_rss_mib,
+                f"{r.rate / (keys / go.seconds):.2f}",
+                verdict(r.met) + (" (and >= 100k/s)" if r.rate >= AIM_RATE else ""),
+            ]
+        )
+    print_table(
+        [
+            "reader",
+            "seconds",
+            "keys/s",
+            "keys/s from process start",
+            "CPU-s",
+            "peak RSS (MiB)",
+            "rate / etcdctl",
+            f"target >= {TARGET_RATE:,}/s, RSS < 250 MB",
+        ],
+        rows,
+    )
+    print(f"\ntotal {clock}")
+    print(lab.load_summary)
+
+
+if __name__ == "__main__":
+    main()
