@@ -62,6 +62,7 @@ _REJECTED_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
+_PUT = RawEvent.PUT
 _REPLAY_REVISIONS_PER_SECOND = 4000
 """A conservative half of the ~8k revisions/s etcd replays to a watcher that is catching up."""
 
@@ -137,16 +138,17 @@ class Chunk:
 def snapshot_event(kv: Any, *, revision: int, index: int) -> Event:
     """A key read by a snapshot at ``revision`` as the ``index``-th event of that snapshot."""
     return Event(
-        revision=revision,
-        index=index,
-        type=EventType.PUT,
-        op=Op.SNAPSHOT,
-        key=kv.key,
-        value=kv.value,
-        mod_revision=kv.mod_revision,
-        create_revision=kv.create_revision,
-        version=kv.version,
-        lease=kv.lease,
+        revision,
+        index,
+        EventType.PUT,
+        Op.SNAPSHOT,
+        kv.key,
+        kv.value,
+        None,
+        kv.mod_revision,
+        kv.create_revision,
+        kv.version,
+        kv.lease,
     )
 
 
@@ -409,28 +411,49 @@ class WatchStream:
 
     def _normalize(self, raw_events: Sequence[Any]) -> list[Event]:
         """Build events, numbering each within its revision (a revision may span responses)."""
-        events = []
+        events: list[Event] = []
+        append = events.append
         revision, index = self._revision, self._next_index
         for raw in raw_events:
             kv = raw.kv
-            if kv.mod_revision != revision:
-                revision, index = kv.mod_revision, 0
-            is_put = raw.type == RawEvent.PUT
-            events.append(
-                Event(
-                    revision=revision,
-                    index=index,
-                    type=EventType.PUT if is_put else EventType.DELETE,
-                    op=(Op.CREATE if kv.version == 1 else Op.UPDATE) if is_put else Op.DELETE,
-                    key=kv.key,
-                    value=kv.value if is_put else None,
-                    prev_value=raw.prev_kv.value if raw.HasField("prev_kv") else None,
-                    mod_revision=kv.mod_revision,
-                    create_revision=kv.create_revision,
-                    version=kv.version,
-                    lease=kv.lease,
+            mod_revision = kv.mod_revision
+            if mod_revision != revision:
+                revision, index = mod_revision, 0
+            version = kv.version
+            prev_value = raw.prev_kv.value if raw.HasField("prev_kv") else None
+            if raw.type == _PUT:
+                op = Op.CREATE if version == 1 else Op.UPDATE
+                append(
+                    Event(
+                        revision,
+                        index,
+                        EventType.PUT,
+                        op,
+                        kv.key,
+                        kv.value,
+                        prev_value,
+                        mod_revision,
+                        kv.create_revision,
+                        version,
+                        kv.lease,
+                    )
                 )
-            )
+            else:
+                append(
+                    Event(
+                        revision,
+                        index,
+                        EventType.DELETE,
+                        Op.DELETE,
+                        kv.key,
+                        None,
+                        prev_value,
+                        mod_revision,
+                        kv.create_revision,
+                        version,
+                        kv.lease,
+                    )
+                )
             index += 1
         self._revision, self._next_index = revision, index
         return events

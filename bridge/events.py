@@ -64,7 +64,7 @@ class Position:
         return f"{self.revision}-{self.index}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Event:
     """One normalized event. ``value`` and ``prev_value`` are None when etcd sent none."""
 
@@ -114,7 +114,26 @@ class Event:
         return document
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        value, prev = self.value, self.prev_value
+        try:  # the common case: every byte field is UTF-8
+            document = {
+                "revision": self.revision,
+                "index": self.index,
+                "type": self.type,
+                "op": self.op,
+                "key": self.key.decode(),
+                "value": None if value is None else value.decode(),
+                "prev_value": None if prev is None else prev.decode(),
+                "mod_revision": self.mod_revision,
+                "create_revision": self.create_revision,
+                "version": self.version,
+                "lease": self.lease,
+            }
+        except UnicodeDecodeError:
+            return orjson.dumps(self.to_dict())
+        if self.reason is not None:
+            document["reason"] = self.reason
+        return orjson.dumps(document)
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> "Event":

@@ -18,6 +18,7 @@ anew) and starts over from there, with backoff; a fatal error stops the pipeline
 nothing written after the failing event.
 """
 
+import collections
 import logging
 import queue
 import threading
@@ -136,7 +137,9 @@ class Pipeline:
         """Deliver from ``tail`` on until stopped; raises what the sink or reader raised."""
         halt = threading.Event()
         source = ChangeSource(self._settings.etcd, tail=tail, stop=halt, health=self.health)
-        chunks: queue.Queue[_Item] = queue.Queue(maxsize=self._settings.pump.queue_depth)
+        chunks = _ChunkQueue(
+            max_events=self._settings.pump.queue_depth * self._settings.pump.batch_events
+        )
         reader = threading.Thread(
             target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
         )
@@ -170,9 +173,7 @@ class Pipeline:
         self.stats.observe(sink)
         self.health.beat()  # a slow sink still shows life while its reader waits on the queue
 
-    def _batches(
-        self, chunks: "queue.Queue[_Item]", *, last: Position | None
-    ) -> Iterator[list[Event]]:
+    def _batches(self, chunks: "_ChunkQueue", *, last: Position | None) -> Iterator[list[Event]]:
         """Batches of events past ``last``, until ``stop``; raises the reader's failure."""
         limits = self._settings.pump
         while not self._stop.is_set():
@@ -201,6 +202,53 @@ class Pipeline:
                 yield batch
 
 
+class _ChunkQueue:
+    """A FIFO of chunks bounded by the events it holds, not by the chunks: in live mode
+    each watch response carries about one event, so a bound in responses would cap every
+    batch at queue_depth events, however far behind the sink is. An empty queue always takes
+    a chunk, whatever its size (a snapshot page, a replayed response)."""
+
+    def __init__(self, *, max_events: int) -> None:
+        self._items: collections.deque[_Item] = collections.deque()
+        self._events = 0
+        self._max_events = max_events
+        self._changed = threading.Condition()
+
+    @staticmethod
+    def _size(item: _Item) -> int:
+        return len(item.events) if isinstance(item, Chunk) else 0
+
+    def put(self, item: _Item, *, timeout: float) -> None:
+        with self._changed:
+            if self._items and self._events >= self._max_events:
+                self._changed.wait(timeout)
+                if self._items and self._events >= self._max_events:
+                    raise queue.Full
+            self._items.append(item)
+            self._events += self._size(item)
+            self._changed.notify_all()
+
+    def get(self, timeout: float) -> _Item:
+        with self._changed:
+            if not self._items:
+                self._changed.wait(timeout)
+                if not self._items:
+                    raise queue.Empty
+            return self._pop()
+
+    def get_nowait(self) -> _Item:
+        with self._changed:
+            if not self._items:
+                raise queue.Empty
+            return self._pop()
+
+    def _pop(self) -> _Item:
+        item = self._items.popleft()
+        self._events -= self._size(item)
+        self._changed.notify_all()
+        return item
+
+
 def _after(events: list[Event], last: Position | None) -> list[Event]:
     """The events past ``last``; cheap in the common case where all of them are."""
     if last is None or not events or events[0].position > last:
@@ -208,7 +256,7 @@ def _after(events: list[Event], last: Position | None) -> list[Event]:
     return [event for event in events if event.position > last]
 
 
-def _read(source: ChangeSource, chunks: "queue.Queue[_Item]", halt: threading.Event) -> None:
+def _read(source: ChangeSource, chunks: "_ChunkQueue", halt: threading.Event) -> None:
     """Reader thread: source -> queue, blocking while the queue is full (backpressure)."""
     try:
         for chunk in source:
@@ -217,7 +265,7 @@ def _read(source: ChangeSource, chunks: "queue.Queue[_Item]", halt: threading.Ev
         _put(chunks, _Failure(error), halt)
 
 
-def _put(chunks: "queue.Queue[_Item]", item: _Item, halt: threading.Event) -> None:
+def _put(chunks: "_ChunkQueue", item: _Item, halt: threading.Event) -> None:
     """Enqueue, waiting for room; give up once halted (nobody reads the queue any more)."""
     while not halt.is_set():
         try:

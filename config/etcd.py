@@ -29,7 +29,7 @@ class EtcdSettings(BaseModel):
         "considered stalled and reopened, seconds. Progress is requested after a third of it.",
     )
     snapshot_page_bytes: int = Field(
-        default=8 * 1024 * 1024,
+        default=4 * 1024 * 1024,
         ge=64 * 1024,
         description="Target size of one snapshot page, bytes; the key count per page adapts "
         "to the values' size.",

@@ -18,8 +18,9 @@ class PumpSettings(BaseModel):
     queue_depth: int = Field(
         default=8,
         ge=1,
-        description="Watch responses or snapshot pages buffered per sink "
-        "before the watch is slowed down.",
+        description="Events buffered per sink, in batches: the buffer holds up to "
+        "queue_depth x batch_events events (and always one response or page) before the watch "
+        "is slowed down.",
     )
     shutdown_timeout: float = Field(
         default=10.0, gt=0, description="On SIGTERM, seconds allowed to drain and flush."
