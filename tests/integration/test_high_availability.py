@@ -59,6 +59,15 @@ def ha_settings(
     )  # fmt: skip
 
 
+def stop_and_check(bridges: list[BridgeProcess], *, output: Path, writer: RecordingWriter) -> None:
+    """Let the active instance catch up, stop every instance cleanly, check exactly once."""
+    wait_for_revision(output, writer.changes[-1].revision, timeout=30)
+    for bridge in bridges:
+        assert bridge.terminate() == 0
+    events = read_events(output)
+    assert_exactly_once(events, writer.changes, after=events[0].revision)
+
+
 def test_standby_takes_over_after_kill_9_exactly_once(
     etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
 ) -> None:
@@ -77,11 +86,7 @@ def test_standby_takes_over_after_kill_9_exactly_once(
             bridges.remove(leader)
             bridges.append(bridge_factory.start(**settings))  # comes back as a standby
         leader = active(bridges)
-    wait_for_revision(output, background.writer.changes[-1].revision, timeout=30)
-    for bridge in bridges:
-        assert bridge.terminate() == 0
-    events = read_events(output)
-    assert_exactly_once(events, background.writer.changes, after=events[0].revision)
+    stop_and_check(bridges, output=output, writer=background.writer)
     assert sum("standby: another instance is active" in b.log_text() for b in bridges) >= 1
 
 
@@ -109,11 +114,7 @@ def test_paused_leader_stops_writing_before_takeover(
             timeout=30,
             what="the old leader to notice",
         )
-    wait_for_revision(output, background.writer.changes[-1].revision, timeout=30)
-    for bridge in bridges:
-        assert bridge.terminate() == 0
-    events = read_events(output)
-    assert_exactly_once(events, background.writer.changes, after=events[0].revision)
+    stop_and_check(bridges, output=output, writer=background.writer)
 
 
 def test_keys_deleted_by_lease_expiry_arrive_as_deletes(
