@@ -49,7 +49,7 @@ def run(settings: Settings) -> int:
         "etcd-bridge starting",
         extra={
             "pipeline": settings.name,
-            "prefix": settings.etcd.prefix,
+            "prefix": ",".join(settings.etcd.prefix),
             "endpoints": ",".join(settings.etcd.endpoints),
             "sinks": ",".join(settings.sinks),
             "ha": settings.ha.enabled,

@@ -45,6 +45,7 @@ from bridge.errors import (
     RevisionCompactedError,
 )
 from bridge.events import Event, EventType, Op
+from bridge.keyspace import KeySpace
 from config.etcd import EtcdSettings
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,6 @@ _REJECTED_CODES = {
 _PUT = RawEvent.PUT
 _REPLAY_REVISIONS_PER_SECOND = 4000
 """A conservative half of the ~8k revisions/s etcd replays to a watcher that is catching up."""
-
-
-def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
-    """The ``[key, range_end)`` of every key starting with ``prefix`` (all keys for b"")."""
-    if not prefix:
-        return b"\0", b"\0"
-    end = bytearray(prefix)
-    for position in reversed(range(len(end))):
-        if end[position] < 0xFF:
-            end[position] += 1
-            return prefix, bytes(end[: position + 1])
-    return prefix, b"\0"
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
@@ -198,8 +187,8 @@ class EtcdConnection:
             self._channel = None
 
     def current_revision(self) -> int:
-        start, end = prefix_range(self._settings.prefix_bytes)
-        request = etcdrpc.RangeRequest(key=start, range_end=end, count_only=True)
+        """etcd's revision, from a read of one key: a range would make etcd count it all."""
+        request = etcdrpc.RangeRequest(key=self._settings.keyspace.covering_range[0])
         return int(self._range(request).header.revision)
 
     def range_page(self, *, start: bytes, end: bytes, revision: int, limit: int) -> RangePage:
@@ -258,11 +247,14 @@ class EtcdConnection:
         response = self._call(etcdrpc.KVStub(self._require_channel()).Txn, request)
         return bool(response.succeeded)
 
-    def watch(self, *, start: bytes, end: bytes, start_revision: int) -> "WatchStream":
+    def watch(self, keyspace: KeySpace, *, start_revision: int) -> "WatchStream":
+        """Watch every prefix of ``keyspace`` from ``start_revision``, with ``prev_kv``."""
+        start, end = keyspace.covering_range
         return WatchStream(
             stub=etcdrpc.WatchStub(self._require_channel()),
             metadata=self._metadata,
             endpoint=self.endpoint,
+            keep=keyspace.prefixes if keyspace.needs_filter else None,
             create=etcdrpc.WatchCreateRequest(
                 key=start,
                 range_end=end,
@@ -342,6 +334,7 @@ class WatchStream:
         stub: Any,
         metadata: tuple[tuple[str, str], ...],
         endpoint: str,
+        keep: tuple[bytes, ...] | None,
         create: Any,
         stall_timeout: float,
     ) -> None:
@@ -349,6 +342,7 @@ class WatchStream:
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
         self._start_revision = int(create.start_revision)
         self._endpoint = endpoint
+        self._keep = keep
         self._stall_timeout = stall_timeout
         self._allowance = 0.0
         self._caught_up_at = 0
@@ -404,18 +398,25 @@ class WatchStream:
             self._allowance = behind / _REPLAY_REVISIONS_PER_SECOND
             self._caught_up_at = header_revision
             return None
-        events = self._normalize(response.events)
-        if not events or events[-1].revision >= self._caught_up_at:
+        raw_events = response.events
+        events = self._normalize(raw_events)
+        if not raw_events or raw_events[-1].kv.mod_revision >= self._caught_up_at:
             self._allowance = 0.0  # progress answers and current events mean: replay is over
         return Chunk(events=events, revision=header_revision)
 
     def _normalize(self, raw_events: Sequence[Any]) -> list[Event]:
-        """Build events, numbering each within its revision (a revision may span responses)."""
+        """Build events, numbering each within its revision (a revision may span responses).
+
+        With several prefixes, keys between them (in the covering range) are dropped first.
+        """
         events: list[Event] = []
         append = events.append
+        keep = self._keep
         revision, index = self._revision, self._next_index
         for raw in raw_events:
             kv = raw.kv
+            if keep is not None and not kv.key.startswith(keep):
+                continue
             mod_revision = kv.mod_revision
             if mod_revision != revision:
                 revision, index = mod_revision, 0

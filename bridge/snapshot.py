@@ -1,4 +1,4 @@
-"""A consistent snapshot of the prefix, read page by page at one pinned revision.
+"""A consistent snapshot of the watched prefixes, read page by page at one pinned revision.
 
 The first page is read at etcd's current revision R and every later page at R too, so the
 pages together are the prefix exactly as it was at R, however long the read takes. Pages are
@@ -15,8 +15,9 @@ caller starts a new snapshot.
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bridge.etcd import Chunk, EtcdConnection, prefix_range, snapshot_event
+from bridge.etcd import Chunk, EtcdConnection, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
+from bridge.keyspace import KeySpace
 
 _FIRST_PAGE_KEYS = 1000
 _MIN_PAGE_KEYS = 100
@@ -34,41 +35,61 @@ class SnapshotCursor:
 
 
 def read_snapshot(
-    connection: EtcdConnection, *, prefix: bytes, cursor: SnapshotCursor, page_bytes: int
+    connection: EtcdConnection, *, keyspace: KeySpace, cursor: SnapshotCursor, page_bytes: int
 ) -> Iterator[Chunk]:
-    """Yield the snapshot from ``cursor`` on, bracketed by its begin and end markers."""
-    start, end = prefix_range(prefix)
-    key = start if cursor.after_key is None else cursor.after_key + b"\0"
+    """Yield the snapshot from ``cursor`` on, bracketed by its begin and end markers.
+
+    Each prefix's range is read in turn, in key order, so "after the last key" is a
+    position across all of them.
+    """
+    label = keyspace.describe()
     limit = _FIRST_PAGE_KEYS
-    while True:
-        page = connection.range_page(start=key, end=end, revision=cursor.revision, limit=limit)
-        if cursor.revision == 0:
-            cursor.revision = page.revision
-        events: list[Event] = []
-        if cursor.next_index == 0:
-            events.append(_marker(cursor, prefix=prefix, op=Op.SNAPSHOT_BEGIN))
-        page_size = 0
-        for kv in page.kvs:
-            events.append(snapshot_event(kv, revision=cursor.revision, index=cursor.next_index))
-            cursor.next_index += 1
-            page_size += len(kv.key) + len(kv.value)
-        if page.kvs:
-            cursor.after_key = page.kvs[-1].key
-        if not page.more:
-            events.append(_marker(cursor, prefix=prefix, op=Op.SNAPSHOT_END))
-        yield Chunk(events=events, revision=page.revision)
-        if not page.more:
-            return
-        key = cursor.after_key + b"\0" if cursor.after_key is not None else start
-        limit = _next_page_keys(keys=len(page.kvs), size=page_size, page_bytes=page_bytes)
+    ranges = _ranges_after(keyspace, cursor.after_key)
+    for number, (key, end) in enumerate(ranges, start=1):
+        while True:
+            page = connection.range_page(start=key, end=end, revision=cursor.revision, limit=limit)
+            if cursor.revision == 0:
+                cursor.revision = page.revision
+            events: list[Event] = []
+            if cursor.next_index == 0:
+                events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_BEGIN))
+            page_size = 0
+            for kv in page.kvs:
+                events.append(snapshot_event(kv, revision=cursor.revision, index=cursor.next_index))
+                cursor.next_index += 1
+                page_size += len(kv.key) + len(kv.value)
+            if page.kvs:
+                cursor.after_key = page.kvs[-1].key
+            if not page.more and number == len(ranges):
+                events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
+            yield Chunk(events=events, revision=page.revision)
+            if not page.more:
+                break
+            key = page.kvs[-1].key + b"\0"
+            limit = _next_page_keys(keys=len(page.kvs), size=page_size, page_bytes=page_bytes)
 
 
-def _marker(cursor: SnapshotCursor, *, prefix: bytes, op: Op) -> Event:
+def _ranges_after(keyspace: KeySpace, after_key: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The watched ranges, or what is left of them after ``after_key``, in key order.
+
+    The last range is always kept, even when nothing is left of it, so that the snapshot
+    ends with its marker in every case.
+    """
+    ranges = keyspace.ranges
+    if after_key is None:
+        return ranges
+    resume = after_key + b"\0"
+    left = [(max(start, resume), end) for start, end in ranges[:-1] if resume < end]
+    last_start, last_end = ranges[-1]
+    return [*left, (max(last_start, resume), last_end)]
+
+
+def _marker(cursor: SnapshotCursor, *, label: bytes, op: Op) -> Event:
     marker = snapshot_marker(
         revision=cursor.revision,
         index=cursor.next_index,
         op=op,
-        prefix=prefix,
+        prefix=label,
         reason=cursor.reason,
     )
     cursor.next_index += 1

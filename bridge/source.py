@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from bridge import metrics
 from bridge.errors import EtcdUnavailableError, PositionAheadError, RevisionCompactedError
-from bridge.etcd import Chunk, EtcdConnection, WatchStream, prefix_range
+from bridge.etcd import Chunk, EtcdConnection, WatchStream
 from bridge.events import Event, Op, SnapshotReason
 from bridge.health import Phase, PipelineHealth
 from bridge.retry import Backoff
@@ -125,7 +125,7 @@ class ChangeSource:
                 self._stream.close()
 
     def _snapshot_then_watch(self, backoff: Backoff) -> Iterator[Chunk]:
-        prefix = self._settings.prefix_bytes
+        keyspace = self._settings.keyspace
         if self._snapshot is not None:
             cursor = self._snapshot
             self._health.enter(Phase.SNAPSHOT)
@@ -141,7 +141,7 @@ class ChangeSource:
             )
             for chunk in read_snapshot(
                 self._connection,
-                prefix=prefix,
+                keyspace=keyspace,
                 cursor=cursor,
                 page_bytes=self._settings.snapshot_page_bytes,
             ):
@@ -162,13 +162,10 @@ class ChangeSource:
             )
             self._snapshot = None
             self._watch_from = cursor.revision + 1
-        start, end = prefix_range(prefix)
         with self._lock:
             if self._stop.is_set():
                 return
-            self._stream = self._connection.watch(
-                start=start, end=end, start_revision=self._watch_from
-            )
+            self._stream = self._connection.watch(keyspace, start_revision=self._watch_from)
         log.info("watching", extra={"sink": self._label, "from_revision": self._watch_from})
         self._health.enter(Phase.WATCHING)
         try:

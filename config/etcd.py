@@ -5,20 +5,22 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, FilePath, PositiveFloat, SecretStr, field_validator
 
+from bridge.keyspace import KeySpace
 from config.types import CommaList
 
 
 class EtcdSettings(BaseModel):
-    """Endpoints, the watched prefix, credentials and timing of the etcd side."""
+    """Endpoints, the watched prefixes, credentials and timing of the etcd side."""
 
     endpoints: CommaList = Field(
         default=["http://127.0.0.1:2379"],
         description="Comma-separated client URLs (http:// or https://); the bridge fails over "
         "between them.",
     )
-    prefix: str = Field(
-        default="",
-        description="The watched key prefix (UTF-8). Empty means the whole keyspace.",
+    prefix: CommaList = Field(
+        default=[],
+        description="The watched key prefix (UTF-8), or several, comma-separated; they are "
+        "streamed as one, in revision order. Empty means the whole keyspace.",
     )
     timeout: PositiveFloat = Field(
         default=10.0, description="Deadline of one unary request (range, status), seconds."
@@ -56,8 +58,12 @@ class EtcdSettings(BaseModel):
         return endpoints
 
     @property
-    def prefix_bytes(self) -> bytes:
-        return self.prefix.encode("utf-8")
+    def prefix_bytes(self) -> bytes:  # TEMPORARY until the sinks take the keyspace
+        return self.keyspace.describe()
+
+    @property
+    def keyspace(self) -> KeySpace:
+        return KeySpace.of(prefix.encode("utf-8") for prefix in self.prefix)
 
     @property
     def tls_files(self) -> tuple[Path | None, Path | None, Path | None]:

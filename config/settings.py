@@ -80,7 +80,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _election_key_is_outside_the_prefix(self) -> "Settings":
-        if self.ha.enabled and (self.ha.key_prefix + self.name).startswith(self.etcd.prefix):
+        election_key = (self.ha.key_prefix + self.name).encode("utf-8")
+        if self.ha.enabled and election_key in self.etcd.keyspace:
             raise ValueError(
                 "BRIDGE_HA__KEY_PREFIX: the election key must be outside BRIDGE_ETCD__PREFIX, "
                 "or every lease renewal would be streamed as a change"

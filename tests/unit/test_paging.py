@@ -1,19 +1,11 @@
-"""Pure helpers of the pump: prefix ranges, page sizing, the position filter, backoff."""
+"""Pure helpers of the pump: page sizing, the position filter, backoff."""
 
 import threading
 
-from bridge.etcd import prefix_range
 from bridge.events import Event, EventType, Op, Position
 from bridge.pump import _after
 from bridge.retry import Backoff
 from bridge.snapshot import _next_page_keys
-
-
-def test_prefix_ranges() -> None:
-    assert prefix_range(b"/a/") == (b"/a/", b"/a0")
-    assert prefix_range(b"a\xff") == (b"a\xff", b"b")
-    assert prefix_range(b"\xff\xff") == (b"\xff\xff", b"\0")
-    assert prefix_range(b"") == (b"\0", b"\0")
 
 
 def test_pages_are_sized_by_bytes() -> None:

@@ -27,11 +27,27 @@ def test_comma_lists_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_ETCD__ENDPOINTS", "http://a:2379, https://b:2379")
     monkeypatch.setenv("BRIDGE_SINKS", "file,stdout")
     monkeypatch.setenv("BRIDGE_FILE__PATH", "/tmp/out.jsonl")
-    monkeypatch.setenv("BRIDGE_ETCD__PREFIX", "/registry/")
+    monkeypatch.setenv("BRIDGE_ETCD__PREFIX", "/registry/services/, /registry/pods/")
     settings = load_settings()
     assert settings.etcd.endpoints == ["http://a:2379", "https://b:2379"]
     assert settings.sinks == ["file", "stdout"]
-    assert settings.etcd.prefix_bytes == b"/registry/"
+    assert settings.etcd.keyspace.prefixes == (b"/registry/pods/", b"/registry/services/")
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "accepted"), [("/a/,/c/", True), ("/a/,/leaders/", False), ("", False)]
+)
+def test_the_election_key_must_be_outside_every_prefix(
+    monkeypatch: pytest.MonkeyPatch, prefixes: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("BRIDGE_ETCD__PREFIX", prefixes)
+    monkeypatch.setenv("BRIDGE_HA__ENABLED", "true")
+    monkeypatch.setenv("BRIDGE_HA__KEY_PREFIX", "/leaders/")
+    if accepted:
+        assert load_settings().ha.enabled
+    else:
+        with pytest.raises(ConfigError, match="^BRIDGE_HA__KEY_PREFIX: the election key"):
+            load_settings()
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
