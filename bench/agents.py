@@ -20,12 +20,10 @@ Watchers and consumers print ``ready`` once listening and stop after the ``until
 
 import argparse
 import asyncio
-import queue
 import sys
 import threading
 import time
 from array import array
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +38,9 @@ from bench.common import (
     StopControl,
     key_name,
     open_reader,
-    prefix_end,
     value_of,
 )
+from tests.fixtures.etcd import prefix_watch
 
 
 def _emit(document: dict[str, Any]) -> None:
@@ -168,56 +166,40 @@ def kafka_floor(
 
 def watch(*, endpoint: str, prefix: bytes, start_revision: int, out: Path) -> dict[str, Any]:
     """A bare watcher: the raw stream, prev_kv on, one timestamp per response."""
-    end = prefix_end(prefix)
-    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    requests.put(
-        etcdrpc.WatchRequest(
-            create_request=etcdrpc.WatchCreateRequest(
-                key=prefix, range_end=end, start_revision=start_revision, prev_kv=True
-            )
-        )
-    )
-
-    def request_iterator() -> Iterator[Any]:
-        while (request := requests.get()) is not None:
-            yield request
-
     revisions: array[int] = array("q")
     times: array[float] = array("d")
     control = StopControl()
     highest = 0
     distinct: set[int] = set()
-    channel = grpc.insecure_channel(endpoint, [("grpc.max_receive_message_length", -1)])
-    call = etcdrpc.WatchStub(channel).Watch(request_iterator())
+    with (
+        grpc.insecure_channel(endpoint, [("grpc.max_receive_message_length", -1)]) as channel,
+        prefix_watch(channel, prefix=prefix, start_revision=start_revision) as call,
+    ):
 
-    def cancel_when_done() -> None:  # the stream may be quiet once the target is reached
-        control.arrived.wait()
-        while not control.done(highest, len(distinct)) and call.is_active():
-            time.sleep(0.01)
-        call.cancel()
+        def cancel_when_done() -> None:  # the stream may be quiet once the target is reached
+            control.arrived.wait()
+            while not control.done(highest, len(distinct)) and call.is_active():
+                time.sleep(0.01)
+            call.cancel()
 
-    threading.Thread(target=cancel_when_done, daemon=True).start()
-    try:
-        for response in call:
-            now = time.monotonic()
-            if response.created:
-                print("ready", flush=True)
-                continue
-            for event in response.events:
-                revisions.append(event.kv.mod_revision)
-                times.append(now)
-                distinct.add(event.kv.mod_revision)
-            if response.events:
-                highest = max(highest, response.events[-1].kv.mod_revision)
-            if control.done(highest, len(distinct)):
-                break
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
-            raise
-    finally:
-        call.cancel()
-        requests.put(None)
-        channel.close()
+        threading.Thread(target=cancel_when_done, daemon=True).start()
+        try:
+            for response in call:
+                now = time.monotonic()
+                if response.created:
+                    print("ready", flush=True)
+                    continue
+                for event in response.events:
+                    revisions.append(event.kv.mod_revision)
+                    times.append(now)
+                    distinct.add(event.kv.mod_revision)
+                if response.events:
+                    highest = max(highest, response.events[-1].kv.mod_revision)
+                if control.done(highest, len(distinct)):
+                    break
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise
     _save(out, revisions, times)
     return {"events": len(revisions), "highest": highest}
 

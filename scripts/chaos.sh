@@ -2,7 +2,7 @@
 # The chaos suite (README, "Chaos suite"): etcd, the Kafka-protocol broker, a persistent Redis and
 # two bridge instances under kill -9, SIGSTOP/SIGCONT and restarts; every sink is then checked
 # against etcd's own history. Prints one line of figures and exits non-zero unless nothing was
-# lost, duplicated or out of order. Arguments go to tests/chaos.py, e.g.
+# lost, duplicated or out of order. Arguments go to the tests/chaos package, e.g.
 #   bash scripts/chaos.sh --operations 30000 --kills 10 --seed 7 [--workdir DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

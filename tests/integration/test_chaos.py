@@ -13,17 +13,19 @@ from pathlib import Path
 import pytest
 
 from bridge.events import Event, EventType
-from tests import chaos
+from tests.chaos.check import SinkFigures, check_streams
+from tests.chaos.common import PREFIX
+from tests.chaos.engine import report, run
 from tests.fixtures.redis import History
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_chaos_run(tmp_path: Path) -> None:
-    figures = chaos.run(
+    figures = run(
         operations=3000, kills=10, pauses=1, seed=5, workdir=tmp_path, catch_up_timeout=90
     )
-    chaos.report(figures)  # the details, on stderr, shown when the test fails
+    report(figures)  # the details, on stderr, shown when the test fails
     print(figures.line())
     assert (figures.operations, figures.kills) == (3000, 10), figures.line()
     assert (figures.pauses, figures.restarts) == (3, 2), figures.line()
@@ -35,7 +37,7 @@ def test_chaos_run(tmp_path: Path) -> None:
 def _history() -> tuple[list[Event], list[Event]]:
     """etcd's history (as read back) and what a correct sink holds: a snapshot taken after
     the first changes, then the rest."""
-    model = History(prefix=chaos.PREFIX, revision=1)
+    model = History(prefix=PREFIX, revision=1)
     before = model.random_changes(count=40, seed=1)
     snapshot = model.snapshot()
     after = model.random_changes(count=80, seed=2)
@@ -43,8 +45,8 @@ def _history() -> tuple[list[Event], list[Event]]:
 
 
 def _figures(streams: dict[str, list[Event]], history: list[Event]) -> tuple[int, ...]:
-    figures = chaos.SinkFigures(name="test")
-    chaos.check_streams(figures, streams, history)
+    figures = SinkFigures(name="test")
+    check_streams(figures, streams=streams, history=history)
     return figures.lost, figures.duplicated, figures.out_of_order, figures.unexpected
 
 

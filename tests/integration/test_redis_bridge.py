@@ -21,7 +21,7 @@ from sinks.redis import RedisSink
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdFactory, EtcdServer, etcdctl_binary
 from tests.fixtures.processes import wait_for
-from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer
+from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer, published_events
 from tests.history import RecordingWriter, assert_exactly_once
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,23 +57,25 @@ def sink_like(env: dict[str, str]) -> RedisSink:
     return RedisSink.from_settings(settings)
 
 
+def durable_tail(env: dict[str, str]) -> Event | None:
+    """The last event Redis durably holds, read back as the bridge does when it starts."""
+    with sink_like(env) as sink:
+        return sink.open()
+
+
+def durable_revision(env: dict[str, str]) -> int:
+    tail = durable_tail(env)
+    return 0 if tail is None else tail.revision
+
+
 def wait_for_revision(env: dict[str, str], revision: int, *, timeout: float = 30) -> None:
     def reached() -> bool:
-        with sink_like(env) as sink:
-            tail = sink.open()
+        tail = durable_tail(env)
         if tail is None or tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
             return False  # mid-snapshot: the state is not complete yet
         return tail.revision >= revision
 
     wait_for(reached, timeout=timeout, what=f"revision {revision} in redis")
-
-
-def stream_events(server: RedisServer, stream: str) -> list[Event]:
-    with server.client() as client:
-        entries = client.xrange(stream)
-    events = [Event.from_json(fields[b"event"]) for _, fields in entries]
-    assert [entry_id.decode() for entry_id, _ in entries] == [str(e.position) for e in events]
-    return events
 
 
 def etcd_prefix(etcd: EtcdServer, prefix: str) -> dict[bytes, bytes]:
@@ -119,7 +121,7 @@ def test_each_mode_end_to_end(
         assert bridge.terminate() == 0, bridge.log_text()
 
         if mode == "stream":
-            events = stream_events(redis_server, redis_names.stream)
+            events = redis_server.stream_events(redis_names.stream)
             assert events[0].op is Op.SNAPSHOT_BEGIN
             assert events[0].reason is SnapshotReason.INITIAL
             assert_exactly_once(events, writer.changes, after=events[0].revision)
@@ -131,34 +133,21 @@ def test_each_mode_end_to_end(
             assert f"test:{redis_names.tag}:txn" in streams and len(streams) > 10
             merged: dict[tuple[int, int], Event] = {}
             for stream in streams:
-                for event in stream_events(redis_server, stream):
+                for event in redis_server.stream_events(stream):
                     merged[(event.revision, event.index)] = event
             events = [merged[position] for position in sorted(merged)]
             assert_exactly_once(events, writer.changes, after=events[0].revision)
         elif mode == "pubsub":
-            received: list[Event] = []
-
-            def drain() -> bool:
-                message = subscriber.get_message(timeout=0.1)
-                while message is not None:
-                    if message["type"] == "message":
-                        received.append(Event.from_json(message["data"]))
-                    message = subscriber.get_message(timeout=0)
-                return bool(received) and received[-1].revision >= writer.changes[-1].revision
-
-            wait_for(drain, timeout=20, what="every published event")
+            last = writer.changes[-1].revision
+            received = published_events(
+                subscriber, until=lambda got: bool(got) and got[-1].revision >= last, timeout=20
+            )
             assert received[0].op is Op.SNAPSHOT_BEGIN
             assert_exactly_once(received, writer.changes, after=received[0].revision)
         else:
             mirrored = dict(redis.hgetall(redis_names.mirror))
             assert mirrored == etcd_prefix(etcd, prefix) == writer.state
     assert snapshot_revision > 0
-
-
-def durable_revision(env: dict[str, str]) -> int:
-    with sink_like(env) as sink:
-        tail = sink.open()
-    return 0 if tail is None else tail.revision
 
 
 @pytest.mark.slow
@@ -203,7 +192,7 @@ def test_kill_9_of_the_bridge_leaves_xrange_exactly_once(
         bridge = bridge_factory.start(**env)
         wait_for_revision(env, writer.changes[-1].revision, timeout=60)
     assert bridge.terminate() == 0
-    events = stream_events(redis_server, redis_names.stream)
+    events = redis_server.stream_events(redis_names.stream)
     assert sum(event.op is Op.SNAPSHOT_END for event in events) == 1
     assert len(writer.changes) > 2000
     assert_exactly_once(events, writer.changes, after=events[0].revision)
@@ -237,7 +226,7 @@ def test_redis_killed_and_restarted_under_a_running_bridge(
         seed_and_change(writer, steps=300)
         wait_for_revision(env, writer.changes[-1].revision, timeout=60)
     assert bridge.terminate() == 0
-    events = stream_events(server, redis_names.stream)
+    events = server.stream_events(redis_names.stream)
     assert_exactly_once(events, writer.changes, after=events[0].revision)
 
 
@@ -245,18 +234,8 @@ def test_check_names_the_missing_acl_permission(
     etcd: EtcdServer, redis_server: RedisServer, redis_names: RedisNames, prefix: str
 ) -> None:
     user, password = f"c{redis_names.tag}", f"pw-{redis_names.tag}"
-    with redis_server.client() as redis:
-        redis.acl_setuser(
-            user,
-            enabled=True,
-            passwords=[f"+{password}"],
-            keys=["*"],
-            channels=["*"],
-            commands=["+@all", "-xadd"],
-        )
-    env = bridge_env(
-        etcd, redis_server.url_for(user=user, password=password), redis_names, prefix=prefix
-    )
+    url = redis_server.add_user(user, password=password, rules="~* &* +@all -xadd")
+    env = bridge_env(etcd, url, redis_names, prefix=prefix)
     result = subprocess.run(
         [sys.executable, "-m", "bridge", "check"],
         env={**BridgeFactory(ROOT).environment(), **env},

@@ -24,6 +24,7 @@ from tests.fixtures.redis import (
     RedisNames,
     RedisServer,
     TlsFiles,
+    published_events,
     revisions_after,
 )
 
@@ -55,6 +56,18 @@ def deliver(sink: RedisSink, events: Sequence[Event], *, size: int = 50) -> None
         sink.flush()
 
 
+def deliver_and_reopen(
+    url: str, names: RedisNames, events: Sequence[Event], *, size: int = 50, **settings: Any
+) -> None:
+    """``events`` through a new sink, which must find nothing; then a second new sink must
+    read the last of them back as its tail: what the bridge relies on after a restart."""
+    with make_sink(url, names, **settings) as sink:
+        assert sink.open() is None
+        deliver(sink, events, size=size)
+    with make_sink(url, names, **settings) as fresh:
+        assert fresh.open() == events[-1]
+
+
 def stream_entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[bytes, bytes]]]:
     return [(entry_id.decode(), fields) for entry_id, fields in client.xrange(stream)]
 
@@ -83,9 +96,7 @@ class TestStreamMode:
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
         events = mixed_events(seeded_history())
-        with make_sink(redis_server.url, redis_names) as sink:
-            assert sink.open() is None
-            deliver(sink, events, size=37)
+        deliver_and_reopen(redis_server.url, redis_names, events, size=37)
         with redis_server.client() as client:
             entries = stream_entries(client, redis_names.stream)
         assert [entry_id for entry_id, _ in entries] == [str(e.position) for e in events]
@@ -93,8 +104,6 @@ class TestStreamMode:
             assert fields[b"op"] == event.op.value.encode()
             assert fields[b"key"] == event.key
             assert Event.from_json(fields[b"event"]) == event
-        with make_sink(redis_server.url, redis_names) as fresh:
-            assert fresh.open() == events[-1]
 
     def test_a_replayed_batch_is_detected_and_not_duplicated(
         self, redis_server: RedisServer, redis_names: RedisNames
@@ -112,9 +121,7 @@ class TestStreamMode:
             sink.write(events[80:overlap])
             sink.flush()
             deliver(sink, revisions_after(second, events[overlap - 1]))
-        with redis_server.client() as client:
-            ids = [entry_id for entry_id, _ in stream_entries(client, redis_names.stream)]
-        assert ids == [str(e.position) for e in events]
+        assert redis_server.stream_events(redis_names.stream) == events
 
     def test_small_script_batches_split_only_between_revisions(
         self, redis_server: RedisServer, redis_names: RedisNames
@@ -127,23 +134,17 @@ class TestStreamMode:
             sink.open()
             sink.write(events)
             sink.flush()
-        with redis_server.client() as client:
-            ids = [entry_id for entry_id, _ in stream_entries(client, redis_names.stream)]
-        assert ids == [str(e.position) for e in events]
+        assert redis_server.stream_events(redis_names.stream) == events
 
     def test_maxlen_trims_but_keeps_the_position(
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
         history = History(prefix=PREFIX)
         events = history.random_changes(count=3000, seed=11)
-        with make_sink(redis_server.url, redis_names, maxlen=100) as sink:
-            sink.open()
-            deliver(sink, events, size=200)
+        deliver_and_reopen(redis_server.url, redis_names, events, size=200, maxlen=100)
         with redis_server.client() as client:
             length = client.xlen(redis_names.stream)
             assert 100 <= length < len(events)
-        with make_sink(redis_server.url, redis_names, maxlen=100) as fresh:
-            assert fresh.open() == events[-1]
 
     def test_a_stream_not_written_by_the_bridge_is_refused(
         self, redis_server: RedisServer, redis_names: RedisNames
@@ -183,19 +184,10 @@ class TestRoutedStreams:
         events += history.put(PREFIX + b"loose", b"no second segment")
         history.delete(PREFIX + b"orders/0")  # missed: a resync follows
         events += history.snapshot(reason=SnapshotReason.COMPACTED)
-        with make_sink(redis_server.url, redis_names, stream=template) as sink:
-            assert sink.open() is None
-            deliver(sink, events, size=5)
-        with make_sink(redis_server.url, redis_names, stream=template) as fresh:
-            assert fresh.open() == events[-1]
+        deliver_and_reopen(redis_server.url, redis_names, events, size=5, stream=template)
 
         def stream(name: str) -> list[Event]:
-            with redis_server.client() as client:
-                found = stream_entries(client, f"test:{redis_names.tag}:{name}")
-            assert [entry_id for entry_id, fields in found] == [
-                str(Event.from_json(fields[b"event"]).position) for _, fields in found
-            ]
-            return [Event.from_json(fields[b"event"]) for _, fields in found]
+            return redis_server.stream_events(f"test:{redis_names.tag}:{name}")
 
         users = stream("users")
         ops = [event.op for event in users]
@@ -281,16 +273,9 @@ class TestPubSubMode:
                 assert sink.open() == events[149]
                 deliver(sink, events[:150])  # a replay: nothing is published again
                 deliver(sink, revisions_after(events, events[149]))
-            received: list[Event] = []
-
-            def drain() -> bool:
-                message = subscriber.get_message(timeout=0.1)
-                while message is not None:
-                    received.append(Event.from_json(message["data"]))
-                    message = subscriber.get_message(timeout=0)
-                return len(received) >= len(events)
-
-            wait_for(drain, timeout=10, what="every published event")
+            received = published_events(
+                subscriber, until=lambda got: len(got) >= len(events), timeout=10
+            )
             assert received == events
 
     def test_the_checkpoint_is_namespaced_by_the_pipeline_name(
@@ -383,16 +368,7 @@ class TestFailures:
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
         user, password = f"u{redis_names.tag}", f"pw-{redis_names.tag}"
-        with redis_server.client() as client:
-            client.acl_setuser(
-                user,
-                enabled=True,
-                passwords=[f"+{password}"],
-                keys=["*"],
-                channels=["*"],
-                commands=["+@all", "-xadd"],
-            )
-        url = redis_server.url_for(user=user, password=password)
+        url = redis_server.add_user(user, password=password, rules="~* &* +@all -xadd")
         with make_sink(url, redis_names) as sink, pytest.raises(SinkRejectedError) as raised:
             sink.open()
         message = str(raised.value)
@@ -408,15 +384,7 @@ class TestFailures:
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
         user, password = f"m{redis_names.tag}", f"pw-{redis_names.tag}"
-        with redis_server.client() as client:
-            client.acl_setuser(
-                user,
-                enabled=True,
-                passwords=[f"+{password}"],
-                keys=[f"{redis_names.mirror}*"],
-                commands=["+@all"],
-            )
-        url = redis_server.url_for(user=user, password=password)
+        url = redis_server.add_user(user, password=password, rules=f"~{redis_names.mirror}* +@all")
         sink = make_sink(url, redis_names, mode="mirror", mirror_key=redis_names.mirror)
         with sink, pytest.raises(SinkRejectedError, match="etcd-bridge:") as raised:
             sink.open()
@@ -464,10 +432,7 @@ def test_the_minimal_acl_of_the_docs_is_enough(
         channel=redis_names.channel,
         mirror=redis_names.mirror,
     )
-    with redis_server.client() as client:
-        client.execute_command(
-            "ACL", "SETUSER", user, "reset", "on", f">{password}", *rules.split()
-        )
+    url = redis_server.add_user(user, password=password, rules=rules)
     settings: dict[str, str] = {
         "mode": "stream" if mode == "routed" else mode,
         "channel": redis_names.channel,
@@ -475,13 +440,7 @@ def test_the_minimal_acl_of_the_docs_is_enough(
     }
     if mode == "routed":
         settings["stream"] = redis_names.stream + ":{1}"
-    events = mixed_events(seeded_history())
-    url = redis_server.url_for(user=user, password=password)
-    with make_sink(url, redis_names, **settings) as sink:
-        assert sink.open() is None
-        deliver(sink, events)
-    with make_sink(url, redis_names, **settings) as sink:
-        assert sink.open() == events[-1]
+    deliver_and_reopen(url, redis_names, mixed_events(seeded_history()), **settings)
 
 
 def test_tls_with_client_certificates(
@@ -496,9 +455,7 @@ def test_tls_with_client_certificates(
         "cert_file": str(tls.client_cert),
         "key_file": str(tls.client_key),
     }
-    with make_sink(server.url, redis_names, **files) as sink:
-        assert sink.open() is None
-        deliver(sink, events)
+    deliver_and_reopen(server.url, redis_names, events, **files)
     with server.client() as client:
         assert client.xlen(redis_names.stream) == len(events)
     untrusted = {key: value for key, value in files.items() if key != "ca_file"}
@@ -518,15 +475,7 @@ def test_routed_streams_are_checked_for_permissions_at_open(
         sink.open()
         deliver(sink, events)
     user, password = f"r{redis_names.tag}", f"pw-{redis_names.tag}"
-    with redis_server.client() as client:
-        client.acl_setuser(
-            user,
-            enabled=True,
-            passwords=[f"+{password}"],
-            keys=["*"],
-            commands=["+@all", "-xadd"],
-        )
-    url = redis_server.url_for(user=user, password=password)
+    url = redis_server.add_user(user, password=password, rules="~* +@all -xadd")
     with (
         make_sink(url, redis_names, stream=template) as sink,
         pytest.raises(SinkRejectedError, match="XADD on key"),

@@ -1,0 +1,58 @@
+"""``python -m tests.chaos``: one chaos run from the command line (``scripts/chaos.sh``).
+
+Prints one line of figures on stdout and exits 0 when nothing was wrong, 1 when something
+was (details on stderr, the working directory kept), 2 when the run itself failed.
+"""
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import tests.chaos
+from tests.chaos.common import say
+from tests.chaos.engine import report, run
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos", description=(tests.chaos.__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--operations", type=int, default=30_000)
+    parser.add_argument("--kills", type=int, default=10, help="SIGKILLs of the active bridge")
+    parser.add_argument("--pauses", type=int, default=2, help="SIGSTOP/SIGCONT of each server")
+    parser.add_argument("--max-pause", type=float, default=4.0, help="longest SIGSTOP, seconds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--catch-up-timeout", type=float, default=180.0)
+    parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
+    arguments = parser.parse_args(None if argv is None else list(argv))
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
+    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
+    try:
+        figures = run(
+            operations=arguments.operations,
+            kills=arguments.kills,
+            pauses=arguments.pauses,
+            pause_seconds=(1.0, max(1.0, arguments.max_pause)),
+            seed=arguments.seed,
+            workdir=workdir,
+            catch_up_timeout=arguments.catch_up_timeout,
+        )
+    except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
+        print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)
+        say(f"logs kept in {workdir}")
+        return 2
+    report(figures)
+    print(figures.line(), flush=True)
+    if not figures.ok:
+        say(f"logs and sink files kept in {workdir}")
+    elif arguments.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if figures.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

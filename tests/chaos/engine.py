@@ -1,0 +1,181 @@
+"""One chaos run from start to figures: servers, snapshot, writes with chaos, catch-up, check.
+
+``run`` owns every process it starts and stops them all before it returns, whatever
+happened. Faults of the bridges are counted in the returned ``Figures``, never raised: a run
+that finds one still reads every sink back, so that its report shows everything it found.
+Only a run that cannot be carried out at all (a server that does not start, etcd's history
+unreadable) raises.
+"""
+
+import contextlib
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.chaos.check import SinkFigures, check_streams
+from tests.chaos.cluster import Cluster
+from tests.chaos.common import PREFIX, SINKS, say
+from tests.chaos.faults import Action, Chaos, plan_chaos
+from tests.chaos.reference import read_history
+from tests.chaos.sinks import holds, read_back, tail
+from tests.chaos.writer import Operation, Writer, wait_leases_expired
+
+SENTINEL = PREFIX + b"~end"
+"""Put after everything else: a sink that holds it holds every earlier change."""
+
+
+@dataclass
+class Figures:
+    """What one run did and found: ``line`` is what it prints, ``ok`` its verdict."""
+
+    seed: int
+    operations: int = 0
+    kills: int = 0
+    pauses: int = 0
+    restarts: int = 0
+    retries: int = 0
+    events_in_etcd: int = 0
+    seconds: float = 0.0
+    sinks: list[SinkFigures] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        """One count (``lost``, ``duplicated``...) summed over the sinks."""
+        return sum(int(getattr(sink, name)) for sink in self.sinks)
+
+    @property
+    def ok(self) -> bool:
+        """Every sink checked, nothing wrong in any, and the chaos went as planned."""
+        counts = ("lost", "duplicated", "out_of_order", "unexpected")
+        return bool(self.sinks) and not self.problems and not any(self.total(c) for c in counts)
+
+    def line(self) -> str:
+        def figure(name: str) -> str:
+            value = self.total(name)
+            if not value:
+                return f"{name}={value}"
+            parts = ", ".join(f"{s.name} {getattr(s, name)}" for s in self.sinks)
+            return f"{name}={value} ({parts})"
+
+        checked = " ".join(f"{sink.name}={sink.events}" for sink in self.sinks)
+        return (
+            f"chaos seed={self.seed}: operations={self.operations} kills={self.kills} "
+            f"pauses={self.pauses} restarts={self.restarts} etcd_events={self.events_in_etcd} "
+            f"| checked {checked or 'nothing'} "
+            f"| {figure('lost')} {figure('duplicated')} {figure('out_of_order')} "
+            f"{figure('unexpected')} problems={len(self.problems)} | {self.seconds:.0f}s"
+        )
+
+
+def run(
+    *,
+    operations: int,
+    kills: int,
+    seed: int,
+    workdir: Path,
+    pauses: int = 2,
+    pause_seconds: tuple[float, float] = (1.0, 4.0),
+    initial_keys: int = 300,
+    catch_up_timeout: float = 180.0,
+) -> Figures:
+    """One chaos run in ``workdir``; every process it starts is stopped before it returns."""
+    started = time.monotonic()
+    figures = Figures(seed=seed)
+    cluster = Cluster(workdir)
+    chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
+    try:
+        say(f"starting etcd, the Kafka broker and Redis in {workdir}")
+        cluster.start()
+        writer = Writer(cluster.etcd, seed=seed)
+        writer.populate(initial_keys)
+        cluster.start_bridge()
+        cluster.start_bridge()
+        _wait_all(cluster, revision=0, timeout=120, what="the initial snapshot in every sink")
+        say("snapshots are in every sink; writing, with chaos")
+        schedule = plan_chaos(operations=operations, kills=kills, pauses=pauses, seed=seed)
+        chaos.start()
+        try:
+            _write_with_chaos(writer, operations=operations, schedule=schedule, chaos=chaos)
+        finally:
+            chaos.finish()
+        figures.operations, figures.retries = writer.operations, writer.retries
+        figures.kills, figures.pauses, figures.restarts = chaos.kills, chaos.pauses, chaos.restarts
+        figures.problems += chaos.errors
+        say(f"{writer.operations} operations ({writer.retries} retried attempts); catching up")
+        wait_leases_expired(cluster.etcd)
+        last = writer.execute(Operation(puts=((SENTINEL, b"end"),)))
+        try:
+            _wait_all(cluster, revision=last, timeout=catch_up_timeout, what=f"revision {last}")
+        except TimeoutError as error:
+            figures.problems.append(f"{error}; {cluster.election_state()}")
+        figures.problems += cluster.stop_bridges()
+        figures.problems += cluster.crashes
+        say("bridges stopped; reading etcd's history and every sink back")
+        history = read_history(cluster.etcd, until=last)
+        figures.events_in_etcd = len(history)
+        for name in SINKS:
+            sink = SinkFigures(name=name)
+            check_streams(
+                sink, streams=read_back(cluster, sink=name, figures=sink), history=history
+            )
+            figures.sinks.append(sink)
+    finally:
+        cluster.stop()
+        figures.seconds = time.monotonic() - started
+    return figures
+
+
+def _write_with_chaos(
+    writer: Writer, *, operations: int, schedule: Sequence[Action], chaos: Chaos
+) -> None:
+    """``operations`` operations, each scheduled action triggered when the writer reaches
+    its number (any left over, after the last one); stops early once the chaos aborted."""
+    pending = deque(sorted(schedule, key=lambda action: action.at))
+    try:
+        for number in range(1, operations + 1):
+            while pending and pending[0].at <= number:
+                chaos.trigger(pending.popleft())
+            if chaos.abort.is_set():
+                return
+            writer.step(number, abort=chaos.abort)
+        while pending:
+            chaos.trigger(pending.popleft())
+    finally:
+        writer.close()
+
+
+def _wait_all(cluster: Cluster, *, revision: int, timeout: float, what: str) -> None:
+    """Until every sink holds ``revision`` (past its snapshot), replacing crashed bridges.
+    Gives up early when no instance has been active for 30 s: nothing would move."""
+    waiting = set(SINKS)
+    started = last_active = time.monotonic()
+    while waiting:
+        now = time.monotonic()
+        if now - started > timeout or now - last_active > 30:
+            why = "no instance active for 30s" if now - last_active > 30 else f"{timeout:.0f}s"
+            raise TimeoutError(f"gave up waiting for {what} in {sorted(waiting)} ({why})")
+        cluster.reap()
+        with contextlib.suppress(Exception):
+            if cluster.active() is not None:
+                last_active = now
+        for name in sorted(waiting):
+            if name == "kafka" and "file" in waiting:
+                continue  # let the bridge create the topics before a reader opens them
+            with contextlib.suppress(Exception):
+                if holds(tail(cluster, sink=name), revision=revision):
+                    waiting.discard(name)
+        time.sleep(0.5)
+
+
+def report(figures: Figures) -> None:
+    """Details of anything wrong, on stderr."""
+    for problem in figures.problems:
+        say(f"problem: {problem}")
+    for sink in figures.sinks:
+        if sink.examples:
+            say(f"{sink.name} (snapshot at {sink.snapshot_revision}):")
+            for example in sink.examples:
+                print(f"    {example}", file=sys.stderr)

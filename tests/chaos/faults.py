@@ -1,0 +1,162 @@
+"""The chaos of a run: which actions, when, and the thread that performs them.
+
+The plan is drawn from the seed before the run starts: ``kills`` SIGKILLs of the active
+bridge, ``pauses`` SIGSTOP/SIGCONT of each server and one restart of etcd and of Redis, each
+at an operation number. The writer triggers an action when it reaches that number and keeps
+writing while the action runs in the ``Chaos`` thread; the next action waits for the previous
+one to end, so two never overlap (see the package docstring for why that matters).
+"""
+
+import enum
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from tests.chaos.cluster import Cluster
+from tests.chaos.common import say
+from tests.fixtures.bridge import BridgeProcess
+from tests.fixtures.processes import ManagedProcess, wait_for
+
+
+class Kind(enum.Enum):
+    """What an action does to its target: SIGKILL, SIGSTOP then SIGCONT, or stop and start."""
+
+    KILL = "kill"
+    PAUSE = "pause"
+    RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One planned act of chaos."""
+
+    kind: Kind
+    target: str
+    """``bridge`` (the active one), ``etcd``, ``redis`` or ``kafka``."""
+    at: int
+    """The operation number that triggers it."""
+
+
+def plan_chaos(*, operations: int, kills: int, pauses: int, seed: int) -> list[Action]:
+    """``kills`` kills, ``pauses`` pauses of each server, one restart of etcd and of Redis,
+    shuffled and spread over the operations (one per slot, at a random point of it)."""
+    chooser = random.Random(f"schedule-{seed}")  # noqa: S311 - reproducible chaos
+    kinds = [(Kind.KILL, "bridge")] * kills
+    kinds += [(Kind.PAUSE, server) for server in ("etcd", "redis", "kafka")] * pauses
+    kinds += [(Kind.RESTART, "etcd"), (Kind.RESTART, "redis")]
+    chooser.shuffle(kinds)
+    slots = len(kinds)
+    return [
+        Action(
+            kind=kind,
+            target=target,
+            at=max(1, int(operations * (0.03 + 0.92 * (slot + chooser.random()) / slots))),
+        )
+        for slot, (kind, target) in enumerate(kinds)
+    ]
+
+
+class Chaos:
+    """Performs actions one at a time in its own thread; counts what it did.
+
+    An action that fails is recorded in ``errors`` (a problem of the run) and sets ``abort``,
+    which stops the writer: writing on after chaos that did not go as planned tests nothing.
+    """
+
+    def __init__(self, cluster: Cluster, *, seed: int, pause_seconds: tuple[float, float]) -> None:
+        self.cluster = cluster
+        self.random = random.Random(f"chaos-{seed}")  # noqa: S311 - reproducible chaos
+        self.pause_seconds = pause_seconds
+        self.kills = 0
+        self.pauses = 0
+        self.restarts = 0
+        self.errors: list[str] = []
+        self.abort = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._actions: queue.Queue[Action | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def trigger(self, action: Action) -> None:
+        """Hand ``action`` over once the previous one is done (unless the run is aborted)."""
+        while not self._idle.wait(0.2):
+            if self.abort.is_set():
+                return
+        if self.abort.is_set():
+            return
+        self._idle.clear()
+        self._actions.put(action)
+
+    def finish(self) -> None:
+        """Wait for the action in hand, then end the thread."""
+        self._actions.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (action := self._actions.get()) is not None:
+            try:
+                self.cluster.reap()
+                self._perform(action)
+            except Exception as error:  # noqa: BLE001 - reported in the figures, run aborted
+                state = self.cluster.election_state()
+                self.errors.append(f"{action.kind.value} {action.target}: {error}; {state}")
+                say(f"chaos failed: {action.kind.value} {action.target}: {error}")
+                self.abort.set()
+            finally:
+                self._idle.set()
+
+    def _process(self, target: str) -> ManagedProcess:
+        servers: dict[str, ManagedProcess] = {
+            "etcd": self.cluster.etcd.process,
+            "redis": self.cluster.redis.process,
+            "kafka": self.cluster.kafka.process,
+        }
+        return servers[target]
+
+    def _wait_active(self, *, other_than: BridgeProcess | None = None) -> BridgeProcess:
+        def elected() -> BridgeProcess | None:
+            bridge = self.cluster.active()
+            return bridge if bridge is not None and bridge is not other_than else None
+
+        return wait_for(elected, timeout=60, what="an active bridge", interval=0.1)
+
+    def _perform(self, action: Action) -> None:
+        if action.kind is Kind.KILL:
+            time.sleep(self.random.uniform(0, 0.4))  # a random moment of the stream
+            leader = self._wait_active()
+            assert leader.process is not None
+            pid = leader.process.pid
+            self.cluster.kill(leader)
+            self.kills += 1
+            successor = self._wait_active(other_than=leader)
+            assert successor.process is not None
+            say(
+                f"kill {self.kills}: active bridge pid {pid}; pid {successor.process.pid} took over"
+            )
+        elif action.kind is Kind.PAUSE:
+            seconds = self.random.uniform(*self.pause_seconds)
+            process = self._process(action.target)
+            process.pause()
+            self.pauses += 1
+            try:
+                time.sleep(seconds)
+            finally:
+                process.resume()
+            say(f"pause {self.pauses}: {action.target} stopped for {seconds:.1f}s")
+            if action.target == "etcd":
+                self._wait_active()
+        else:
+            started = time.monotonic()
+            if action.target == "etcd":
+                self.cluster.etcd.restart()
+            else:
+                self.cluster.redis.restart()
+            self.restarts += 1
+            say(f"restart {self.restarts}: {action.target} in {time.monotonic() - started:.1f}s")
+            if action.target == "etcd":
+                self._wait_active()
