@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import queue
 import resource
 import select
 import shutil
@@ -35,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -49,8 +48,9 @@ from aiokafka import TopicPartition as AioPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pyetcd import etcdrpc
 
+from bridge.keyspace import prefix_range
 from tests.fixtures.bridge import BridgeProcess
-from tests.fixtures.etcd import EtcdServer, etcdctl_binary
+from tests.fixtures.etcd import EtcdServer, etcdctl_binary, prefix_watch
 from tests.fixtures.kafka import KafkaBroker
 from tests.fixtures.processes import wait_for
 from tests.fixtures.redis import RedisServer
@@ -786,11 +786,11 @@ def current_revision(endpoint: str) -> int:
 
 
 def count_keys(endpoint: str, prefix: bytes) -> int:
-    end = prefix_end(prefix)
+    start, end = prefix_range(prefix)
     response = etcd_call(
         endpoint,
         lambda kv: kv.Range(
-            etcdrpc.RangeRequest(key=prefix, range_end=end, count_only=True), timeout=60
+            etcdrpc.RangeRequest(key=start, range_end=end, count_only=True), timeout=60
         ),
     )
     return int(response.count)
@@ -807,41 +807,19 @@ def compact(endpoint: str) -> None:
     )
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
 def raw_watch(endpoint: str, *, prefix: bytes, start_revision: int, events: int) -> float:
     """Seconds from opening a bare watch (one raw gRPC stream, ``prev_kv``, responses parsed
     by protobuf and nothing else) to its ``events``-th event: what etcd takes to serve them."""
-    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    requests.put(
-        etcdrpc.WatchRequest(
-            create_request=etcdrpc.WatchCreateRequest(
-                key=prefix,
-                range_end=prefix_end(prefix),
-                start_revision=start_revision,
-                prev_kv=True,
-            )
-        )
-    )
-
-    def request_iterator() -> Iterator[Any]:
-        while (request := requests.get()) is not None:
-            yield request
-
     seen = 0
     with grpc.insecure_channel(endpoint, [("grpc.max_receive_message_length", -1)]) as channel:
         started = time.monotonic()
-        call = etcdrpc.WatchStub(channel).Watch(request_iterator(), timeout=240)
-        try:
+        with prefix_watch(
+            channel, prefix=prefix, start_revision=start_revision, timeout=240
+        ) as call:
             for response in call:
                 seen += len(response.events)
                 if seen >= events:
                     return time.monotonic() - started
-        finally:
-            requests.put(None)
-            call.cancel()
     raise RuntimeError(f"the watch ended after {seen} of {events} events")
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from pyetcd import etcdrpc
 
+from bridge.keyspace import prefix_range
 from tests.chaos.common import PREFIX, etcd_client
-from tests.fixtures.etcd import EtcdServer, prefix_end
+from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.processes import wait_for
 
 OUTSIDE = b"/chaos-outside/"
@@ -97,7 +98,7 @@ class Writer:
             )
         if roll < 0.90:
             group = PREFIX + b"g%d/" % self.random.randrange(GROUPS)
-            return Operation(deletes=((group, prefix_end(group)),))
+            return Operation(deletes=(prefix_range(group),))
         return Operation(puts=((self._key(), b"u%d" % number),))  # short, mostly an update
 
     # executing
@@ -164,7 +165,7 @@ def wait_leases_expired(server: EtcdServer) -> None:
         client = etcd_client(server, timeout=5)
         try:
             response = client.kvstub.Range(
-                etcdrpc.RangeRequest(key=PREFIX, range_end=prefix_end(PREFIX), keys_only=True),
+                etcdrpc.RangeRequest(key=PREFIX, range_end=prefix_range(PREFIX)[1], keys_only=True),
                 timeout=5,
             )
         finally:
