@@ -75,6 +75,15 @@ local function checkpoint_position(checkpoint)
 end
 """
 
+# The end of the pubsub and mirror scripts: record the position the batch reached, in the same
+# script call as its writes, and return. It reads the script's locals ``checkpoint``,
+# ``last_event``, ``saved_rev``, ``saved_idx`` (the last event written), ``written``, ``skipped``.
+_SAVE_CHECKPOINT = """if written > 0 then
+  redis.call('HSET', checkpoint, 'revision', saved_rev, 'index', saved_idx, 'event', last_event)
+end
+return {written, skipped}
+"""
+
 STREAM = (
     _PRELUDE
     + """
@@ -224,11 +233,8 @@ for i = 3, #ARGV, 3 do
     skipped = skipped + 1
   end
 end
-if written > 0 then
-  redis.call('HSET', checkpoint, 'revision', saved_rev, 'index', saved_idx, 'event', last_event)
-end
-return {written, skipped}
 """
+    + _SAVE_CHECKPOINT
 )
 
 MIRROR = (
@@ -293,9 +299,6 @@ for i = 2, #ARGV, 6 do
     skipped = skipped + 1
   end
 end
-if written > 0 then
-  redis.call('HSET', checkpoint, 'revision', saved_rev, 'index', saved_idx, 'event', last_event)
-end
-return {written, skipped}
 """
+    + _SAVE_CHECKPOINT
 )
