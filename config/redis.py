@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.keyspace import KeySpace
+
 _SCHEMES = ("redis", "rediss", "unix")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 MISSING_SEGMENT = b"_"
@@ -84,10 +86,9 @@ class StreamTemplate:
             raise ValueError("a routing template has no single name")
         return b"".join(part for part in self.parts if isinstance(part, bytes))
 
-    def render(self, key: bytes, *, prefix: bytes) -> bytes:
-        """The stream of ``key``, a key under the watched ``prefix``."""
-        relative = key[len(prefix) :] if key.startswith(prefix) else key
-        segments = relative.lstrip(b"/").split(b"/")
+    def render(self, key: bytes, *, keyspace: KeySpace) -> bytes:
+        """The stream of ``key``, a key under one of the watched prefixes."""
+        segments = keyspace.relative(key).lstrip(b"/").split(b"/")
         rendered = []
         for part in self.parts:
             if isinstance(part, bytes):

@@ -43,6 +43,7 @@ from redis.retry import Retry
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import SNAPSHOT_OPS, Event, EventType, Op
+from bridge.keyspace import KeySpace
 from config.redis import RedisMode, RedisSettings, StreamTemplate
 from config.settings import Settings
 from sinks import redis_lua
@@ -164,10 +165,10 @@ class _RoutedLayout(_Layout):
     script = _ROUTED
 
     def __init__(
-        self, *, template: StreamTemplate, prefix: bytes, maxlen: int | None, checkpoint: str
+        self, *, template: StreamTemplate, keyspace: KeySpace, maxlen: int | None, checkpoint: str
     ) -> None:
         self.template = template
-        self.prefix = prefix
+        self.keyspace = keyspace
         self.maxlen = "" if maxlen is None else str(maxlen)
         self.checkpoint = checkpoint
         self.known_set = f"{checkpoint}:streams"
@@ -193,7 +194,7 @@ class _RoutedLayout(_Layout):
             if event.type is EventType.MARKER:
                 slot = 0
             else:
-                stream = self.template.render(event.key, prefix=self.prefix)
+                stream = self.template.render(event.key, keyspace=self.keyspace)
                 slot = slots.setdefault(stream, len(slots) + 3)
             args += (slot, event.revision, event.index, event.op.value, event.key, event.to_json())
         return [self.checkpoint, self.known_set, *slots], args
@@ -201,7 +202,7 @@ class _RoutedLayout(_Layout):
     def committed(self, chunk: Sequence[Event]) -> None:
         for event in chunk:
             if event.type is not EventType.MARKER:
-                self.known.add(self.template.render(event.key, prefix=self.prefix))
+                self.known.add(self.template.render(event.key, keyspace=self.keyspace))
 
 
 class _PubSubLayout(_Layout):
@@ -277,7 +278,7 @@ def _layout(settings: Settings) -> _Layout:
     if template.routed:
         return _RoutedLayout(
             template=template,
-            prefix=settings.etcd.prefix_bytes,
+            keyspace=settings.etcd.keyspace,
             maxlen=own.maxlen,
             checkpoint=checkpoint_key(settings),
         )

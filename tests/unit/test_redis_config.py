@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
+from bridge.keyspace import KeySpace
 from config.redis import RedisMode, RedisSettings, StreamTemplate
 from config.settings import load_settings
 
@@ -97,13 +98,17 @@ class TestStreamTemplate:
         ],
     )
     def test_first_segment_after_the_prefix(self, key: bytes, expected: bytes) -> None:
-        assert StreamTemplate.parse("etcd:{1}").render(key, prefix=b"/app/") == expected
+        keyspace = KeySpace.of([b"/app/", b"/svc/"])
+        assert StreamTemplate.parse("etcd:{1}").render(key, keyspace=keyspace) == expected
+        other = b"/svc/" + key.removeprefix(b"/app/")
+        assert StreamTemplate.parse("etcd:{1}").render(other, keyspace=keyspace) == expected
 
     def test_several_segments_missing_ones_and_literal_braces(self) -> None:
         template = StreamTemplate.parse("{{x}}:{1}/{3}")
+        keyspace = KeySpace.of([b"p/"])
         assert template.routed
-        assert template.render(b"p/a/b/c", prefix=b"p/") == b"{x}:a/c"
-        assert template.render(b"p/a", prefix=b"p/") == b"{x}:a/_"
+        assert template.render(b"p/a/b/c", keyspace=keyspace) == b"{x}:a/c"
+        assert template.render(b"p/a", keyspace=keyspace) == b"{x}:a/_"
 
     @pytest.mark.parametrize("bad", ["etcd:{0}", "etcd:{key}", "etcd:{1", "etcd:}", ""])
     def test_malformed_templates_fail_naming_the_variable(
