@@ -134,7 +134,9 @@ def kafka_floor(
 ) -> tuple[dict[str, Any], "array[int]", "array[float]"]:
     """The broker's own latency floor: records shaped like the bridge's (a revision header,
     ~400-byte value) produced one at a time at ``rate`` with the bridge's producer settings
-    (idempotent, acks=all), each flushed; record ``n`` stands for revision ``n``."""
+    (idempotent, acks=all), each flushed; record ``n`` stands for revision ``n``. Its time is
+    taken just before the produce, so the floor includes the produce round trip that the
+    bridge's figure includes too (its clock starts at the put's acknowledgement)."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -154,11 +156,11 @@ def kafka_floor(
         if delay > 0:
             time.sleep(delay)
         headers = [("revision", b"%d" % number), ("index", b"0"), ("op", b"update")]
+        acks.append(time.monotonic())  # the clock starts before the produce, as at a put's ack
         producer.produce(
             topic, value=value, key=b"k%d" % number, partition=number % partitions, headers=headers
         )
         producer.flush(10)
-        acks.append(time.monotonic())
         revisions.append(number)
     summary = {"puts": total, "started": started, "seconds": time.monotonic() - started}
     return {**summary, "last_ack": acks[-1], "last_revision": total}, revisions, acks

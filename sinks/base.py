@@ -18,9 +18,12 @@ the positions; the sink owns durability. The contract, which every sink's tests 
 
 ``flush()``
     Return only when every event written so far is durable, so that ``open()`` on a fresh
-    instance would return the last of them. Raise ``SinkUnavailableError`` for a transient failure
-    (the pump reopens the sink and rewrites from its durable tail) and ``SinkRejectedError`` for a
-    permanent one (the pump stops; the message names the key and revision).
+    instance would return the last of them, or an earlier one if that sink itself skips what
+    it already holds past it (the Kafka sink's checkpoint may lag one batch behind its
+    partitions, whose tails it reads back and skips to). Raise ``SinkUnavailableError`` for a
+    transient failure (the pump reopens the sink and rewrites from its durable tail) and
+    ``SinkRejectedError`` for a permanent one (the pump stops; the message names the key and
+    revision).
 
 ``close()``
     Release connections. Idempotent. Never called concurrently with the others.

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from bridge.events import Event, EventType, Op
+from bridge.keyspace import KeySpace
 from config.kafka import KafkaSettings
 from sinks.kafka import KafkaSink
 from tests.chaos.check import SinkFigures, describe
@@ -136,5 +137,5 @@ def _kafka_tail(broker: KafkaBroker) -> Event | None:
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap, topic=TOPIC, partitions=PARTITIONS, timeout=5
     )
-    with KafkaSink(settings=settings, pipeline=PIPELINE, prefix=PREFIX) as sink:
+    with KafkaSink(settings=settings, pipeline=PIPELINE, keyspace=KeySpace.of([PREFIX])) as sink:
         return sink.open()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bridge.events import Event, Op, SnapshotReason
+from bridge.keyspace import KeySpace
 from config.kafka import KafkaSettings
 from sinks.kafka import KafkaSink
 from tests.fixtures.bridge import BridgeFactory
@@ -45,7 +46,9 @@ def durable_tail(env: dict[str, str]) -> Event | None:
         bootstrap_servers=env["BRIDGE_KAFKA__BOOTSTRAP_SERVERS"], topic=env["BRIDGE_KAFKA__TOPIC"]
     )
     prefix = env["BRIDGE_ETCD__PREFIX"].encode()
-    with KafkaSink(settings=settings, pipeline=env["BRIDGE_NAME"], prefix=prefix) as sink:
+    with KafkaSink(
+        settings=settings, pipeline=env["BRIDGE_NAME"], keyspace=KeySpace.of([prefix])
+    ) as sink:
         return sink.open()
 
 

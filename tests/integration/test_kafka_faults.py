@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event
+from bridge.keyspace import KeySpace
 from bridge.retry import Backoff
 from config.kafka import KafkaSettings
 from sinks.kafka import KafkaSink
@@ -109,7 +110,7 @@ def test_broker_paused_mid_stream_loses_and_duplicates_nothing(
         # Requests time out well inside the pause, so librdkafka retries them on resume.
         properties={"socket.timeout.ms": "700", "request.timeout.ms": "700"},  # type: ignore[dict-item]
     )
-    sink = KafkaSink(settings=settings, pipeline="paused", prefix=SYNTHETIC_PREFIX)
+    sink = KafkaSink(settings=settings, pipeline="paused", keyspace=KeySpace.of([SYNTHETIC_PREFIX]))
     flushed: list[Event] = []
     unavailable: list[str] = []
     failure: list[BaseException] = []

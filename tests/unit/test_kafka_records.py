@@ -1,10 +1,15 @@
-"""The pure parts of the Kafka sink: partitions, topic routing, record ranks, checkpoints."""
+"""The pure parts of the Kafka sink: partitions, topic routing, record ranks, checkpoints,
+delivery failures."""
 
 import pytest
+from confluent_kafka import KafkaError
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
-from sinks.kafka import Checkpoint, TailRecord, TopicRouter, headers_of, partition_for, rank_of
+from bridge.keyspace import KeySpace
+from sinks.kafka.failures import DeliveryFailure, rejection
+from sinks.kafka.records import Checkpoint, Headers, TailRecord, header_map, headers_of, rank_of
+from sinks.kafka.routing import TopicRouter, partition_for
 
 # Kafka's own test vectors for Utils.murmur2 (signed 32-bit results).
 JAVA_MURMUR2 = {
@@ -24,16 +29,22 @@ def test_partition_is_the_java_default_partitioners(partitions: int) -> None:
 
 
 def test_router_fills_segments_below_the_prefix() -> None:
-    router = TopicRouter("etcd.{1}.{2}", prefix=b"/registry")
+    router = TopicRouter("etcd.{1}.{2}", keyspace=KeySpace.of([b"/registry"]))
     assert router.topic_for(b"/registry/pods/default/web-1") == "etcd.pods.default"
     assert router.topic_for(b"/registry/pods") == "etcd.pods._", "a missing segment is _"
     assert router.topic_for(b"/registry/") == "etcd._._"
     assert router.topic_for(b"/registry/a b/\xff\xfe") == "etcd.a_b.__", "unsafe characters"
-    assert TopicRouter("plain", prefix=b"/x/").topic_for(b"/x/anything") == "plain"
+    assert TopicRouter("plain", keyspace=KeySpace.of([b"/x/"])).topic_for(b"/x/anything") == "plain"
+
+
+def test_router_strips_whichever_prefix_a_key_is_under() -> None:
+    router = TopicRouter("etcd.{1}", keyspace=KeySpace.of([b"/apps/", b"/registry/"]))
+    assert router.topic_for(b"/registry/pods/web-1") == "etcd.pods"
+    assert router.topic_for(b"/apps/pods/web-1") == "etcd.pods"
 
 
 def test_router_refuses_a_name_kafka_cannot_hold() -> None:
-    router = TopicRouter("etcd.{1}", prefix=b"/")
+    router = TopicRouter("etcd.{1}", keyspace=KeySpace.of([b"/"]))
     with pytest.raises(SinkRejectedError, match="not a Kafka topic name"):
         router.topic_for(b"/" + b"s" * 300)
 
@@ -98,3 +109,29 @@ def test_checkpoint_round_trips_and_drops_huge_values() -> None:
     decoded = Checkpoint.decode(Checkpoint(event=huge, snapshot_begin=None, topics=()).encode())
     assert decoded.event.position == huge.position and decoded.event.key == huge.key
     assert decoded.event.value is None
+
+
+def test_the_checkpoint_record_is_read_back_only_from_its_pipeline() -> None:
+    checkpoint = Checkpoint(event=change(12, 0), snapshot_begin=None, topics=("t",))
+    headers = header_map(checkpoint.headers(pipeline=b"p"))
+    record = TailRecord("t.p.checkpoint", 0, 4, b"p", checkpoint.encode(), headers)
+    assert Checkpoint.read(record, pipeline="p") == checkpoint
+    with pytest.raises(SinkRejectedError, match="BRIDGE_KAFKA__CHECKPOINT_TOPIC"):
+        Checkpoint.read(record, pipeline="other")
+    garbage = TailRecord("t.p.checkpoint", 0, 5, b"p", b"{}", headers)
+    with pytest.raises(SinkRejectedError, match="not an etcd-bridge checkpoint"):
+        Checkpoint.read(garbage, pipeline="p")
+
+
+def test_a_refused_record_is_reported_by_key_and_revision() -> None:
+    def failure(code: int, key: bytes, headers: Headers) -> DeliveryFailure:
+        return DeliveryFailure(KafkaError(code), "t", 0, key, header_map(headers))
+
+    late = failure(KafkaError.MSG_SIZE_TOO_LARGE, b"/k/b", headers_of(change(9, 2), pipeline=b"p"))
+    early = failure(KafkaError.MSG_SIZE_TOO_LARGE, b"/k/a", headers_of(change(9, 1), pipeline=b"p"))
+    assert late.permanent and min([late, early], key=DeliveryFailure.rank) is early
+    message = str(rejection(early))
+    assert "'/k/a' at revision 9 (index 1)" in message and "max.message.bytes" in message
+    checkpoint = Checkpoint(event=change(9, 2), snapshot_begin=None, topics=())
+    lost = failure(KafkaError._TRANSPORT, b"p", checkpoint.headers(pipeline=b"p"))
+    assert not lost.permanent and lost.describe().startswith("the checkpoint record")

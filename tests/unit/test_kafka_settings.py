@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError, SinkUnavailableError
+from bridge.keyspace import KeySpace
 from config.kafka import KafkaSettings
 from config.settings import load_settings
 from sinks.kafka import KafkaSink
@@ -103,7 +104,7 @@ def test_a_refused_property_value_is_not_echoed() -> None:
         bootstrap_servers="127.0.0.1:1",
         properties={"security.protocol": "hunter2-secret"},  # type: ignore[dict-item]
     )
-    sink = KafkaSink(settings=settings, pipeline="p", prefix=b"/")
+    sink = KafkaSink(settings=settings, pipeline="p", keyspace=KeySpace.of([b"/"]))
     with pytest.raises(ConfigError) as refused:
         sink.open()
     message = str(refused.value)
@@ -119,7 +120,7 @@ def test_librdkafka_log_lines_do_not_show_property_values(
         timeout=0.3,
         properties={"sasl.mechanism": "hunter2-secret"},  # type: ignore[dict-item]
     )
-    sink = KafkaSink(settings=settings, pipeline="p", prefix=b"/")
+    sink = KafkaSink(settings=settings, pipeline="p", keyspace=KeySpace.of([b"/"]))
     with caplog.at_level(logging.DEBUG), pytest.raises(SinkUnavailableError):
         sink.open()  # nothing listens there; librdkafka warns about the property meanwhile
     sink.close()
