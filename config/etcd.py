@@ -58,10 +58,6 @@ class EtcdSettings(BaseModel):
         return endpoints
 
     @property
-    def prefix_bytes(self) -> bytes:  # TEMPORARY until the sinks take the keyspace
-        return self.keyspace.describe()
-
-    @property
     def keyspace(self) -> KeySpace:
         return KeySpace.of(prefix.encode("utf-8") for prefix in self.prefix)
 
