@@ -66,6 +66,10 @@ _REJECTED_CODES = {
 _PUT = RawEvent.PUT
 _REPLAY_REVISIONS_PER_SECOND = 4000
 """A conservative half of the ~8k revisions/s etcd replays to a watcher that is catching up."""
+_CHUNK_EVENTS = 2000
+"""Most events per chunk from one watch response. A replay response holds up to 1,000
+revisions: with transactions of 100 keys, 100,000 events (25 MB), which as one chunk would
+all be alive at once however small the pump's queue."""
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
@@ -320,6 +324,20 @@ class EtcdConnection:
         return str(response.token)
 
 
+def revision_cuts(raw_events: Sequence[Any], *, size: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` slices of about ``size`` raw events that never split a revision, so
+    that chunks, and the pump's batches made of them, hold whole revisions."""
+    total = len(raw_events)
+    start = 0
+    while start < total:
+        end = min(start + size, total)
+        revision = raw_events[end - 1].kv.mod_revision
+        while end < total and raw_events[end].kv.mod_revision == revision:
+            end += 1
+        yield start, end
+        start = end
+
+
 class WatchStream:
     """One gRPC ``Watch`` call holding one watcher, iterated in the caller's thread.
 
@@ -359,9 +377,7 @@ class WatchStream:
         try:
             for response in self._call:
                 self._last_heard = time.monotonic()
-                chunk = self._handle(response)
-                if chunk is not None:
-                    yield chunk
+                yield from self._handle(response)
         except grpc.RpcError as error:
             if self._stalled:
                 raise EtcdUnavailableError(
@@ -384,7 +400,9 @@ class WatchStream:
             self._requests.put(None)
             self._call.cancel()
 
-    def _handle(self, response: Any) -> Chunk | None:
+    def _handle(self, response: Any) -> Iterator[Chunk]:
+        """The response's events in chunks of about ``_CHUNK_EVENTS`` whole revisions, built
+        one chunk at a time, so that the pump's bounded queue also bounds the events alive."""
         if response.compact_revision:
             raise RevisionCompactedError(
                 requested=self._start_revision, compacted=int(response.compact_revision)
@@ -397,12 +415,15 @@ class WatchStream:
             behind = max(0, header_revision - self._start_revision)
             self._allowance = behind / _REPLAY_REVISIONS_PER_SECOND
             self._caught_up_at = header_revision
-            return None
+            return
         raw_events = response.events
-        events = self._normalize(raw_events)
         if not raw_events or raw_events[-1].kv.mod_revision >= self._caught_up_at:
             self._allowance = 0.0  # progress answers and current events mean: replay is over
-        return Chunk(events=events, revision=header_revision)
+        if len(raw_events) <= _CHUNK_EVENTS:
+            yield Chunk(events=self._normalize(raw_events), revision=header_revision)
+            return
+        for start, end in revision_cuts(raw_events, size=_CHUNK_EVENTS):
+            yield Chunk(events=self._normalize(raw_events[start:end]), revision=header_revision)
 
     def _normalize(self, raw_events: Sequence[Any]) -> list[Event]:
         """Build events, numbering each within its revision (a revision may span responses).

@@ -234,6 +234,39 @@ def test_compaction_while_down_resyncs(
     assert positions == sorted(set(positions))
 
 
+def test_a_long_replay_is_handed_on_in_whole_revisions(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    """Catching up, etcd sends up to 1,000 revisions in one response (here 6,000 events);
+    the bridge cuts it into chunks, between revisions, and a kill in the middle of it loses
+    and repeats nothing."""
+    output = tmp_path / "events.jsonl"
+    settings = file_bridge(
+        bridge_factory, etcd, prefix=prefix, path=output, BRIDGE_PUMP__BATCH_EVENTS="150"
+    )
+    with etcd.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=5, keys=100)
+        writer.transaction([prefix.encode() + b"k000"])
+        bridge = bridge_factory.start(**settings)
+        wait_for_revision(output, writer.changes[-1].revision)
+        bridge.kill()
+        keys = [prefix.encode() + b"k%03d" % number for number in range(100)]
+        for _ in range(60):
+            writer.transaction(keys)
+        bridge = bridge_factory.start(**settings)
+        wait_for(lambda: len(read_events(output)) > 1000, timeout=30, what="part of the replay")
+        bridge.kill()
+        bridge = bridge_factory.start(**settings)
+        wait_for(lambda: "watching" in bridge.log_text(), timeout=30, what="the watch")
+        wait_for_revision(output, writer.changes[-1].revision)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    assert_exactly_once(events, writer.changes, after=events[0].revision)
+    replayed = [event for event in events if event.revision > writer.changes[0].revision]
+    assert len(replayed) == 6000
+    assert [event.index for event in replayed] == list(range(100)) * 60
+
+
 def test_etcd_restart_under_running_bridge(
     etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
 ) -> None:

@@ -1,7 +1,9 @@
 """Pure helpers of the pump: page sizing, the position filter, backoff."""
 
 import threading
+from types import SimpleNamespace
 
+from bridge.etcd import revision_cuts
 from bridge.events import Event, EventType, Op, Position
 from bridge.pump import _after
 from bridge.retry import Backoff
@@ -36,3 +38,13 @@ def test_backoff_grows_caps_and_resets() -> None:
     stop = threading.Event()
     stop.set()
     assert Backoff(initial=10).wait(stop) is False
+
+
+def test_watch_responses_are_cut_between_revisions() -> None:
+    def raw(*revisions: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(kv=SimpleNamespace(mod_revision=r)) for r in revisions]
+
+    assert list(revision_cuts(raw(1, 1, 2, 2, 2, 3, 4), size=3)) == [(0, 5), (5, 7)]
+    assert list(revision_cuts(raw(1, 2, 3, 4), size=2)) == [(0, 2), (2, 4)]
+    assert list(revision_cuts(raw(5, 5, 5), size=1)) == [(0, 3)], "one revision is never split"
+    assert list(revision_cuts([], size=2)) == []
