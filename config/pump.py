@@ -19,8 +19,8 @@ class PumpSettings(BaseModel):
         default=8,
         ge=1,
         description="Events buffered per sink, in batches: the buffer holds up to "
-        "queue_depth x batch_events events (and always one response or page) before the watch "
-        "is slowed down.",
+        "queue_depth x batch_events events (and always one chunk: a snapshot page or part of a "
+        "watch response) before the watch is slowed down.",
     )
     shutdown_timeout: float = Field(
         default=10.0, gt=0, description="On SIGTERM, seconds allowed to drain and flush."
