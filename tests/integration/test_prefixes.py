@@ -7,9 +7,11 @@ numbered events before filtering, fails here.
 
 from pathlib import Path
 
+import pytest
+
 from bridge.events import Op
 from tests.fixtures.bridge import BridgeFactory, read_events
-from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.etcd import ETCD_VERSIONS, EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
 from tests.history import load_keys, put_all
 from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
@@ -27,9 +29,12 @@ def last_line(path: Path) -> bytes:
     return complete.rsplit(b"\n", 1)[-1]
 
 
+@pytest.mark.parametrize("version", ETCD_VERSIONS)
 def test_several_prefixes_are_one_ordered_stream(
-    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path, version: str
 ) -> None:
+    etcd = etcd_factory.start(version=version)
+    prefix = "/multi/"
     a, b, c, d = (f"{prefix}{name}/" for name in "abcd")
     output = tmp_path / "events.jsonl"
     with etcd.client() as client:
