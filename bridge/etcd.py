@@ -419,7 +419,7 @@ class WatchStream:
         raw_events = response.events
         if not raw_events or raw_events[-1].kv.mod_revision >= self._caught_up_at:
             self._allowance = 0.0  # progress answers and current events mean: replay is over
-        if len(raw_events) <= _CHUNK_EVENTS:
+        if len(raw_events) <= _CHUNK_EVENTS:  # live changes, progress answers: as they are
             yield Chunk(events=self._normalize(raw_events), revision=header_revision)
             return
         for start, end in revision_cuts(raw_events, size=_CHUNK_EVENTS):
