@@ -75,13 +75,30 @@ local function checkpoint_position(checkpoint)
 end
 """
 
-# The end of the pubsub and mirror scripts: record the position the batch reached, in the same
-# script call as its writes, and return. It reads the script's locals ``checkpoint``,
-# ``last_event``, ``saved_rev``, ``saved_idx`` (the last event written), ``written``, ``skipped``.
-_SAVE_CHECKPOINT = """if written > 0 then
-  redis.call('HSET', checkpoint, 'revision', saved_rev, 'index', saved_idx, 'event', last_event)
+# The loop of the pubsub and mirror scripts, whose position is a checkpoint hash: ``apply(i)``
+# for every event past the checkpoint (its fields start at ARGV[i], revision and index
+# first), then the position reached saved in the same script call as the writes.
+_CHECKPOINTED = """
+local function checkpointed(checkpoint, last_event, first, stride, apply)
+  local last_rev, last_idx = checkpoint_position(checkpoint)
+  local saved_rev, saved_idx = nil, nil
+  local written, skipped = 0, 0
+  for i = first, #ARGV, stride do
+    local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    if after(rev, idx, last_rev, last_idx) then
+      apply(i)
+      last_rev, last_idx = rev, idx
+      saved_rev, saved_idx = ARGV[i], ARGV[i + 1]
+      written = written + 1
+    else
+      skipped = skipped + 1
+    end
+  end
+  if written > 0 then
+    redis.call('HSET', checkpoint, 'revision', saved_rev, 'index', saved_idx, 'event', last_event)
+  end
+  return {written, skipped}
 end
-return {written, skipped}
 """
 
 STREAM = (
@@ -210,6 +227,7 @@ return {written, skipped}
 
 PUBSUB = (
     _PRELUDE
+    + _CHECKPOINTED
     + """
 -- PUBLISH on one channel; the checkpoint hash is the position.
 -- KEYS[1] checkpoint hash; ARGV[1] channel, ARGV[2] JSON of the batch's last event; then per
@@ -219,26 +237,15 @@ checkpoint_allowed(checkpoint)
 if not redis.acl_check_cmd('PUBLISH', channel, 'm') then
   error({err = "NOPERM the user may not PUBLISH on channel '" .. channel .. "'"})
 end
-local last_rev, last_idx = checkpoint_position(checkpoint)
-local saved_rev, saved_idx = nil, nil
-local written, skipped = 0, 0
-for i = 3, #ARGV, 3 do
-  local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  if after(rev, idx, last_rev, last_idx) then
-    redis.call('PUBLISH', channel, ARGV[i + 2])
-    last_rev, last_idx = rev, idx
-    saved_rev, saved_idx = ARGV[i], ARGV[i + 1]
-    written = written + 1
-  else
-    skipped = skipped + 1
-  end
-end
+return checkpointed(checkpoint, last_event, 3, 3, function(i)
+  redis.call('PUBLISH', channel, ARGV[i + 2])
+end)
 """
-    + _SAVE_CHECKPOINT
 )
 
 MIRROR = (
     _PRELUDE
+    + _CHECKPOINTED
     + """
 -- A hash equal to the etcd prefix; the checkpoint hash is the position.
 -- KEYS[1] checkpoint, KEYS[2] mirror hash (key -> value), KEYS[3] its mod_revisions (key ->
@@ -260,45 +267,33 @@ for k = 2, 5 do
 end
 allowed(next_mirror, 'RENAME', next_mirror, mirror)
 allowed(next_revisions, 'RENAME', next_revisions, revisions)
-local last_rev, last_idx = checkpoint_position(checkpoint)
-local saved_rev, saved_idx = nil, nil
-local written, skipped = 0, 0
-for i = 2, #ARGV, 6 do
-  local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  if after(rev, idx, last_rev, last_idx) then
-    local op, key, value, guard = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-    if op == 'snapshot' then
-      redis.call('HSET', next_mirror, key, value)
-      redis.call('HSET', next_revisions, key, ARGV[i + 5])
-    elseif op == 'create' or op == 'update' then
-      local current = tonumber(redis.call('HGET', revisions, key))
-      if current == nil or current < guard then
-        redis.call('HSET', mirror, key, value)
-        redis.call('HSET', revisions, key, ARGV[i + 5])
-      end
-    elseif op == 'delete' then
-      local current = tonumber(redis.call('HGET', revisions, key))
-      if current ~= nil and current < guard then
-        redis.call('HDEL', mirror, key)
-        redis.call('HDEL', revisions, key)
-      end
-    elseif op == 'snapshot_begin' then
-      redis.call('UNLINK', next_mirror, next_revisions)
-    elseif op == 'snapshot_end' then
-      if redis.call('EXISTS', next_mirror) == 1 then
-        redis.call('RENAME', next_mirror, mirror)
-        redis.call('RENAME', next_revisions, revisions)
-      else
-        redis.call('UNLINK', mirror, revisions)
-      end
+return checkpointed(checkpoint, last_event, 2, 6, function(i)
+  local op, key, value, guard = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  if op == 'snapshot' then
+    redis.call('HSET', next_mirror, key, value)
+    redis.call('HSET', next_revisions, key, ARGV[i + 5])
+  elseif op == 'create' or op == 'update' then
+    local current = tonumber(redis.call('HGET', revisions, key))
+    if current == nil or current < guard then
+      redis.call('HSET', mirror, key, value)
+      redis.call('HSET', revisions, key, ARGV[i + 5])
     end
-    last_rev, last_idx = rev, idx
-    saved_rev, saved_idx = ARGV[i], ARGV[i + 1]
-    written = written + 1
-  else
-    skipped = skipped + 1
+  elseif op == 'delete' then
+    local current = tonumber(redis.call('HGET', revisions, key))
+    if current ~= nil and current < guard then
+      redis.call('HDEL', mirror, key)
+      redis.call('HDEL', revisions, key)
+    end
+  elseif op == 'snapshot_begin' then
+    redis.call('UNLINK', next_mirror, next_revisions)
+  elseif op == 'snapshot_end' then
+    if redis.call('EXISTS', next_mirror) == 1 then
+      redis.call('RENAME', next_mirror, mirror)
+      redis.call('RENAME', next_revisions, revisions)
+    else
+      redis.call('UNLINK', mirror, revisions)
+    end
   end
-end
+end)
 """
-    + _SAVE_CHECKPOINT
 )
