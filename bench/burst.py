@@ -218,12 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     clock = Stopwatch()
     describe_machine("Burst decode (measurement 2)")
     print_settings(arguments)
-    with Lab(
-        name="burst",
-        keep=arguments.keep,
-        bridge_env=arguments.bridge_env,
-        bridge_code=arguments.bridge_code,
-    ) as lab:
+    with Lab.for_run("burst", arguments) as lab:
         history = prepare(
             lab,
             arguments.sinks,

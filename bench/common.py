@@ -104,6 +104,17 @@ class Lab:
         self._previous_handler: Any = None
         self._load = MachineLoad()
 
+    @classmethod
+    def for_run(cls, name: str, arguments: argparse.Namespace) -> "Lab":
+        """The lab of one benchmark command, with its common options (``--keep``,
+        ``--bridge-env``, ``--bridge-code``)."""
+        return cls(
+            name=name,
+            keep=arguments.keep,
+            bridge_env=arguments.bridge_env,
+            bridge_code=arguments.bridge_code,
+        )
+
     def __enter__(self) -> "Lab":
         self._previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         self._load = MachineLoad()

@@ -170,12 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         f"writer: puts of 100-byte values over {arguments.keys:,} existing keys, "
         f"{arguments.in_flight} in flight, {arguments.seconds:g} s per round; watch with prev_kv"
     )
-    with Lab(
-        name="keepup",
-        keep=arguments.keep,
-        bridge_env=arguments.bridge_env,
-        bridge_code=arguments.bridge_code,
-    ) as lab:
+    with Lab.for_run("keepup", arguments) as lab:
         lab.etcd()
         rounds = [
             run_round(lab, name, arguments=arguments) for name in ["bare watcher", *arguments.sinks]

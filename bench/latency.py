@@ -197,12 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{arguments.seconds:g} s per sink; watch with prev_kv"
     )
     print_settings(arguments)
-    with Lab(
-        name="latency",
-        keep=arguments.keep,
-        bridge_env=arguments.bridge_env,
-        bridge_code=arguments.bridge_code,
-    ) as lab:
+    with Lab.for_run("latency", arguments) as lab:
         lab.etcd()
         floor = kafka_floor(lab, arguments=arguments) if "kafka" in arguments.sinks else None
         rounds = [run_round(lab, sink, arguments=arguments) for sink in arguments.sinks]

@@ -187,12 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     clock = Stopwatch()
     describe_machine("CPU profile of the burst replay (measurement 5)")
     print_settings(arguments)
-    with Lab(
-        name="profile",
-        keep=arguments.keep,
-        bridge_env=arguments.bridge_env,
-        bridge_code=arguments.bridge_code,
-    ) as lab:
+    with Lab.for_run("profile", arguments) as lab:
         history = prepare(
             lab, arguments.sinks, keys=arguments.keys, transactions=arguments.transactions
         )

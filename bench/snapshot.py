@@ -100,12 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     describe_machine("Snapshot (measurement 3)")
     print_settings(arguments)
     keys = arguments.keys
-    with Lab(
-        name="snapshot",
-        keep=arguments.keep,
-        bridge_env=arguments.bridge_env,
-        bridge_code=arguments.bridge_code,
-    ) as lab:
+    with Lab.for_run("snapshot", arguments) as lab:
         loaded = write_transactions(
             lab.endpoint,
             prefix=PREFIX.encode(),
