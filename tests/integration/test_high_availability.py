@@ -122,7 +122,7 @@ def test_keys_deleted_by_lease_expiry_arrive_as_deletes(
 ) -> None:
     output = tmp_path / "events.jsonl"
     bridge = bridge_factory.start(**file_bridge(bridge_factory, etcd, prefix=prefix, path=output))
-    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    bridge.wait_watching()
     with etcd.client() as client:
         lease = client.lease(1)
         client.put(prefix + "ephemeral", b"short-lived", lease=lease)

@@ -30,7 +30,7 @@ def test_member_and_leader_killed_under_running_bridge(
         BRIDGE_ETCD__TIMEOUT="2",
     )
     bridge = bridge_factory.start(**settings)
-    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    bridge.wait_watching()
     writer: RecordingWriter | None = None
     for round_number in range(2):
         # Round 0 kills the member the bridge watches through, round 1 the leader.

@@ -257,7 +257,7 @@ def test_a_long_replay_is_handed_on_in_whole_revisions(
         wait_for(lambda: len(read_events(output)) > 1000, timeout=30, what="part of the replay")
         bridge.kill()
         bridge = bridge_factory.start(**settings)
-        wait_for(lambda: "watching" in bridge.log_text(), timeout=30, what="the watch")
+        bridge.wait_watching(timeout=30)
         wait_for_revision(output, writer.changes[-1].revision)
     assert bridge.terminate() == 0
     events = read_events(output)
@@ -274,7 +274,7 @@ def test_etcd_restart_under_running_bridge(
     prefix = "/r/"
     output = tmp_path / "events.jsonl"
     bridge = bridge_factory.start(**file_bridge(bridge_factory, server, prefix=prefix, path=output))
-    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    bridge.wait_watching()
     with server.client() as client:
         writer = RecordingWriter(client, prefix=prefix, seed=4)
         for _ in range(100):
@@ -306,7 +306,7 @@ def test_stalled_watch_is_reopened(
             BRIDGE_ETCD__TIMEOUT="1",
         )
     )
-    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    bridge.wait_watching()
     server.process.pause()
     wait_for(lambda: "watch stalled" in bridge.log_text(), timeout=20, what="stall detection")
     server.process.resume()
@@ -371,7 +371,7 @@ def test_sigterm_exits_zero_promptly(
 ) -> None:
     output = tmp_path / "events.jsonl"
     bridge = bridge_factory.start(**file_bridge(bridge_factory, etcd, prefix=prefix, path=output))
-    wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+    bridge.wait_watching()
     assert bridge.process is not None
     bridge.signal(signal.SIGINT)
     assert bridge.process.wait(15) == 0

@@ -213,7 +213,7 @@ def test_redis_killed_and_restarted_under_a_running_bridge(
     with etcd.client() as client:
         writer = RecordingWriter(client, prefix=prefix, seed=12)
         bridge = bridge_factory.start(**env)
-        wait_for(lambda: "watching" in bridge.log_text(), timeout=20, what="the watch")
+        bridge.wait_watching()
         seed_and_change(writer, steps=300)
         server.kill()
         seed_and_change(writer, steps=300)  # Redis is down: the bridge retries meanwhile
