@@ -9,6 +9,7 @@
     │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
     │   ├── EtcdRejectedError        fatal: etcd refused us (auth, TLS, permission)
     │   ├── RevisionCompactedError   handled: the position is older than etcd's history
+    │   ├── WatchResponseTooLargeError  handled: re-watch in fragments; fatal if fragmented
     │   └── PositionAheadError       fatal: the sink holds revisions etcd never reached
     └── SinkError
         ├── SinkUnavailableError     retryable: the sink's server is down or slow
@@ -57,6 +58,27 @@ class RevisionCompactedError(EtcdError):
         )
         self.requested = requested
         self.compacted = compacted
+
+
+class WatchResponseTooLargeError(EtcdError):
+    """A watch response was over the pipeline's limit and gRPC refused it unread.
+
+    Whole responses: the source watches again in fragments. Fragmented already: etcd is
+    older than 3.4 (no fragments) or one change is larger than the limit; fatal, naming the
+    setting to raise.
+    """
+
+    def __init__(self, *, endpoint: str, limit: int, fragmented: bool, detail: str) -> None:
+        if fragmented:
+            message = (
+                f"etcd {endpoint} sent a watch message over {limit} bytes even in fragments "
+                f"({detail}): etcd is older than 3.4 (it does not fragment) or one change is "
+                "larger than that; raise BRIDGE_ETCD__WATCH_RESPONSE_BYTES"
+            )
+        else:
+            message = f"etcd {endpoint}: a watch response is over {limit} bytes ({detail})"
+        super().__init__(message)
+        self.fragmented = fragmented
 
 
 class PositionAheadError(EtcdError):

@@ -16,11 +16,25 @@ the rest, because its high-level helpers hide what exactly-once needs:
   ``BRIDGE_ETCD__ENDPOINTS`` ourselves and build a fresh channel on every reconnect.
 - **Leader loss**: requests carry ``hasleader=true`` so a member cut off from its cluster
   cancels our watch instead of serving it stale.
-- **Size**: the gRPC receive limit is lifted; etcd's own request limits bound a response.
+- **Size**: a watch response is taken whole up to a byte limit (fast: one parse in C); a
+  larger one (one huge revision, such as a delete-range of a million keys, or a replay of big
+  values) is refused by gRPC before it is buffered, and the watch is reopened with etcd's
+  ``fragment`` flag (etcd >= 3.4), which splits responses at etcd's ``--max-request-bytes``.
+  Fragments are not the default because etcd 3.4/3.5 cut them in time quadratic in the
+  events per fragment: a replay of 100-key transactions runs 17x slower fragmented. Once the
+  oversized response has arrived, the watch goes back to whole responses. etcd < 3.4 ignores
+  the flag: a response over the limit then stops the pipeline with an error naming
+  ``BRIDGE_ETCD__WATCH_RESPONSE_BYTES``. Range responses (snapshot pages) have no limit:
+  their size is chosen by the page's key count.
+- **Revisions in pieces**: a revision of any size is handed on in chunks of at most
+  ``_CHUNK_EVENTS`` events; every event but the last (kept) one of its revision has ``more``
+  set. etcd ends every response (every last fragment) at a revision boundary, which is how
+  the last event of a revision is known without waiting for the next revision.
 
 Raw etcd events become ``bridge.events.Event`` here, numbered within their revision.
 """
 
+import json
 import logging
 import os
 import queue
@@ -35,6 +49,7 @@ from urllib.parse import urlsplit
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc  # noqa: E402 - after its logging is set
+from google.protobuf import descriptor_pb2, message_factory  # noqa: E402
 from pyetcd import etcdrpc  # noqa: E402
 from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent  # noqa: E402
 
@@ -43,6 +58,7 @@ from bridge.errors import (
     EtcdRejectedError,
     EtcdUnavailableError,
     RevisionCompactedError,
+    WatchResponseTooLargeError,
 )
 from bridge.events import Event, EventType, Op
 from bridge.keyspace import KeySpace
@@ -56,6 +72,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 ]
+_WATCH_METHOD = "/etcdserverpb.Watch/Watch"
 _REQUIRE_LEADER = ("hasleader", "true")
 _REJECTED_CODES = {
     grpc.StatusCode.UNAUTHENTICATED,
@@ -70,6 +87,79 @@ _CHUNK_EVENTS = 2000
 """Most events per chunk from one watch response. A replay response holds up to 1,000
 revisions: with transactions of 100 keys, 100,000 events (25 MB), which as one chunk would
 all be alive at once however small the pump's queue."""
+
+
+def _watch_messages() -> tuple[Any, Any, Any]:
+    """``WatchRequest``, ``WatchCreateRequest`` and ``WatchResponse`` with etcd 3.4's
+    ``fragment`` fields.
+
+    The library's stubs were generated from an older rpc.proto that lacks them. These are
+    wire-compatible copies (same names and field numbers, the fields we use) built on the
+    library's ``ResponseHeader``, ``Event`` and ``WatchProgressRequest`` messages.
+    """
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="etcd_bridge/watch.proto",
+        package="etcd_bridge.watch",
+        syntax="proto3",
+        dependency=["rpc.proto", "kv.proto"],
+    )
+
+    def message(name: str, fields: list[tuple[str, int, int, str]], *, repeated: str = "") -> Any:
+        definition = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            label = field.LABEL_REPEATED if field_name == repeated else field.LABEL_OPTIONAL
+            added = definition.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                added.type_name = type_name
+        return definition
+
+    message(
+        "WatchCreateRequest",
+        [
+            ("key", 1, field.TYPE_BYTES, ""),
+            ("range_end", 2, field.TYPE_BYTES, ""),
+            ("start_revision", 3, field.TYPE_INT64, ""),
+            ("progress_notify", 4, field.TYPE_BOOL, ""),
+            ("prev_kv", 6, field.TYPE_BOOL, ""),
+            ("fragment", 8, field.TYPE_BOOL, ""),
+        ],
+    )
+    request = message(
+        "WatchRequest",
+        [
+            ("create_request", 1, field.TYPE_MESSAGE, ".etcd_bridge.watch.WatchCreateRequest"),
+            ("progress_request", 3, field.TYPE_MESSAGE, ".etcdserverpb.WatchProgressRequest"),
+        ],
+    )
+    request.oneof_decl.add(name="request_union")
+    for member in request.field:
+        member.oneof_index = 0
+    message(
+        "WatchResponse",
+        [
+            ("header", 1, field.TYPE_MESSAGE, ".etcdserverpb.ResponseHeader"),
+            ("watch_id", 2, field.TYPE_INT64, ""),
+            ("created", 3, field.TYPE_BOOL, ""),
+            ("canceled", 4, field.TYPE_BOOL, ""),
+            ("compact_revision", 5, field.TYPE_INT64, ""),
+            ("cancel_reason", 6, field.TYPE_STRING, ""),
+            ("fragment", 7, field.TYPE_BOOL, ""),
+            ("events", 11, field.TYPE_MESSAGE, ".mvccpb.Event"),
+        ],
+        repeated="events",
+    )
+    pool = etcdrpc.WatchResponse.DESCRIPTOR.file.pool
+    pool.Add(file)
+    types = pool.FindFileByName(file.name).message_types_by_name
+    request_type, create_type, response_type = (
+        message_factory.GetMessageClass(types[name])
+        for name in ("WatchRequest", "WatchCreateRequest", "WatchResponse")
+    )
+    return request_type, create_type, response_type
+
+
+_WatchRequest, _WatchCreateRequest, _WatchResponse = _watch_messages()
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
@@ -126,6 +216,9 @@ class Chunk:
     events: list[Event]
     revision: int
     """etcd's current revision when it sent the response (its header)."""
+    size: int = 0
+    """Bytes of keys and values (previous values included) of ``events``: what the pump's
+    queue and batches are bounded by, besides the event count."""
 
 
 def snapshot_event(kv: Any, *, revision: int, index: int) -> Event:
@@ -148,8 +241,15 @@ def snapshot_event(kv: Any, *, revision: int, index: int) -> Event:
 class EtcdConnection:
     """A channel to one of the configured endpoints, with the credentials to use it."""
 
-    def __init__(self, settings: EtcdSettings) -> None:
+    def __init__(self, settings: EtcdSettings, *, watch_response_bytes: int = 0) -> None:
+        """``watch_response_bytes``: the largest whole watch response (0: the setting's)."""
+        watch_response_bytes = watch_response_bytes or settings.watch_response_bytes
         self._settings = settings
+        self._options = [
+            *_CHANNEL_OPTIONS,
+            ("grpc.service_config", _watch_limit_config(watch_response_bytes)),
+        ]
+        self.watch_response_bytes = watch_response_bytes
         self._endpoint_index = 0
         self._channel: grpc.Channel | None = None
         self._metadata: tuple[tuple[str, str], ...] = (_REQUIRE_LEADER,)
@@ -251,22 +351,32 @@ class EtcdConnection:
         response = self._call(etcdrpc.KVStub(self._require_channel()).Txn, request)
         return bool(response.succeeded)
 
-    def watch(self, keyspace: KeySpace, *, start_revision: int) -> "WatchStream":
-        """Watch every prefix of ``keyspace`` from ``start_revision``, with ``prev_kv``."""
+    def watch(
+        self, keyspace: KeySpace, *, start_revision: int, fragment: bool = False
+    ) -> "WatchStream":
+        """Watch every prefix of ``keyspace`` from ``start_revision``, with ``prev_kv``;
+        ``fragment`` asks etcd to split large responses (see the module docstring)."""
         start, end = keyspace.covering_range
+        call = self._require_channel().stream_stream(
+            _WATCH_METHOD,
+            request_serializer=_WatchRequest.SerializeToString,
+            response_deserializer=_WatchResponse.FromString,
+        )
         return WatchStream(
-            stub=etcdrpc.WatchStub(self._require_channel()),
+            call=call,
             metadata=self._metadata,
             endpoint=self.endpoint,
             keep=keyspace.prefixes if keyspace.needs_filter else None,
-            create=etcdrpc.WatchCreateRequest(
+            create=_WatchCreateRequest(
                 key=start,
                 range_end=end,
                 start_revision=start_revision,
                 prev_kv=True,
                 progress_notify=True,
+                fragment=fragment,
             ),
             stall_timeout=self._settings.stall_timeout,
+            response_limit=self.watch_response_bytes,
         )
 
     def _range(self, request: Any, *, revision: int = 0) -> Any:
@@ -290,9 +400,9 @@ class EtcdConnection:
         parts = urlsplit(self.endpoint)
         target = f"{parts.hostname}:{parts.port or 2379}"
         if parts.scheme == "https":
-            self._channel = grpc.secure_channel(target, self._credentials(), _CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(target, self._credentials(), self._options)
         else:
-            self._channel = grpc.insecure_channel(target, _CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(target, self._options)
         self._metadata = (_REQUIRE_LEADER,)
         if self._settings.user is not None:
             self._metadata = (_REQUIRE_LEADER, ("token", self._authenticate()))
@@ -324,53 +434,147 @@ class EtcdConnection:
         return str(response.token)
 
 
-def revision_cuts(raw_events: Sequence[Any], *, size: int) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` slices of about ``size`` raw events that never split a revision, so
-    that chunks, and the pump's batches made of them, hold whole revisions."""
-    total = len(raw_events)
-    start = 0
-    while start < total:
-        end = min(start + size, total)
-        revision = raw_events[end - 1].kv.mod_revision
-        while end < total and raw_events[end].kv.mod_revision == revision:
-            end += 1
-        yield start, end
-        start = end
+def _watch_limit_config(limit: int) -> str:
+    """A gRPC service config capping the Watch method's responses at ``limit`` bytes: gRPC
+    refuses a larger message from its length prefix, before buffering it."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {"name": [{"service": "etcdserverpb.Watch"}], "maxResponseMessageBytes": limit}
+            ]
+        }
+    )
+
+
+class EventChunker:
+    """Raw etcd events of one watch, in arrival order, to chunks of ``Event``s.
+
+    State carried across responses and fragments: the revision being numbered, the next
+    index in it, and the event held back until it is known whether more of its revision
+    follow. One per watch stream: a new stream starts numbering afresh.
+    """
+
+    def __init__(self, *, keep: tuple[bytes, ...] | None) -> None:
+        self._keep = keep
+        self._revision = 0
+        self._next_index = 0
+        self._held: Event | None = None
+        self._held_size = 0
+
+    def chunk(self, raw_events: Sequence[Any], *, ends_revision: bool, header: int) -> Chunk:
+        """Build events, numbering each within its revision (a revision may span chunks and
+        fragments) and setting ``more`` on all but the last of each revision.
+
+        With several prefixes, keys between them (in the covering range) are dropped first.
+        The last event built is held back until the next kept event, or the end of its
+        revision, says whether more of its revision follow: setting ``more`` only on events
+        of revisions that continue would leave it wrong when the rest of a revision is all
+        dropped keys. ``ends_revision``: the last raw event ends its revision; ``header``:
+        etcd's revision when it sent the response.
+        """
+        events: list[Event] = []
+        append = events.append
+        keep = self._keep
+        held, held_size = self._held, self._held_size
+        revision, index = self._revision, self._next_index
+        size = 0
+        for raw in raw_events:
+            kv = raw.kv
+            mod_revision = kv.mod_revision
+            if mod_revision != revision:
+                revision, index = mod_revision, 0
+            key = kv.key
+            if keep is not None and not key.startswith(keep):
+                continue
+            version = kv.version
+            prev_value = raw.prev_kv.value if raw.HasField("prev_kv") else None
+            if raw.type == _PUT:
+                value = kv.value
+                event = Event(
+                    revision,
+                    index,
+                    EventType.PUT,
+                    Op.CREATE if version == 1 else Op.UPDATE,
+                    key,
+                    value,
+                    prev_value,
+                    mod_revision,
+                    kv.create_revision,
+                    version,
+                    kv.lease,
+                )
+                event_size = len(key) + len(value) + (len(prev_value) if prev_value else 0)
+            else:
+                event = Event(
+                    revision,
+                    index,
+                    EventType.DELETE,
+                    Op.DELETE,
+                    key,
+                    None,
+                    prev_value,
+                    mod_revision,
+                    kv.create_revision,
+                    version,
+                    kv.lease,
+                )
+                event_size = len(key) + (len(prev_value) if prev_value else 0)
+            if held is not None:
+                held.more = held.revision == revision
+                append(held)
+                size += held_size
+            held, held_size = event, event_size
+            index += 1
+        if held is not None and ends_revision:
+            append(held)
+            size += held_size
+            held = None
+        self._held, self._held_size = held, held_size
+        self._revision, self._next_index = revision, index
+        return Chunk(events=events, revision=header, size=size)
 
 
 class WatchStream:
     """One gRPC ``Watch`` call holding one watcher, iterated in the caller's thread.
 
     Iterating yields ``Chunk``s; it raises RevisionCompactedError when the start
-    revision is gone, and EtcdUnavailableError when the stream breaks, is cancelled by the
-    server, or stalls. ``close()`` may be called from any thread and ends the iteration.
+    revision is gone, WatchResponseTooLargeError when a response is over the limit,
+    and EtcdUnavailableError when the stream breaks, is cancelled by the server, or stalls.
+    A fragmented watch ends by itself (the iteration returns) once a fragmented response has
+    arrived whole, so that the caller can go back to whole responses. ``close()`` may be
+    called from any thread and ends the iteration.
     """
 
     def __init__(
         self,
         *,
-        stub: Any,
+        call: Any,
         metadata: tuple[tuple[str, str], ...],
         endpoint: str,
         keep: tuple[bytes, ...] | None,
         create: Any,
         stall_timeout: float,
+        response_limit: int,
     ) -> None:
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+        self._requests.put(_WatchRequest(create_request=create))
         self._start_revision = int(create.start_revision)
+        self.fragmented = bool(create.fragment)
         self._endpoint = endpoint
-        self._keep = keep
+        self._chunker = EventChunker(keep=keep)
         self._stall_timeout = stall_timeout
+        self._response_limit = response_limit
         self._allowance = 0.0
         self._caught_up_at = 0
-        self._revision = 0
-        self._next_index = 0
+        self._in_fragments = False
+        self._defragmented = False
         self._last_heard = time.monotonic()
         self._stalled = False
         self._closed = threading.Event()
-        self._call = stub.Watch(self._request_iterator(), metadata=metadata)
-        self._watchdog = threading.Thread(target=self._watch_for_stalls, daemon=True)
+        self._call = call(self._request_iterator(), metadata=metadata)
+        self._watchdog = threading.Thread(
+            target=self._watch_for_stalls, name="etcd-watchdog", daemon=True
+        )
         self._watchdog.start()
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -378,6 +582,8 @@ class WatchStream:
             for response in self._call:
                 self._last_heard = time.monotonic()
                 yield from self._handle(response)
+                if self._defragmented:
+                    return
         except grpc.RpcError as error:
             if self._stalled:
                 raise EtcdUnavailableError(
@@ -386,6 +592,13 @@ class WatchStream:
                 ) from None
             if self._closed.is_set():
                 return
+            if isinstance(error, grpc.Call) and error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise WatchResponseTooLargeError(
+                    endpoint=self._endpoint,
+                    limit=self._response_limit,
+                    fragmented=self.fragmented,
+                    detail=error.details() or "",
+                ) from None
             raise translate_rpc_error(
                 error, endpoint=self._endpoint, revision=self._start_revision
             ) from None
@@ -401,8 +614,8 @@ class WatchStream:
             self._call.cancel()
 
     def _handle(self, response: Any) -> Iterator[Chunk]:
-        """The response's events in chunks of about ``_CHUNK_EVENTS`` whole revisions, built
-        one chunk at a time, so that the pump's bounded queue also bounds the events alive."""
+        """The response's events in chunks of at most ``_CHUNK_EVENTS``, built one chunk at
+        a time, so that the pump's bounded queue also bounds the events alive."""
         if response.compact_revision:
             raise RevisionCompactedError(
                 requested=self._start_revision, compacted=int(response.compact_revision)
@@ -419,66 +632,23 @@ class WatchStream:
         raw_events = response.events
         if not raw_events or raw_events[-1].kv.mod_revision >= self._caught_up_at:
             self._allowance = 0.0  # progress answers and current events mean: replay is over
-        if len(raw_events) <= _CHUNK_EVENTS:  # live changes, progress answers: as they are
-            yield Chunk(events=self._normalize(raw_events), revision=header_revision)
+        ends_revision = not response.fragment
+        if ends_revision:
+            self._defragmented = self._in_fragments
+        self._in_fragments = not ends_revision
+        total = len(raw_events)
+        if total <= _CHUNK_EVENTS:  # live changes, progress answers: as they are
+            yield self._chunker.chunk(
+                raw_events, ends_revision=ends_revision, header=header_revision
+            )
             return
-        for start, end in revision_cuts(raw_events, size=_CHUNK_EVENTS):
-            yield Chunk(events=self._normalize(raw_events[start:end]), revision=header_revision)
-
-    def _normalize(self, raw_events: Sequence[Any]) -> list[Event]:
-        """Build events, numbering each within its revision (a revision may span responses).
-
-        With several prefixes, keys between them (in the covering range) are dropped first.
-        """
-        events: list[Event] = []
-        append = events.append
-        keep = self._keep
-        revision, index = self._revision, self._next_index
-        for raw in raw_events:
-            kv = raw.kv
-            if keep is not None and not kv.key.startswith(keep):
-                continue
-            mod_revision = kv.mod_revision
-            if mod_revision != revision:
-                revision, index = mod_revision, 0
-            version = kv.version
-            prev_value = raw.prev_kv.value if raw.HasField("prev_kv") else None
-            if raw.type == _PUT:
-                op = Op.CREATE if version == 1 else Op.UPDATE
-                append(
-                    Event(
-                        revision,
-                        index,
-                        EventType.PUT,
-                        op,
-                        kv.key,
-                        kv.value,
-                        prev_value,
-                        mod_revision,
-                        kv.create_revision,
-                        version,
-                        kv.lease,
-                    )
-                )
-            else:
-                append(
-                    Event(
-                        revision,
-                        index,
-                        EventType.DELETE,
-                        Op.DELETE,
-                        kv.key,
-                        None,
-                        prev_value,
-                        mod_revision,
-                        kv.create_revision,
-                        version,
-                        kv.lease,
-                    )
-                )
-            index += 1
-        self._revision, self._next_index = revision, index
-        return events
+        for start in range(0, total, _CHUNK_EVENTS):
+            end = min(start + _CHUNK_EVENTS, total)
+            yield self._chunker.chunk(
+                raw_events[start:end],
+                ends_revision=ends_revision and end == total,
+                header=header_revision,
+            )
 
     def _request_iterator(self) -> Iterator[Any]:
         while True:
@@ -503,7 +673,7 @@ class WatchStream:
             if silent_for > self._stall_timeout / 3:
                 if not progress_asked:
                     self._requests.put(
-                        etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+                        _WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
                     )
                     progress_asked = True
             else:

@@ -9,13 +9,19 @@ receives:
   index 0 is a ``snapshot_begin`` marker, then one ``snapshot`` event per key in key order,
   then a ``snapshot_end`` marker. The watch that follows starts at ``R + 1``.
 
+A revision may be handed over in pieces (a delete-range of a million keys is one revision),
+and a sink may durably hold part of one: positions are per event, so resuming at the next
+index is exact. A watched change that is followed by more changes of its revision has
+``more`` set; the last change of a revision has not, which is how a sink or a consumer that
+must apply a transaction whole knows it is complete. Snapshots are framed by their markers.
+
 Positions are what make delivery exactly once: a sink reports the position of the last event
 it durably holds, and the pump never hands it an event at or below that position. The JSON
 schema is documented in docs/events.md; keep the two in step.
 """
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -80,10 +86,19 @@ class Event:
     version: int = 0
     lease: int = 0
     reason: SnapshotReason | None = None
+    more: bool = field(default=False, compare=False)
+    """Further changes of this revision follow this one (watched changes only). Not part of
+    equality: it says how the stream was cut, not what changed."""
 
     @property
     def position(self) -> Position:
         return Position(self.revision, self.index)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the key, value and previous value: what batches are bounded by."""
+        value, prev = self.value, self.prev_value
+        return len(self.key) + (len(value) if value else 0) + (len(prev) if prev else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of docs/events.md, with non-UTF-8 byte fields base64-encoded."""
@@ -109,6 +124,8 @@ class Event:
         document["lease"] = self.lease
         if self.reason is not None:
             document["reason"] = self.reason.value
+        if self.more:
+            document["more"] = True
         if encoded:
             document["b64"] = encoded
         return document
@@ -133,6 +150,8 @@ class Event:
             return orjson.dumps(self.to_dict())
         if self.reason is not None:
             document["reason"] = self.reason
+        if self.more:
+            document["more"] = True
         return orjson.dumps(document)
 
     @classmethod
@@ -160,6 +179,7 @@ class Event:
             version=int(document["version"]),
             lease=int(document["lease"]),
             reason=None if reason is None else SnapshotReason(reason),
+            more=bool(document.get("more", False)),
         )
 
     @classmethod

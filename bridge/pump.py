@@ -5,8 +5,12 @@ slow or broken sink therefore only ever slows its own watch, and fan-out needs n
 buffer that could grow while one sink is down.
 
 Within a pipeline a reader thread iterates the ``ChangeSource`` and puts chunks into a
-bounded queue; the pipeline's thread takes them, drops anything at or below the last
-position handed to the sink, groups chunks into batches, and writes then flushes each batch.
+queue bounded by events and by bytes (a chunk may be a piece of one huge revision); the
+pipeline's thread takes them, drops anything at or below the last position handed to the
+sink, groups chunks into batches, and writes then flushes each batch. A batch ends between
+chunks, so possibly inside a revision: positions are per event, and a sink that must apply a
+revision whole reads ``Event.more``.
+
 When the queue is full the reader blocks, the gRPC stream stops being read, and etcd's flow
 control slows the watch: nothing is ever dropped to relieve pressure.
 
@@ -136,9 +140,17 @@ class Pipeline:
     def _pump(self, tail: Event | None, backoff: Backoff) -> None:
         """Deliver from ``tail`` on until stopped; raises what the sink or reader raised."""
         halt = threading.Event()
-        source = ChangeSource(self._settings.etcd, tail=tail, stop=halt, health=self.health)
+        etcd, pump = self._settings.etcd, self._settings.pump
+        source = ChangeSource(
+            etcd,
+            tail=tail,
+            stop=halt,
+            health=self.health,
+            watch_response_bytes=etcd.watch_response_bytes_per_pipeline(len(self._settings.sinks)),
+        )
         chunks = _ChunkQueue(
-            max_events=self._settings.pump.queue_depth * self._settings.pump.batch_events
+            max_events=pump.queue_depth * pump.batch_events,
+            max_bytes=pump.queue_depth * pump.batch_bytes,
         )
         reader = threading.Thread(
             target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
@@ -188,9 +200,8 @@ class Pipeline:
                 if isinstance(item, _Failure):
                     raise item.error
                 self.stats.etcd_revision = max(self.stats.etcd_revision, item.revision)
-                fresh = _after(item.events, last)
-                batch.extend(fresh)
-                size += sum(len(event.key) + len(event.value or b"") for event in fresh)
+                batch.extend(_after(item.events, last))
+                size += item.size
                 if len(batch) >= limits.batch_events or size >= limits.batch_bytes:
                     break
                 try:
@@ -203,29 +214,35 @@ class Pipeline:
 
 
 class _ChunkQueue:
-    """A FIFO of chunks bounded by the events it holds, not by the chunks: in live mode
-    each watch response carries about one event, so a bound in responses would cap every
-    batch at queue_depth events, however far behind the sink is. An empty queue always takes
-    a chunk, whatever its size (a snapshot page, a replayed response)."""
+    """A FIFO of chunks bounded by the events and the bytes it holds, not by the chunks: in
+    live mode each watch response carries about one event, so a bound in responses would cap
+    every batch at queue_depth events, however far behind the sink is; and a chunk of large
+    values (deletes carry the previous value) weighs by its bytes. An empty queue always
+    takes a chunk, whatever its size (a snapshot page, a piece of a watch response)."""
 
-    def __init__(self, *, max_events: int) -> None:
+    def __init__(self, *, max_events: int, max_bytes: int) -> None:
         self._items: collections.deque[_Item] = collections.deque()
         self._events = 0
+        self._bytes = 0
         self._max_events = max_events
+        self._max_bytes = max_bytes
         self._changed = threading.Condition()
 
-    @staticmethod
-    def _size(item: _Item) -> int:
-        return len(item.events) if isinstance(item, Chunk) else 0
+    def _full(self) -> bool:
+        return bool(self._items) and (
+            self._events >= self._max_events or self._bytes >= self._max_bytes
+        )
 
     def put(self, item: _Item, *, timeout: float) -> None:
         with self._changed:
-            if self._items and self._events >= self._max_events:
+            if self._full():
                 self._changed.wait(timeout)
-                if self._items and self._events >= self._max_events:
+                if self._full():
                     raise queue.Full
             self._items.append(item)
-            self._events += self._size(item)
+            if isinstance(item, Chunk):
+                self._events += len(item.events)
+                self._bytes += item.size
             self._changed.notify_all()
 
     def get(self, timeout: float) -> _Item:
@@ -244,7 +261,9 @@ class _ChunkQueue:
 
     def _pop(self) -> _Item:
         item = self._items.popleft()
-        self._events -= self._size(item)
+        if isinstance(item, Chunk):
+            self._events -= len(item.events)
+            self._bytes -= item.size
         self._changed.notify_all()
         return item
 

@@ -6,6 +6,14 @@ sized by bytes, not by a fixed key count: etcd counts the whole remaining range 
 request, so small pages make a large snapshot quadratic, while the byte target keeps memory
 flat whatever the values' size.
 
+etcd cannot cap a range by bytes, only by keys, so the key count is learned: the first page
+is one key (a value may be as large as etcd's request limit, 1.5 MiB by default, or more
+where etcd allows it), and each next page holds as many keys as the target fits at the
+last page's average size, at most ``_GROWTH`` times the last page's count (a few requests
+to reach full pages on small keys), down to one key per page. A prefix whose values jump
+from tiny to huge within one page's worth of keys can still make that page larger than the
+target: etcd gives no way to know a value's size before reading it.
+
 The ``SnapshotCursor`` is updated as pages are produced, so a reconnect (or a restart from a
 sink's last snapshot event) continues after the last key emitted, at the same R, with the
 next index. If R is compacted meanwhile, the range fails with RevisionCompactedError and the
@@ -19,8 +27,7 @@ from bridge.etcd import Chunk, EtcdConnection, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
 from bridge.keyspace import KeySpace
 
-_FIRST_PAGE_KEYS = 1000
-_MIN_PAGE_KEYS = 100
+_GROWTH = 64
 _MAX_PAGE_KEYS = 100_000
 
 
@@ -43,7 +50,7 @@ def read_snapshot(
     position across all of them.
     """
     label = keyspace.describe()
-    limit = _FIRST_PAGE_KEYS
+    limit = 1
     ranges = _ranges_after(keyspace, cursor.after_key)
     for number, (key, end) in enumerate(ranges, start=1):
         while True:
@@ -62,11 +69,13 @@ def read_snapshot(
                 cursor.after_key = page.kvs[-1].key
             if not page.more and number == len(ranges):
                 events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
-            yield Chunk(events=events, revision=page.revision)
+            yield Chunk(events=events, revision=page.revision, size=page_size)
             if not page.more:
                 break
             key = page.kvs[-1].key + b"\0"
-            limit = _next_page_keys(keys=len(page.kvs), size=page_size, page_bytes=page_bytes)
+            limit = _next_page_keys(
+                keys=len(page.kvs), size=page_size, page_bytes=page_bytes, limit=limit
+            )
 
 
 def _ranges_after(keyspace: KeySpace, after_key: bytes | None) -> list[tuple[bytes, bytes]]:
@@ -96,9 +105,10 @@ def _marker(cursor: SnapshotCursor, *, label: bytes, op: Op) -> Event:
     return marker
 
 
-def _next_page_keys(*, keys: int, size: int, page_bytes: int) -> int:
-    """How many keys the next page may hold to come close to ``page_bytes``."""
+def _next_page_keys(*, keys: int, size: int, page_bytes: int, limit: int) -> int:
+    """How many keys the next page may hold to come close to ``page_bytes``, given the last
+    page held ``keys`` keys of ``size`` bytes and was asked for ``limit``."""
+    most = min(_MAX_PAGE_KEYS, limit * _GROWTH)
     if keys == 0 or size == 0:
-        return _MAX_PAGE_KEYS
-    average = size / keys
-    return max(_MIN_PAGE_KEYS, min(_MAX_PAGE_KEYS, int(page_bytes / average)))
+        return most
+    return max(1, min(most, int(page_bytes * keys / size)))

@@ -6,9 +6,14 @@ Given the last event a sink durably holds, the source decides where to pick up:
 - inside a snapshot (its last event is ``snapshot_begin`` or ``snapshot``): the rest of that
   snapshot at the same revision, after the last key, then the watch;
 - after ``snapshot_end`` at R: the watch from R + 1;
-- after a watched change at R: the watch from R itself. Re-reading R costs one revision of
-  duplicates, which the pump drops by position, and it is right even if R's events had been
-  split across responses.
+- after the last change of revision R (``more`` unset): the watch from R + 1;
+- after a change of R that more changes of R follow: the watch from R itself. Re-reading the
+  start of R costs duplicates, which the pump drops by position as they stream through.
+
+A watch response over the pipeline's byte limit is refused by gRPC before it is buffered;
+the source then watches again from the same revision with etcd's ``fragment`` flag, and
+returns to whole responses once the fragmented one has arrived (``bridge.etcd`` says why
+fragments are not the default).
 
 It then yields chunks forever. When the stream breaks, stalls or is cancelled it fails over
 to the next endpoint with backoff and re-watches from the last revision it yielded. When
@@ -22,7 +27,13 @@ import threading
 from collections.abc import Iterator
 
 from bridge import metrics
-from bridge.errors import EtcdUnavailableError, PositionAheadError, RevisionCompactedError
+from bridge.errors import (
+    EtcdRejectedError,
+    EtcdUnavailableError,
+    PositionAheadError,
+    RevisionCompactedError,
+    WatchResponseTooLargeError,
+)
 from bridge.etcd import Chunk, EtcdConnection, WatchStream
 from bridge.events import Event, Op, SnapshotReason
 from bridge.health import Phase, PipelineHealth
@@ -43,15 +54,17 @@ class ChangeSource:
         tail: Event | None,
         stop: threading.Event,
         health: PipelineHealth,
+        watch_response_bytes: int,
     ) -> None:
         self._settings = settings
         self._stop = stop
         self._health = health
         self._label = health.sink
-        self._connection = EtcdConnection(settings)
+        self._connection = EtcdConnection(settings, watch_response_bytes=watch_response_bytes)
         self._stream: WatchStream | None = None
         self._lock = threading.Lock()
         self._snapshot: SnapshotCursor | None = None
+        self._fragment = False
         self._watch_from = 0
         self._tail_revision = 0 if tail is None else tail.revision
         if tail is None:
@@ -63,10 +76,8 @@ class ChangeSource:
                 after_key=tail.key if tail.op is Op.SNAPSHOT else None,
                 next_index=tail.index + 1,
             )
-        elif tail.op is Op.SNAPSHOT_END:
-            self._watch_from = tail.revision + 1
         else:
-            self._watch_from = tail.revision
+            self._watch_from = _resume_revision(tail)
 
     def __iter__(self) -> Iterator[Chunk]:
         backoff = Backoff(initial=0.1, maximum=5.0)
@@ -92,6 +103,14 @@ class ChangeSource:
                         },
                     )
                 yield from self._snapshot_then_watch(backoff)
+            except WatchResponseTooLargeError as error:
+                if error.fragmented:
+                    raise EtcdRejectedError(str(error)) from None
+                log.warning(
+                    "watch response too large, reading it in fragments",
+                    extra={"sink": self._label, "detail": str(error)},
+                )
+                self._fragment = True
             except RevisionCompactedError as error:
                 metrics.RESYNCS.labels(self._label).inc()
                 log.error(
@@ -165,17 +184,32 @@ class ChangeSource:
         with self._lock:
             if self._stop.is_set():
                 return
-            self._stream = self._connection.watch(keyspace, start_revision=self._watch_from)
-        log.info("watching", extra={"sink": self._label, "from_revision": self._watch_from})
+            self._stream = self._connection.watch(
+                keyspace, start_revision=self._watch_from, fragment=self._fragment
+            )
+        log.info(
+            "watching",
+            extra={
+                "sink": self._label,
+                "from_revision": self._watch_from,
+                "fragments": self._fragment,
+            },
+        )
         self._health.enter(Phase.WATCHING)
         try:
             for chunk in self._stream:
                 backoff.reset()
                 self._health.beat()
                 if chunk.events:
-                    self._watch_from = chunk.events[-1].revision
+                    self._watch_from = _resume_revision(chunk.events[-1])
                 yield chunk
+            self._fragment = False  # a fragmented watch ends once its big response is in
         finally:
             with self._lock:
                 self._stream.close()
                 self._stream = None
+
+
+def _resume_revision(last: Event) -> int:
+    """The revision to watch from after ``last`` (a watched change or ``snapshot_end``)."""
+    return last.revision if last.more else last.revision + 1

@@ -8,6 +8,10 @@ from pydantic import BaseModel, Field, FilePath, PositiveFloat, SecretStr, field
 from bridge.keyspace import KeySpace
 from config.types import CommaList
 
+_MIN_WATCH_RESPONSE_BYTES = 4 * 1024 * 1024
+"""Above etcd's default fragment size (--max-request-bytes, 1.5 MiB, plus framing) and any
+one change under it (a value and its previous value)."""
+
 
 class EtcdSettings(BaseModel):
     """Endpoints, the watched prefixes, credentials and timing of the etcd side."""
@@ -36,6 +40,14 @@ class EtcdSettings(BaseModel):
         description="Target size of one snapshot page, bytes; the key count per page adapts "
         "to the values' size.",
     )
+    watch_response_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=8 * 1024 * 1024,
+        description="Largest watch response taken whole, bytes, shared by the pipelines "
+        "(each gets an equal part, at least 4 MiB); a larger one (a huge revision, a replay of "
+        "large values) is read again in fragments, which etcd >= 3.4 cuts at its "
+        "--max-request-bytes.",
+    )
     ca_file: FilePath | None = Field(default=None, description="CA bundle for https endpoints.")
     cert_file: FilePath | None = Field(default=None, description="Client certificate (mTLS).")
     key_file: FilePath | None = Field(default=None, description="Client private key (mTLS).")
@@ -56,6 +68,11 @@ class EtcdSettings(BaseModel):
             except ValueError as error:
                 raise ValueError(f"{endpoint!r}: {error}") from error
         return endpoints
+
+    def watch_response_bytes_per_pipeline(self, pipelines: int) -> int:
+        """Each pipeline's part of ``watch_response_bytes``: a response held whole costs about
+        four times its size in memory while it is parsed and handed on, in every pipeline."""
+        return max(_MIN_WATCH_RESPONSE_BYTES, self.watch_response_bytes // max(1, pipelines))
 
     @property
     def keyspace(self) -> KeySpace:

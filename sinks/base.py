@@ -12,9 +12,11 @@ the positions; the sink owns durability. The contract, which every sink's tests 
 
 ``write(batch)``
     Accept a batch of events. Positions in a batch strictly increase and are all greater than
-    the durable tail; a batch holds whole etcd revisions (a snapshot, which is a single
-    revision of any size, is the one revision split across batches, by index). A sink may
-    buffer; it must not reorder.
+    the durable tail. A batch may end inside a revision (one revision can hold a million
+    changes, and a snapshot is one revision of any size): positions are per event, so a sink
+    may hold part of a revision durably. A sink that must apply a revision whole (a mirror)
+    waits for its last change, the one whose ``more`` is unset, staging the rest durably
+    with its position. A sink may buffer; it must not reorder.
 
 ``flush()``
     Return only when every event written so far is durable, so that ``open()`` on a fresh

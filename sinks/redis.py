@@ -16,9 +16,12 @@ Where the position lives, per mode (docs/redis.md has the consumer's view):
 - ``stream`` with a routing template, ``pubsub``, ``mirror``: a checkpoint hash
   (``revision``, ``index``, ``event``) written by the same script as the data.
 
-Batches: ``write`` sends chunks of ``batch_size`` events as they fill and ``flush`` sends the
-rest; a chunk ends only where a position may be durable (between etcd revisions, or anywhere
-inside a snapshot, which the pump resumes by key), never inside a watched transaction.
+Batches: ``write`` sends chunks of ``batch_size`` events (and at most ``_CALL_BYTES`` of keys
+and values) as they fill and ``flush`` sends the rest. A chunk may end anywhere, inside a
+revision too (a delete-range of a million keys is one revision): positions are per event.
+The mirror, which promises never to show half a transaction, stages the changes of a
+revision that continues past a script call (``Event.more``) in a hash beside it and applies
+them with the revision's last change.
 
 Errors: connection loss, timeouts, a loading or read-only server, OOM and MISCONF become
 ``SinkUnavailableError`` (the pump reopens and rewrites from the durable tail; the scripts skip
@@ -42,7 +45,7 @@ from redis.retry import Retry
 
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
-from bridge.events import SNAPSHOT_OPS, Event, EventType, Op
+from bridge.events import Event, EventType, Op
 from bridge.keyspace import KeySpace
 from config.redis import RedisMode, RedisSettings, StreamTemplate
 from config.settings import Settings
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 _SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
 _TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
 _TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
+_CALL_BYTES = 8 * 1024 * 1024
+"""Most key and value bytes in one script call: Redis holds a call's arguments whole, and so
+does the client while it sends them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +244,7 @@ class _MirrorLayout(_Layout):
             f"{mirror_key}:rev",
             f"{mirror_key}:next",
             f"{mirror_key}:next:rev",
+            f"{mirror_key}:txn",
         ]
         self.checkpoint = checkpoint
         self.target = f"mirror hash {mirror_key!r}"
@@ -251,7 +258,8 @@ class _MirrorLayout(_Layout):
         for event in chunk:
             guard = event.mod_revision if event.op is Op.SNAPSHOT else event.revision
             value = event.value if event.value is not None else b""
-            args += (event.revision, event.index, event.op.value, event.key, value, guard)
+            more = 1 if event.more else 0
+            args += (event.revision, event.index, event.op.value, event.key, value, guard, more)
         return self.keys, args
 
 
@@ -285,27 +293,15 @@ def _layout(settings: Settings) -> _Layout:
     return _StreamLayout(stream=template.name, maxlen=own.maxlen)
 
 
-def cut_point(events: Sequence[Event], *, limit: int) -> int:
-    """Where to end the next chunk of ``events``: at most ``limit`` when a boundary allows.
-
-    A chunk may end between two revisions, or anywhere inside a snapshot (the pump resumes a
-    snapshot after its last durable key); never inside a watched transaction. The end of the
-    sequence is always a boundary (the pump hands over whole revisions).
-    """
-    if len(events) <= limit:
-        return len(events)
-    for end in range(limit, 0, -1):
-        if _may_end_before(events, end):
+def cut_point(events: Sequence[Event], *, limit: int, max_bytes: int = _CALL_BYTES) -> int:
+    """Where to end the next script call's chunk of ``events``: after ``limit`` events or
+    once ``max_bytes`` of keys and values are in, whichever comes first (at least one)."""
+    size = 0
+    for end, event in enumerate(events[:limit], start=1):
+        size += event.size
+        if size >= max_bytes:
             return end
-    for end in range(limit + 1, len(events)):
-        if _may_end_before(events, end):
-            return end
-    return len(events)
-
-
-def _may_end_before(events: Sequence[Event], end: int) -> bool:
-    following = events[end]
-    return following.revision != events[end - 1].revision or following.op in SNAPSHOT_OPS
+    return min(limit, len(events))
 
 
 class RedisSink(Sink):

@@ -249,43 +249,82 @@ MIRROR = (
     + """
 -- A hash equal to the etcd prefix; the checkpoint hash is the position.
 -- KEYS[1] checkpoint, KEYS[2] mirror hash (key -> value), KEYS[3] its mod_revisions (key ->
--- revision), KEYS[4], KEYS[5] the same two under construction during a snapshot.
+-- revision), KEYS[4], KEYS[5] the same two under construction during a snapshot, KEYS[6] the
+-- staged changes of a revision that continues past a call (key -> op letter .. value).
 -- ARGV[1] JSON of the batch's last event; then per event: revision, index, op, key, value,
--- guard revision (the key's mod_revision; the deletion's revision for a delete).
+-- guard revision (the key's mod_revision; the deletion's revision for a delete), more (1 when
+-- more changes of the revision follow).
 -- A snapshot is built aside and renamed over the mirror at snapshot_end, so a resync drops the
--- keys deleted during the gap, and readers never see a half-built mirror.
-local checkpoint, mirror, revisions, next_mirror, next_revisions =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- keys deleted during the gap, and readers never see a half-built mirror. A revision's changes
+-- are applied together at its last change (in this call, or staged by earlier calls), so
+-- readers never see half a transaction either.
+local checkpoint, mirror, revisions, next_mirror, next_revisions, staged =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local last_event = ARGV[1]
 checkpoint_allowed(checkpoint)
-for k = 2, 5 do
+for k = 2, 6 do
   allowed(KEYS[k], 'HSET', KEYS[k], 'f', 'v')
   allowed(KEYS[k], 'HGET', KEYS[k], 'f')
   allowed(KEYS[k], 'HDEL', KEYS[k], 'f')
   allowed(KEYS[k], 'UNLINK', KEYS[k])
   allowed(KEYS[k], 'EXISTS', KEYS[k])
 end
+allowed(staged, 'HSCAN', staged, '0')
 allowed(next_mirror, 'RENAME', next_mirror, mirror)
 allowed(next_revisions, 'RENAME', next_revisions, revisions)
-return checkpointed(checkpoint, last_event, 2, 6, function(i)
-  local op, key, value, guard = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  if op == 'snapshot' then
-    redis.call('HSET', next_mirror, key, value)
-    redis.call('HSET', next_revisions, key, ARGV[i + 5])
-  elseif op == 'create' or op == 'update' then
-    local current = tonumber(redis.call('HGET', revisions, key))
-    if current == nil or current < guard then
-      redis.call('HSET', mirror, key, value)
-      redis.call('HSET', revisions, key, ARGV[i + 5])
-    end
-  elseif op == 'delete' then
-    local current = tonumber(redis.call('HGET', revisions, key))
+
+local function change(op, key, value, guard_text)
+  local guard = tonumber(guard_text)
+  local current = tonumber(redis.call('HGET', revisions, key))
+  if op == 'delete' then
     if current ~= nil and current < guard then
       redis.call('HDEL', mirror, key)
       redis.call('HDEL', revisions, key)
     end
+  elseif current == nil or current < guard then
+    redis.call('HSET', mirror, key, value)
+    redis.call('HSET', revisions, key, guard_text)
+  end
+end
+
+local letters = {create = 'c', update = 'u', delete = 'd'}
+local ops = {c = 'create', u = 'update', d = 'delete'}
+local pending = {}  -- ARGV offsets of this call's changes of an unfinished revision
+
+local function apply_staged(guard_text)
+  local cursor = '0'
+  repeat
+    local reply = redis.call('HSCAN', staged, cursor, 'COUNT', 1000)
+    cursor = reply[1]
+    local fields = reply[2]
+    for f = 1, #fields, 2 do
+      local entry = fields[f + 1]
+      change(ops[string.sub(entry, 1, 1)], fields[f], string.sub(entry, 2), guard_text)
+    end
+  until cursor == '0'
+  redis.call('UNLINK', staged)
+end
+
+local result = checkpointed(checkpoint, last_event, 2, 7, function(i)
+  local op, key, value = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if op == 'snapshot' then
+    redis.call('HSET', next_mirror, key, value)
+    redis.call('HSET', next_revisions, key, ARGV[i + 5])
+  elseif letters[op] then
+    if ARGV[i + 6] == '1' then
+      pending[#pending + 1] = i
+    else
+      apply_staged(ARGV[i + 5])
+      for _, j in ipairs(pending) do
+        change(ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5])
+      end
+      pending = {}
+      change(op, key, value, ARGV[i + 5])
+    end
   elseif op == 'snapshot_begin' then
-    redis.call('UNLINK', next_mirror, next_revisions)
+    -- a resync: whatever was staged of a revision it replaces is dropped with the rest
+    pending = {}
+    redis.call('UNLINK', next_mirror, next_revisions, staged)
   elseif op == 'snapshot_end' then
     if redis.call('EXISTS', next_mirror) == 1 then
       redis.call('RENAME', next_mirror, mirror)
@@ -295,5 +334,9 @@ return checkpointed(checkpoint, last_event, 2, 6, function(i)
     end
   end
 end)
+for _, j in ipairs(pending) do
+  redis.call('HSET', staged, ARGV[j + 3], letters[ARGV[j + 2]] .. ARGV[j + 4])
+end
+return result
 """
 )

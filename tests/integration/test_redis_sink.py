@@ -123,7 +123,7 @@ class TestStreamMode:
             deliver(sink, revisions_after(second, events[overlap - 1]))
         assert redis_server.stream_events(redis_names.stream) == events
 
-    def test_small_script_batches_split_only_between_revisions(
+    def test_small_script_batches_split_anywhere(
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
         history = seeded_history()
@@ -348,6 +348,34 @@ class TestMirrorMode:
             deliver(sink, old + gone[:1])  # replayed: the checkpoint skips them
         assert self.mirror(redis_server, redis_names) == {PREFIX + b"k": b"new"}
 
+    def test_a_revision_split_across_calls_and_a_restart_is_applied_whole(
+        self, redis_server: RedisServer, redis_names: RedisNames
+    ) -> None:
+        history = History(prefix=PREFIX)
+        keys = [PREFIX + f"k{number}".encode() for number in range(10)]
+        start = history.snapshot() + history.txn([(key, b"old") for key in keys])
+        big = history.txn(
+            [(key, None if number % 2 else b"new") for number, key in enumerate(keys)]
+        )
+        assert [event.more for event in big] == [True] * 9 + [False]
+        settings = {"mode": "mirror", "mirror_key": redis_names.mirror, "batch_size": 3}
+        with make_sink(redis_server.url, redis_names, **settings) as sink:
+            sink.open()
+            deliver(sink, start)
+            before = self.mirror(redis_server, redis_names)
+            sink.write(big[:4])
+            sink.flush()  # two script calls, both inside the revision
+            assert self.mirror(redis_server, redis_names) == before
+        with make_sink(redis_server.url, redis_names, **settings) as sink:
+            assert sink.open() == big[3]  # a restart inside the revision
+            assert self.mirror(redis_server, redis_names) == before
+            deliver(sink, big[2:8])  # replays its first part, stages more
+            assert self.mirror(redis_server, redis_names) == before
+            deliver(sink, big[8:])
+        assert self.mirror(redis_server, redis_names) == history.values()
+        with redis_server.client() as client:
+            assert not client.exists(redis_names.mirror + ":txn")
+
     def test_an_empty_snapshot_empties_the_mirror(
         self, redis_server: RedisServer, redis_names: RedisNames
     ) -> None:
@@ -415,7 +443,7 @@ MINIMAL_ACL = {
     "+sismember +sadd ~{stream}:* ~etcd-bridge:{pipeline}:*",
     "pubsub": "+eval +evalsha +hget +hmget +hset +hdel +publish ~etcd-bridge:{pipeline}:* "
     "&{channel}",
-    "mirror": "+eval +evalsha +hget +hmget +hset +hdel +unlink +exists +rename ~{mirror} "
+    "mirror": "+eval +evalsha +hget +hmget +hset +hdel +hscan +unlink +exists +rename ~{mirror} "
     "~{mirror}:* ~etcd-bridge:{pipeline}:*",
 }
 

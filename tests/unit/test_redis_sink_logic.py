@@ -23,14 +23,17 @@ class TestCutPoint:
         events = [put(1, 0), put(2, 0)]
         assert cut_point(events, limit=5) == 2
 
-    def test_ends_between_revisions(self) -> None:
-        events = [put(1, 0), put(2, 0), put(2, 1), put(2, 2), put(3, 0)]
-        assert cut_point(events, limit=3) == 1
+    def test_ends_anywhere_even_inside_a_revision(self) -> None:
+        events = [put(2, n) for n in range(6)] + [put(3, 0)]
+        assert cut_point(events, limit=2) == 2
         assert cut_point(events, limit=4) == 4
 
-    def test_a_long_transaction_travels_whole(self) -> None:
-        events = [put(2, n) for n in range(6)] + [put(3, 0)]
-        assert cut_point(events, limit=2) == 6
+    def test_large_values_end_a_chunk_early(self) -> None:
+        events = [put(2, n) for n in range(6)]
+        for event in events:
+            event.value = b"v" * 1000
+        assert cut_point(events, limit=5, max_bytes=2500) == 3
+        assert cut_point(events, limit=5, max_bytes=10) == 1, "at least one event"
 
     def test_a_snapshot_splits_anywhere(self) -> None:
         history = History(prefix=b"/p/")
