@@ -27,7 +27,7 @@ the rest, because its high-level helpers hide what exactly-once needs:
   ``BRIDGE_ETCD__WATCH_RESPONSE_BYTES``. Range responses (snapshot pages) have no limit:
   their size is chosen by the page's key count.
 - **Revisions in pieces**: a revision of any size is handed on in chunks of at most
-  ``_CHUNK_EVENTS`` events; every event but the last (kept) one of its revision has ``more``
+  ``CHUNK_EVENTS`` events; every event but the last (kept) one of its revision has ``more``
   set. etcd ends every response (every last fragment) at a revision boundary, which is how
   the last event of a revision is known without waiting for the next revision.
 
@@ -83,7 +83,11 @@ _REJECTED_CODES = {
 _PUT = RawEvent.PUT
 _REPLAY_REVISIONS_PER_SECOND = 4000
 """A conservative half of the ~8k revisions/s etcd replays to a watcher that is catching up."""
-_CHUNK_EVENTS = 2000
+_FRAGMENT_ALLOWANCE_SECONDS = 60.0
+"""Added to the stall deadline of a fragmented watch: etcd cuts each fragment in time
+quadratic in its events (about 1.3 s for 14,000 small deletes on 2 cores, several times that
+with several watchers cutting at once) and answers no progress request meanwhile."""
+CHUNK_EVENTS = 2000
 """Most events per chunk from one watch response. A replay response holds up to 1,000
 revisions: with transactions of 100 keys, 100,000 events (25 MB), which as one chunk would
 all be alive at once however small the pump's queue."""
@@ -614,7 +618,7 @@ class WatchStream:
             self._call.cancel()
 
     def _handle(self, response: Any) -> Iterator[Chunk]:
-        """The response's events in chunks of at most ``_CHUNK_EVENTS``, built one chunk at
+        """The response's events in chunks of at most ``CHUNK_EVENTS``, built one chunk at
         a time, so that the pump's bounded queue also bounds the events alive."""
         if response.compact_revision:
             raise RevisionCompactedError(
@@ -637,13 +641,13 @@ class WatchStream:
             self._defragmented = self._in_fragments
         self._in_fragments = not ends_revision
         total = len(raw_events)
-        if total <= _CHUNK_EVENTS:  # live changes, progress answers: as they are
+        if total <= CHUNK_EVENTS:  # live changes, progress answers: as they are
             yield self._chunker.chunk(
                 raw_events, ends_revision=ends_revision, header=header_revision
             )
             return
-        for start in range(0, total, _CHUNK_EVENTS):
-            end = min(start + _CHUNK_EVENTS, total)
+        for start in range(0, total, CHUNK_EVENTS):
+            end = min(start + CHUNK_EVENTS, total)
             yield self._chunker.chunk(
                 raw_events[start:end],
                 ends_revision=ends_revision and end == total,
@@ -662,6 +666,8 @@ class WatchStream:
         while not self._closed.wait(min(1.0, self._stall_timeout / 6)):
             silent_for = time.monotonic() - self._last_heard
             deadline = self._stall_timeout + self._allowance
+            if self.fragmented:
+                deadline += _FRAGMENT_ALLOWANCE_SECONDS
             if silent_for > deadline:
                 log.warning(
                     "watch stalled, reopening",

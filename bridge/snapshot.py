@@ -23,7 +23,7 @@ caller starts a new snapshot.
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bridge.etcd import Chunk, EtcdConnection, snapshot_event
+from bridge.etcd import CHUNK_EVENTS, Chunk, EtcdConnection, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
 from bridge.keyspace import KeySpace
 
@@ -44,7 +44,9 @@ class SnapshotCursor:
 def read_snapshot(
     connection: EtcdConnection, *, keyspace: KeySpace, cursor: SnapshotCursor, page_bytes: int
 ) -> Iterator[Chunk]:
-    """Yield the snapshot from ``cursor`` on, bracketed by its begin and end markers.
+    """Yield the snapshot from ``cursor`` on, bracketed by its begin and end markers, in
+    chunks of at most ``CHUNK_EVENTS`` keys, so that the pump's queue bounds the events built
+    from a page of small keys as it does for a watch response.
 
     Each prefix's range is read in turn, in key order, so "after the last key" is a
     position across all of them.
@@ -57,24 +59,31 @@ def read_snapshot(
             page = connection.range_page(start=key, end=end, revision=cursor.revision, limit=limit)
             if cursor.revision == 0:
                 cursor.revision = page.revision
-            events: list[Event] = []
-            if cursor.next_index == 0:
-                events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_BEGIN))
+            kvs = page.kvs
+            last = not page.more and number == len(ranges)
             page_size = 0
-            for kv in page.kvs:
-                events.append(snapshot_event(kv, revision=cursor.revision, index=cursor.next_index))
-                cursor.next_index += 1
-                page_size += len(kv.key) + len(kv.value)
-            if page.kvs:
-                cursor.after_key = page.kvs[-1].key
-            if not page.more and number == len(ranges):
-                events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
-            yield Chunk(events=events, revision=page.revision, size=page_size)
+            for start in range(0, max(1, len(kvs)), CHUNK_EVENTS):
+                events: list[Event] = []
+                if cursor.next_index == 0:
+                    events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_BEGIN))
+                size = 0
+                for kv in kvs[start : start + CHUNK_EVENTS]:
+                    events.append(
+                        snapshot_event(kv, revision=cursor.revision, index=cursor.next_index)
+                    )
+                    cursor.next_index += 1
+                    size += len(kv.key) + len(kv.value)
+                if kvs:
+                    cursor.after_key = events[-1].key
+                if last and start + CHUNK_EVENTS >= len(kvs):
+                    events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
+                page_size += size
+                yield Chunk(events=events, revision=page.revision, size=size)
             if not page.more:
                 break
-            key = page.kvs[-1].key + b"\0"
+            key = kvs[-1].key + b"\0"
             limit = _next_page_keys(
-                keys=len(page.kvs), size=page_size, page_bytes=page_bytes, limit=limit
+                keys=len(kvs), size=page_size, page_bytes=page_bytes, limit=limit
             )
 
 
