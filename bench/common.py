@@ -207,18 +207,27 @@ class Lab:
             )
         raise ValueError(f"unknown sink {sink!r}; choose from {', '.join(SINKS)}")
 
-    def bridge(self, target: "SinkTarget", *, prefix: str, name: str, **settings: str) -> "Bridge":
-        """A bridge (not started yet) streaming ``prefix`` into ``target``."""
+    def bridge(
+        self,
+        target: "SinkTarget | Sequence[SinkTarget]",
+        *,
+        prefix: str,
+        name: str,
+        **settings: str,
+    ) -> "Bridge":
+        """A bridge (not started yet) streaming ``prefix`` into ``target``, or into several
+        targets of different sinks at once (one pipeline each, in one process)."""
+        targets = [target] if isinstance(target, SinkTarget) else list(target)
         base = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
         env = {
             **base,
             "BRIDGE_ETCD__ENDPOINTS": self.etcd().url,
             "BRIDGE_ETCD__PREFIX": prefix,
             "BRIDGE_NAME": name,
-            "BRIDGE_SINKS": target.sink,
+            "BRIDGE_SINKS": ",".join(each.sink for each in targets),
             "BRIDGE_HTTP__ENABLED": "false",
             "BRIDGE_LOG__FORMAT": "text",
-            **target.env,
+            **{variable: value for each in targets for variable, value in each.env.items()},
             **self.bridge_env,
             **settings,
         }
@@ -312,6 +321,9 @@ class Bridge:
     def peak_rss_mib(self) -> float:
         return process_peak_rss_mib(self.pid)
 
+    def reset_peak_rss(self) -> bool:
+        return reset_peak_rss(self.pid)
+
     def wait_log(self, text: str, *, timeout: float) -> None:
         """Wait until the bridge's log holds ``text`` (a state change it logs)."""
 
@@ -341,6 +353,16 @@ def process_peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Lower a running process's VmHWM to its current RSS (``clear_refs`` 5, Linux >= 4.0), so
+    that the next reading is the peak of what came after; False where that is refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 # --- sinks, read back -----------------------------------------------------------------------
@@ -598,22 +620,47 @@ def wait_for_records(
     """Poll until the sink holds ``records`` records; (time of the first new record seen,
     time the last one was seen). Raises TimeoutError naming how far it got. ``on_poll`` is
     called with the time of each poll."""
-    first_count = reader.progress().records
-    first_seen = 0.0
+    [seen] = wait_for_sinks(
+        [(reader, records)], timeout=timeout, bridge=bridge, interval=interval, on_poll=on_poll
+    )
+    return seen
+
+
+def wait_for_sinks(
+    wanted: Sequence[tuple[SinkReader, int]],
+    *,
+    timeout: float,
+    bridge: Bridge | None = None,
+    interval: float = 0.005,
+    on_poll: Callable[[float], None] | None = None,
+) -> list[tuple[float, float]]:
+    """``wait_for_records`` for several sinks at once (one bridge with several pipelines):
+    poll each reader until it holds its number of records; per reader, (time of its first
+    new record seen, time its last one was seen). A reader is not polled once complete."""
+    first_counts = [reader.progress().records for reader, _ in wanted]
+    held = list(first_counts)
+    first_seen = [0.0] * len(wanted)
+    complete = [0.0] * len(wanted)
     deadline = time.monotonic() + timeout
     while True:
-        progress = reader.progress()
+        for number, (reader, records) in enumerate(wanted):
+            if complete[number]:
+                continue
+            held[number] = reader.progress().records
+            now = time.monotonic()
+            if held[number] > first_counts[number] and not first_seen[number]:
+                first_seen[number] = now
+            if held[number] >= records:
+                complete[number] = now
         now = time.monotonic()
         if on_poll is not None:
             on_poll(now)
-        if progress.records > first_count and not first_seen:
-            first_seen = now
-        if progress.records >= records:
-            return first_seen or now, now
+        if all(complete):
+            return [(first or last, last) for first, last in zip(first_seen, complete, strict=True)]
         if now > deadline:
-            raise TimeoutError(
-                f"the sink holds {progress.records} of {records} records after {timeout}s"
-            )
+            counts = ", ".join(f"{h} of {r}" for h, (_, r) in zip(held, wanted, strict=True))
+            holds = "the sink holds" if len(wanted) == 1 else "the sinks hold"
+            raise TimeoutError(f"{holds} {counts} records after {timeout}s")
         if bridge is not None:
             bridge.check()
         time.sleep(interval)
@@ -721,11 +768,13 @@ def write_transactions(
     value_bytes: int = 100,
     in_flight: int = 8,
     first: int = 0,
+    values: Callable[[int], bytes] | None = None,
 ) -> Loaded:
     """``transactions`` transactions of ``txn_keys`` puts each over a key space of ``keys``
     keys: transaction ``j`` (counted from ``first``) writes the ``j``-th run of ``txn_keys``
     consecutive keys, wrapping around, so a run longer than the key space overwrites keys
-    (with a previous value for ``prev_kv``). Each transaction is one revision."""
+    (with a previous value for ``prev_kv``). Each transaction is one revision. Its puts write
+    ``values(j)``, by default ``value_of(j, size=value_bytes)``."""
     if keys % txn_keys:
         raise ValueError("keys must be a multiple of txn_keys (no key twice in a transaction)")
     return asyncio.run(
@@ -735,7 +784,7 @@ def write_transactions(
             keys=keys,
             numbers=range(first, first + transactions),
             txn_keys=txn_keys,
-            value_bytes=value_bytes,
+            values=values or (lambda number: value_of(number, size=value_bytes)),
             in_flight=in_flight,
         )
     )
@@ -748,7 +797,7 @@ async def _write_transactions(
     keys: int,
     numbers: range,
     txn_keys: int,
-    value_bytes: int,
+    values: Callable[[int], bytes],
     in_flight: int,
 ) -> Loaded:
     revisions: list[int] = []
@@ -759,11 +808,11 @@ async def _write_transactions(
         async def worker() -> None:
             for number in pending:
                 base = number * txn_keys % keys
+                value = values(number)
                 operations = [
                     etcdrpc.RequestOp(
                         request_put=etcdrpc.PutRequest(
-                            key=key_name(prefix, base + offset),
-                            value=value_of(number, size=value_bytes),
+                            key=key_name(prefix, base + offset), value=value
                         )
                     )
                     for offset in range(txn_keys)
@@ -805,6 +854,18 @@ def count_keys(endpoint: str, prefix: bytes) -> int:
         ),
     )
     return int(response.count)
+
+
+def delete_prefix(endpoint: str, prefix: bytes) -> tuple[int, int]:
+    """``DeleteRange`` of every key under ``prefix``: one revision. (Keys deleted, revision.)"""
+    start, end = prefix_range(prefix)
+    response = etcd_call(
+        endpoint,
+        lambda kv: kv.DeleteRange(
+            etcdrpc.DeleteRangeRequest(key=start, range_end=end), timeout=600
+        ),
+    )
+    return int(response.deleted), int(response.header.revision)
 
 
 def compact(endpoint: str) -> None:

@@ -57,6 +57,12 @@ RESYNCS = Counter(
     ["sink"],
     registry=REGISTRY,
 )
+WATCH_FRAGMENTED = Counter(
+    "etcd_bridge_watch_fragmented",
+    "Watch responses over the pipeline's whole-response limit, read again in etcd fragments.",
+    ["sink"],
+    registry=REGISTRY,
+)
 RECONNECTS = Counter(
     "etcd_bridge_etcd_reconnects",
     "Reconnections to etcd after a broken, cancelled or stalled watch.",

@@ -65,6 +65,7 @@ class ChangeSource:
         self._lock = threading.Lock()
         self._snapshot: SnapshotCursor | None = None
         self._fragment = False
+        metrics.WATCH_FRAGMENTED.labels(self._label)  # shown as 0 until it happens
         self._watch_from = 0
         self._tail_revision = 0 if tail is None else tail.revision
         if tail is None:
@@ -106,6 +107,7 @@ class ChangeSource:
             except WatchResponseTooLargeError as error:
                 if error.fragmented:
                     raise EtcdRejectedError(str(error)) from None
+                metrics.WATCH_FRAGMENTED.labels(self._label).inc()
                 log.warning(
                     "watch response too large, reading it in fragments",
                     extra={"sink": self._label, "detail": str(error)},

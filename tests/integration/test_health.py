@@ -1,47 +1,20 @@
 """/healthz, /readyz and /metrics of a running bridge, across its phases."""
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.events import Op
-from tests.fixtures.bridge import BridgeFactory, BridgeProcess, read_events
+from tests.fixtures.bridge import BridgeFactory, get, metric, read_events, serving
 from tests.fixtures.etcd import EtcdFactory
-from tests.fixtures.processes import free_port, wait_for
+from tests.fixtures.processes import wait_for
 from tests.history import load_keys
 from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 def phase(port: int, path: str) -> tuple[int, str]:
     status, body = get(port, path)
     return status, orjson.loads(body)["pipelines"]["file"]
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    _status, body = get(port, "/metrics")
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    raise AssertionError(f"no sample {name} {labels}")
-
-
-def start(factory: BridgeFactory, **settings: str) -> tuple[BridgeProcess, int]:
-    port = free_port()
-    bridge = factory.start(BRIDGE_HTTP__ENABLED="true", BRIDGE_HTTP__PORT=str(port), **settings)
-    wait_for(lambda: get(port, "/healthz")[0], timeout=20, what="the http endpoint")
-    return bridge, port
 
 
 def test_phases_snapshot_watching_and_etcd_down(
@@ -51,7 +24,7 @@ def test_phases_snapshot_watching_and_etcd_down(
     output = tmp_path / "events.jsonl"
     with server.client() as client:
         load_keys(client, prefix="/h/", count=30000, value=b"z" * 100)
-    bridge, port = start(
+    bridge, port = serving(
         bridge_factory,
         **file_bridge(
             bridge_factory,
@@ -107,7 +80,7 @@ def test_sink_down_is_alive_but_not_ready(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the sink wants a directory")
     output = blocker / "events.jsonl"
-    bridge, port = start(
+    bridge, port = serving(
         bridge_factory, **file_bridge(bridge_factory, server, prefix="/d/", path=output)
     )
     wait_for(lambda: phase(port, "/readyz") == (503, "sink_down"), timeout=20, what="sink down")

@@ -17,7 +17,7 @@ from config.kafka import KafkaSettings
 from sinks.kafka import KafkaSink
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
-from tests.fixtures.kafka import KafkaBroker, KafkaFactory, decode_topic, read_topic
+from tests.fixtures.kafka import KafkaBroker, KafkaFactory, read_topic, topic_events
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once
 
@@ -64,15 +64,13 @@ def check_exactly_once(
     broker: KafkaBroker, env: dict[str, str], writer: RecordingWriter, *, tombstones: bool = False
 ) -> list[Event]:
     """Each change once, where it belongs; returns the topic's events in stream order."""
-    content = decode_topic(
-        read_topic(broker.bootstrap, env["BRIDGE_KAFKA__TOPIC"]),
+    events = topic_events(
+        broker.bootstrap,
+        env["BRIDGE_KAFKA__TOPIC"],
         partitions=int(env["BRIDGE_KAFKA__PARTITIONS"]),
         pipeline=env["BRIDGE_NAME"],
         tombstones=tombstones,
     )
-    markers = content.markers[0]
-    assert all(seen == markers for seen in content.markers.values()), "markers in every partition"
-    events = sorted([*content.changes, *markers], key=lambda e: e.position)
     begin = events[0]
     assert begin.op is Op.SNAPSHOT_BEGIN and begin.reason is SnapshotReason.INITIAL
     assert sum(e.op is Op.SNAPSHOT_END for e in events) == 1

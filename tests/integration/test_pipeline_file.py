@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.events import EventType, Op, SnapshotReason
-from tests.fixtures.bridge import BridgeFactory, read_events
+from bridge.events import EventType, Op, Position, SnapshotReason
+from tests.fixtures.bridge import BridgeFactory, metric, read_events, serving
 from tests.fixtures.etcd import EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once, load_keys
@@ -400,3 +400,49 @@ def test_position_ahead_of_a_new_etcd_stops_loudly(
     assert bridge.process is not None and bridge.process.wait(30) == 1
     assert "was replaced or restored from a backup" in bridge.log_text()
     assert output.read_bytes() == before
+
+
+@pytest.mark.parametrize("version", ["3.5", "3.4"])
+def test_a_revision_over_the_watch_limit_arrives_in_fragments(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path, version: str
+) -> None:
+    """A delete-range whose response is over BRIDGE_ETCD__WATCH_RESPONSE_BYTES: gRPC refuses
+    it whole, so it can only arrive through etcd's fragments; then whole responses again.
+    Values of 1 KiB keep the fragments' event count, and so etcd's quadratic cost of cutting
+    them, small (70,000 deletes of 100 B take 90 s on etcd 3.4)."""
+    server = etcd_factory.start(version=version)
+    prefix, keys = "/big/", 9000  # about 9.6 MB of deletes with their previous values
+    output = tmp_path / "events.jsonl"
+    with server.client() as client:
+        load_keys(client, prefix=prefix, count=keys, value=b"v" * 1024)
+        bridge, port = serving(
+            bridge_factory,
+            **file_bridge(
+                bridge_factory,
+                server,
+                prefix=prefix,
+                path=output,
+                BRIDGE_ETCD__WATCH_RESPONSE_BYTES=str(8 * 1024 * 1024),
+            ),
+        )
+        bridge.wait_watching()
+        assert metric(port, "etcd_bridge_watch_fragmented_total", sink="file") == 0
+        deleted = client.delete_prefix(prefix).header.revision
+        wait_for(
+            lambda: read_events(output)[-1].position == Position(deleted, keys - 1),
+            timeout=60,
+            what="the whole delete-range",
+        )
+        after = client.put(prefix + "after", b"small").header.revision
+        wait_for_revision(output, after)
+        assert metric(port, "etcd_bridge_watch_fragmented_total", sink="file") == 1
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    deletes = [event for event in events if event.revision == deleted]
+    assert [event.index for event in deletes] == list(range(keys))
+    assert [event.key for event in deletes] == [
+        f"{prefix}{number:06d}".encode() for number in range(keys)
+    ]
+    assert all(event.prev_value == b"v" * 1024 for event in deletes)
+    assert [event.more for event in deletes] == [True] * (keys - 1) + [False]
+    assert (events[-1].revision, events[-1].value, events[-1].more) == (after, b"small", False)

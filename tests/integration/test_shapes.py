@@ -1,0 +1,297 @@
+"""Exactly once across kill -9 for the data shapes that break naive code, in every sink.
+
+- **A huge revision.** One DeleteRange of a prefix of 200,000 keys is ONE revision of 200,000
+  DELETE events, each with its previous value (~35 MB as one watch response). A bridge that
+  holds a revision whole needs up to 1.5 GB for it; one that hands it on in pieces must
+  resume in the middle of it. etcd runs with small fragments here (``SMALL_FRAGMENTS``) only
+  to keep the run short: the bridge reads such a revision in etcd's fragments either way.
+- **Large values.** 1 MiB binary values (etcd's default request limit is 1.5 MiB): in the
+  snapshot, and overwritten, so that one event carries 1 MiB twice (value and previous value).
+
+The bridge (``python -m bridge run``, a subprocess) is killed with SIGKILL while it delivers
+such a revision, each time only once the sink holds more of that revision than after the
+previous kill, and restarted. What the sink holds at the end is read back by the test's own
+means (the file's lines, XRANGE, aiokafka) and compared with the independent record of what
+was written to etcd (``tests.history``). Each bridge process's peak RSS (VmHWM) is read just
+before it is killed or stopped, and must stay under 250 MB: a revision must not be held in
+memory whole.
+"""
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge.events import Event, EventType, Op
+from tests.fixtures.bridge import BridgeFactory, BridgeProcess, last_event, read_events
+from tests.fixtures.etcd import EtcdFactory, EtcdServer
+from tests.fixtures.kafka import KafkaFactory, TopicFollower, topic_events
+from tests.fixtures.processes import wait_for
+from tests.fixtures.redis import RedisFactory, RedisNames
+from tests.history import RecordingWriter, assert_exactly_once, assert_snapshot
+from tests.integration.test_kafka_bridge import kafka_env
+from tests.integration.test_pipeline_file import file_bridge
+from tests.integration.test_redis_bridge import bridge_env
+from tests.integration.test_redis_bridge import durable_tail as redis_tail
+
+SINKS = ("file", "kafka", "redis")
+HUGE_KEYS = 200_000
+HUGE_KILLS = (0.1, 0.4)
+"""Kill once the sink holds over 10% of the huge revision, and again over 40%."""
+BIG_KEYS = 60
+MIB = 1024 * 1024
+RSS_LIMIT = 250_000_000
+"""Bytes (250 MB = 238 MiB): the bridge's peak RSS in every run."""
+KAFKA_MESSAGE_MAX_BYTES = 10_000_000
+"""librdkafka's ``message.max.bytes`` for the large values: an event carrying 1 MiB twice is
+~2.8 MB of JSON (base64); librdkafka's default (1,000,000) refuses it, Tansu accepts it."""
+SMALL_FRAGMENTS = ("--max-request-bytes=262144",)
+"""etcd cuts a response it fragments at --max-request-bytes + 512 KiB, in time quadratic in
+the events per fragment: 200,000 deletes take ~24 s at the default 1.5 MiB, ~9 s at this."""
+EXITED = -1
+
+
+@dataclass
+class SinkUnderTest:
+    """One sink behind a dedicated etcd: the bridge's settings for it, how many events of a
+    revision it holds (polled while the bridge writes), and everything it holds, in order."""
+
+    name: str
+    etcd: EtcdServer
+    prefix: str
+    env: dict[str, str]
+    held: Callable[[int, int], int]
+    """``held(revision, count)``: how many of the ``count`` events of ``revision`` it holds."""
+    read: Callable[[], list[Event]]
+
+
+def held_by_tail(tail: Event | None, revision: int, count: int) -> int:
+    """Events of ``revision`` held by a sink that holds everything up to ``tail``."""
+    if tail is None or tail.revision < revision:
+        return 0
+    return count if tail.revision > revision else tail.index + 1
+
+
+@pytest.fixture
+def etcd_args() -> tuple[str, ...]:
+    """Extra etcd flags; a test parametrizes ``etcd_args`` to change them."""
+    return ()
+
+
+@pytest.fixture(params=SINKS)
+def sink(
+    request: pytest.FixtureRequest,
+    etcd_args: tuple[str, ...],
+    etcd_factory: EtcdFactory,
+    bridge_factory: BridgeFactory,
+    prefix: str,
+    tmp_path: Path,
+) -> Iterator[SinkUnderTest]:
+    """A fresh etcd and a fresh sink server, so that hundreds of MB of test data are freed
+    at the end of the test instead of weighing on the session's servers."""
+    etcd = etcd_factory.start(extra_args=etcd_args)
+    name = request.param
+    if name == "file":
+        output = tmp_path / "events.jsonl"
+        yield SinkUnderTest(
+            name=name,
+            etcd=etcd,
+            prefix=prefix,
+            env=file_bridge(bridge_factory, etcd, prefix=prefix, path=output),
+            held=lambda revision, count: held_by_tail(last_event(output), revision, count),
+            read=lambda: read_events(output),
+        )
+    elif name == "redis":
+        redis_factory: RedisFactory = request.getfixturevalue("redis_factory")
+        server = redis_factory.start()
+        names = RedisNames(tag=uuid.uuid4().hex[:12])
+        env = bridge_env(etcd, server.url, names, prefix=prefix)
+        yield SinkUnderTest(
+            name=name,
+            etcd=etcd,
+            prefix=prefix,
+            env=env,
+            held=lambda revision, count: held_by_tail(redis_tail(env), revision, count),
+            read=lambda: server.stream_events(names.stream),
+        )
+    else:
+        kafka_factory: KafkaFactory = request.getfixturevalue("kafka_factory")
+        broker = kafka_factory.start()
+        topic = f"shapes-{uuid.uuid4().hex[:12]}"
+        env = kafka_env(etcd, broker, prefix=prefix, topic=topic)
+        with contextlib.closing(TopicFollower(broker.bootstrap, topic)) as follower:
+            yield SinkUnderTest(
+                name=name,
+                etcd=etcd,
+                prefix=prefix,
+                env=env,
+                held=lambda revision, count: min(count, follower.held(revision)),
+                read=lambda: topic_events(
+                    broker.bootstrap,
+                    topic,
+                    partitions=int(env["BRIDGE_KAFKA__PARTITIONS"]),
+                    pipeline=env["BRIDGE_NAME"],
+                ),
+            )
+
+
+class Bridges:
+    """The bridge under test, one process after another, and the peak RSS of each."""
+
+    def __init__(self, factory: BridgeFactory, env: dict[str, str]) -> None:
+        self.factory = factory
+        self.env = env
+        self.peaks: list[int] = []
+        self.current: BridgeProcess = factory.start(**env)
+
+    def kill(self) -> None:
+        self.peaks.append(self.current.peak_rss())
+        self.current.kill()
+
+    def restart(self) -> None:
+        self.current = self.factory.start(**self.env)
+
+    def stop(self) -> int:
+        """SIGTERM; the exit code."""
+        self.peaks.append(self.current.peak_rss())
+        return self.current.terminate()
+
+    def describe_peaks(self) -> str:
+        return ", ".join(f"{peak / MIB:.0f}" for peak in self.peaks) + " MiB"
+
+
+def wait_for_more(
+    bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int, than: int
+) -> int:
+    """Until the sink holds more than ``than`` of the ``count`` events of ``revision``: how
+    many it holds, or EXITED if the bridge exited meanwhile."""
+
+    def more() -> int | None:
+        if not bridges.current.running:
+            return EXITED
+        held = sink.held(revision, count)
+        return held if held > than else None
+
+    held = wait_for(
+        more, timeout=120, what=f"more than {than} of revision {revision} in {sink.name}"
+    )
+    assert held != EXITED, f"the bridge exited:\n{bridges.current.log_tail()}"
+    return held
+
+
+def wait_for_all(bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int) -> None:
+    wait_for_more(bridges, sink, revision=revision, count=count, than=count - 1)
+
+
+def kill_in_the_middle(
+    bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int, at: Sequence[float]
+) -> int:
+    """Kill -9 the bridge while it delivers ``revision`` (``count`` events), once per fraction
+    of ``at``: as soon as the sink holds more than that fraction of the revision, and more
+    than after the previous kill. Restart it after each kill. Returns how many kills left the
+    sink holding part of the revision (past the fraction, not all of it)."""
+    in_the_middle = 0
+    held = 0
+    for fraction in at:
+        threshold = max(held, int(fraction * count))
+        if wait_for_more(bridges, sink, revision=revision, count=count, than=threshold) >= count:
+            break
+        bridges.kill()
+        held = sink.held(revision, count)
+        in_the_middle += threshold < held < count
+        print(f"{sink.name}: killed holding {held} of the {count} events of revision {revision}")
+        bridges.restart()
+    return in_the_middle
+
+
+def shortfalls(bridges: Bridges, *, in_the_middle: int, kills: int, revision: int) -> list[str]:
+    """What a run fell short of besides exactly once: kills in the middle, and memory."""
+    found = []
+    if in_the_middle < kills:
+        found.append(
+            f"only {in_the_middle} of {kills} kills left part of revision {revision} in the "
+            "sink (it was delivered before a kill could land in the middle)"
+        )
+    peak = max(bridges.peaks)
+    if peak >= RSS_LIMIT:
+        found.append(
+            f"peak RSS {peak / MIB:.0f} MiB >= {RSS_LIMIT / MIB:.0f} MiB (250 MB); "
+            f"per process: {bridges.describe_peaks()}"
+        )
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("etcd_args", [SMALL_FRAGMENTS], ids=["small-fragments"])
+def test_a_revision_of_200000_deletes_arrives_once_across_kills(
+    sink: SinkUnderTest, bridge_factory: BridgeFactory
+) -> None:
+    with sink.etcd.client() as client:
+        writer = RecordingWriter(client, prefix=sink.prefix, seed=31)
+        snapshot_revision = writer.load(
+            count=HUGE_KEYS, value=lambda number: (b"%06d:" % number).ljust(100, b"v")
+        )
+        state = dict(writer.state)
+        bridges = Bridges(bridge_factory, sink.env)
+        wait_for_all(bridges, sink, revision=snapshot_revision, count=HUGE_KEYS + 2)
+        deleted = writer.delete_prefix()
+        in_the_middle = kill_in_the_middle(
+            bridges, sink, revision=deleted, count=HUGE_KEYS, at=HUGE_KILLS
+        )
+        for _ in range(20):  # the stream goes on after the huge revision
+            writer.step()
+        last = writer.changes[-1].revision
+        in_last = sum(change.revision == last for change in writer.changes)
+        wait_for_all(bridges, sink, revision=last, count=in_last)
+    assert bridges.stop() == 0
+    print(f"{sink.name}: peak RSS per bridge process {bridges.describe_peaks()}")
+    events = sink.read()
+    assert assert_snapshot(events, state) == snapshot_revision
+    assert_exactly_once(events, writer.changes, after=snapshot_revision)
+    deletes = [event for event in events if event.revision == deleted]
+    assert [event.index for event in deletes] == list(range(HUGE_KEYS))
+    assert all(event.type is EventType.DELETE and event.op is Op.DELETE for event in deletes)
+    assert [(event.key, event.prev_value) for event in deletes] == sorted(state.items())
+    problems = shortfalls(
+        bridges, in_the_middle=in_the_middle, kills=len(HUGE_KILLS), revision=deleted
+    )
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.slow
+def test_one_mebibyte_values_arrive_once_and_bytes_exact(
+    sink: SinkUnderTest, bridge_factory: BridgeFactory
+) -> None:
+    if sink.name == "kafka":  # docs/kafka.md: raise message.max.bytes for large records
+        sink.env["BRIDGE_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES"] = str(KAFKA_MESSAGE_MAX_BYTES)
+    with sink.etcd.client() as client:
+        writer = RecordingWriter(client, prefix=sink.prefix, seed=41)
+        keys = [sink.prefix.encode() + b"big/%02d" % number for number in range(BIG_KEYS)]
+        for key in keys:
+            snapshot_revision = writer.put_keys([(key, writer.random.randbytes(MIB))])
+        state = dict(writer.state)
+        bridges = Bridges(bridge_factory, sink.env)
+        # The snapshot's events: its begin marker, one per key, its end marker.
+        in_the_middle = kill_in_the_middle(
+            bridges, sink, revision=snapshot_revision, count=BIG_KEYS + 2, at=(0.25,)
+        )
+        wait_for_all(bridges, sink, revision=snapshot_revision, count=BIG_KEYS + 2)
+        for number, key in enumerate(keys):  # 1 MiB value, 1 MiB previous value
+            writer.put_keys([(key, writer.random.randbytes(MIB))])
+            if number == BIG_KEYS // 2:  # whatever the bridge is doing at that moment
+                bridges.kill()
+                bridges.restart()
+        wait_for_all(bridges, sink, revision=writer.changes[-1].revision, count=1)
+    assert bridges.stop() == 0
+    print(f"{sink.name}: peak RSS per bridge process {bridges.describe_peaks()}")
+    events = sink.read()
+    assert assert_snapshot(events, state) == snapshot_revision
+    assert_exactly_once(events, writer.changes, after=snapshot_revision)
+    updates = [event for event in events if event.op is Op.UPDATE]
+    assert len(updates) == BIG_KEYS
+    assert all(len(e.value or b"") == len(e.prev_value or b"") == MIB for e in updates)
+    problems = shortfalls(bridges, in_the_middle=in_the_middle, kills=1, revision=snapshot_revision)
+    assert not problems, "; ".join(problems)
