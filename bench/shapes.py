@@ -53,6 +53,7 @@ from bench.common import (
     BaselineRun,
     Bridge,
     Lab,
+    Loaded,
     SinkReader,
     SinkTarget,
     Stopwatch,
@@ -367,15 +368,21 @@ def large_values(lab: Lab, sinks: Sequence[str], *, keys: int, rss_limit: float)
     """Shape 2: a snapshot of ``keys`` 1 MiB values, then a replay overwriting each once."""
     prefix = LARGE_PREFIX.encode()
     values = random_values(LARGE_VALUE_BYTES, seed=keys)
-    loaded = write_transactions(
-        lab.endpoint,
-        prefix=prefix,
-        keys=keys,
-        transactions=keys,
-        txn_keys=1,
-        in_flight=4,
-        values=values,
-    )
+
+    def write_each(first: int) -> Loaded:
+        """One put per key, numbered from ``first``: a revision per 1 MiB value."""
+        return write_transactions(
+            lab.endpoint,
+            prefix=prefix,
+            keys=keys,
+            transactions=keys,
+            txn_keys=1,
+            in_flight=4,
+            first=first,
+            values=values,
+        )
+
+    loaded = write_each(0)
     print(f"large values: {keys:,} keys of 1 MiB loaded in {loaded.seconds:.1f} s", flush=True)
     payload = keys * LARGE_VALUE_BYTES
     snapshot_shape = f"snapshot of {keys:,} values of 1 MiB"
@@ -416,16 +423,7 @@ def large_values(lab: Lab, sinks: Sequence[str], *, keys: int, rss_limit: float)
         if results[-1].failure:
             return results
         first.stop()
-        overwritten = write_transactions(
-            lab.endpoint,
-            prefix=prefix,
-            keys=keys,
-            transactions=keys,
-            txn_keys=1,
-            in_flight=4,
-            first=keys,
-            values=values,
-        )
+        overwritten = write_each(keys)
         if overwritten.last_revision != current_revision(lab.endpoint):
             raise RuntimeError("something else wrote to etcd")
         go_watch = etcdctl(
