@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from bridge import app
+from bridge.allocator import release_large_buffers
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging
 from config.settings import load_settings
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"etcd-bridge: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log)
+    release_large_buffers()
     if arguments.command == "check":
         fine, problems = app.check(settings)
         for line in fine:

@@ -71,6 +71,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.bdp_probe", 0),
 ]
 _WATCH_METHOD = "/etcdserverpb.Watch/Watch"
 _REQUIRE_LEADER = ("hasleader", "true")

@@ -150,7 +150,7 @@ class Pipeline:
         )
         chunks = _ChunkQueue(
             max_events=pump.queue_depth * pump.batch_events,
-            max_bytes=pump.queue_depth * pump.batch_bytes,
+            max_bytes=pump.queue_bytes,
         )
         reader = threading.Thread(
             target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
