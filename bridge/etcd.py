@@ -40,7 +40,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +71,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # Off: the probe grows the HTTP/2 window to what the link can carry, so a watch whose
+    # reader is held back by the pump's queue kept megabytes of unread fragments buffered
+    # (a Redis replay of 1 MiB values: 181 -> 114 MiB); rates of small changes unchanged.
     ("grpc.http2.bdp_probe", 0),
 ]
 _WATCH_METHOD = "/etcdserverpb.Watch/Watch"
@@ -300,15 +303,31 @@ class EtcdConnection:
         request = etcdrpc.RangeRequest(key=self._settings.keyspace.covering_range[0])
         return int(self._range(request).header.revision)
 
-    def range_page(self, *, start: bytes, end: bytes, revision: int, limit: int) -> RangePage:
-        """Keys in ``[start, end)`` as of ``revision`` (0: now), at most ``limit`` of them."""
+    def range_page(
+        self, *, start: bytes, end: bytes, revision: int, limit: int
+    ) -> Callable[[], RangePage]:
+        """Ask for the keys in ``[start, end)`` as of ``revision`` (0: now), at most ``limit``
+        of them; the returned call waits for the page. Asking before handing on the previous
+        page lets etcd count and read the next one meanwhile."""
         request = etcdrpc.RangeRequest(
             key=start, range_end=end, revision=revision, limit=limit, serializable=False
         )
-        response = self._range(request, revision=revision)
-        return RangePage(
-            kvs=response.kvs, revision=int(response.header.revision), more=response.more
+        future = etcdrpc.KVStub(self._require_channel()).Range.future(
+            request, timeout=self._settings.timeout, metadata=self._metadata
         )
+
+        def page() -> RangePage:
+            try:
+                response = future.result()
+            except grpc.RpcError as error:
+                raise translate_rpc_error(
+                    error, endpoint=self.endpoint, revision=revision
+                ) from None
+            return RangePage(
+                kvs=response.kvs, revision=int(response.header.revision), more=response.more
+            )
+
+        return page
 
     def grant_lease(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds; returns its id."""

@@ -20,8 +20,9 @@ next index. If R is compacted meanwhile, the range fails with RevisionCompactedE
 caller starts a new snapshot.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.etcd import CHUNK_EVENTS, Chunk, EtcdConnection, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
@@ -55,13 +56,25 @@ def read_snapshot(
     limit = 1
     ranges = _ranges_after(keyspace, cursor.after_key)
     for number, (key, end) in enumerate(ranges, start=1):
+        pending = connection.range_page(start=key, end=end, revision=cursor.revision, limit=limit)
         while True:
-            page = connection.range_page(start=key, end=end, revision=cursor.revision, limit=limit)
+            page = pending()
             if cursor.revision == 0:
                 cursor.revision = page.revision
             kvs = page.kvs
+            # A page of many small keys takes a while to hand on: etcd reads the next one
+            # meanwhile. A page of a few large values is not doubled up in memory that way.
+            ahead = page.more and len(kvs) > CHUNK_EVENTS
+            if page.more:
+                limit = _next_page_keys(
+                    keys=len(kvs), size=_bytes_of(kvs), page_bytes=page_bytes, limit=limit
+                )
+                key = kvs[-1].key + b"\0"
+            if ahead:
+                pending = connection.range_page(
+                    start=key, end=end, revision=cursor.revision, limit=limit
+                )
             last = not page.more and number == len(ranges)
-            page_size = 0
             for start in range(0, max(1, len(kvs)), CHUNK_EVENTS):
                 events: list[Event] = []
                 if cursor.next_index == 0:
@@ -77,14 +90,17 @@ def read_snapshot(
                     cursor.after_key = events[-1].key
                 if last and start + CHUNK_EVENTS >= len(kvs):
                     events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
-                page_size += size
                 yield Chunk(events=events, revision=page.revision, size=size)
             if not page.more:
                 break
-            key = kvs[-1].key + b"\0"
-            limit = _next_page_keys(
-                keys=len(kvs), size=page_size, page_bytes=page_bytes, limit=limit
-            )
+            if not ahead:
+                pending = connection.range_page(
+                    start=key, end=end, revision=cursor.revision, limit=limit
+                )
+
+
+def _bytes_of(kvs: Sequence[Any]) -> int:
+    return sum(len(kv.key) + len(kv.value) for kv in kvs)
 
 
 def _ranges_after(keyspace: KeySpace, after_key: bytes | None) -> list[tuple[bytes, bytes]]:

@@ -16,9 +16,10 @@ Where the position lives, per mode (docs/redis.md has the consumer's view):
 - ``stream`` with a routing template, ``pubsub``, ``mirror``: a checkpoint hash
   (``revision``, ``index``, ``event``) written by the same script as the data.
 
-Batches: ``write`` sends chunks of ``batch_size`` events (and at most ``_CALL_BYTES`` of keys
-and values) as they fill and ``flush`` sends the rest. A chunk may end anywhere, inside a
-revision too (a delete-range of a million keys is one revision): positions are per event.
+Batches: ``write`` sends chunks of ``batch_size`` events as they fill and ``flush`` sends the
+rest, so a call holds at most one pump batch (bounded by ``BRIDGE_PUMP__BATCH_BYTES``). A
+chunk may end anywhere, inside a revision too (a delete-range of a million keys is one
+revision): positions are per event.
 The mirror, which promises never to show half a transaction, stages the changes of a
 revision that continues past a script call (``Event.more``) in a hash beside it and applies
 them with the revision's last change.
@@ -57,9 +58,6 @@ log = logging.getLogger(__name__)
 _SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
 _TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
 _TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
-_CALL_BYTES = 8 * 1024 * 1024
-"""Most key and value bytes in one script call: Redis holds a call's arguments whole, and so
-does the client while it sends them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,14 +291,11 @@ def _layout(settings: Settings) -> _Layout:
     return _StreamLayout(stream=template.name, maxlen=own.maxlen)
 
 
-def cut_point(events: Sequence[Event], *, limit: int, max_bytes: int = _CALL_BYTES) -> int:
-    """Where to end the next script call's chunk of ``events``: after ``limit`` events or
-    once ``max_bytes`` of keys and values are in, whichever comes first (at least one)."""
-    size = 0
-    for end, event in enumerate(events[:limit], start=1):
-        size += event.size
-        if size >= max_bytes:
-            return end
+def cut_point(events: Sequence[Event], *, limit: int) -> int:
+    """Where to end the next script call's chunk of ``events``: after ``limit`` events. Any
+    position will do (positions are per event, and the mirror stages an unfinished revision);
+    the bytes of a call are bounded by the pump's batch (``BRIDGE_PUMP__BATCH_BYTES``), since
+    ``flush`` sends everything of a batch."""
     return min(limit, len(events))
 
 

@@ -28,13 +28,6 @@ class TestCutPoint:
         assert cut_point(events, limit=2) == 2
         assert cut_point(events, limit=4) == 4
 
-    def test_large_values_end_a_chunk_early(self) -> None:
-        events = [put(2, n) for n in range(6)]
-        for event in events:
-            event.value = b"v" * 1000
-        assert cut_point(events, limit=5, max_bytes=2500) == 3
-        assert cut_point(events, limit=5, max_bytes=10) == 1, "at least one event"
-
     def test_a_snapshot_splits_anywhere(self) -> None:
         history = History(prefix=b"/p/")
         for number in range(5):
