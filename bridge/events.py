@@ -94,12 +94,6 @@ class Event:
     def position(self) -> Position:
         return Position(self.revision, self.index)
 
-    @property
-    def size(self) -> int:
-        """Bytes of the key, value and previous value: what batches are bounded by."""
-        value, prev = self.value, self.prev_value
-        return len(self.key) + (len(value) if value else 0) + (len(prev) if prev else 0)
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of docs/events.md, with non-UTF-8 byte fields base64-encoded."""
         document: dict[str, Any] = {
