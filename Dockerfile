@@ -7,15 +7,15 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY sinks ./sinks
 COPY config ./config
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
 
 FROM python:3.11.11-slim-bookworm
 RUN groupadd --system --gid 10001 bridge \
  && useradd --system --uid 10001 --gid bridge --home-dir /var/lib/etcd-bridge --create-home bridge
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels etcd-bridge \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "etcd-bridge[all]" \
  && rm -rf /wheels
-ENV BRIDGE_CHECKPOINT_DIR=/var/lib/etcd-bridge \
+ENV BRIDGE_STDOUT__CHECKPOINT_DIR=/var/lib/etcd-bridge \
     BRIDGE_LOG__FORMAT=json \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/etcd-bridge"]

@@ -48,7 +48,7 @@ from aiokafka import TopicPartition as AioPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pyetcd import etcdrpc
 
-from bridge.keyspace import prefix_range
+from config.keyspace import prefix_range
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.etcd import EtcdServer, etcdctl_binary, prefix_watch
 from tests.fixtures.kafka import KafkaBroker

@@ -1,7 +1,8 @@
-"""The ``etcd-bridge`` command: ``run`` the service, or ``check`` its configuration.
+"""The ``etcd-bridge`` command: ``run`` the service, ``check`` its configuration, or list
+every ``settings`` variable.
 
-Configuration comes from ``BRIDGE_*`` environment variables (and ``.env``); a malformed one
-stops the command at once with one line naming it, exit code 2.
+Configuration comes from ``BRIDGE_*`` environment variables (and ``.env``); a malformed or
+unknown one stops the command at once with one line naming it, exit code 2.
 """
 
 import argparse
@@ -9,9 +10,9 @@ import sys
 
 from bridge import app
 from bridge.allocator import release_large_buffers
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError
 from bridge.logs import configure_logging
-from config.settings import load_settings
+from config.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,25 +24,33 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
     commands.add_parser("check", help="validate the settings, reach etcd and every sink, then exit")
+    commands.add_parser(
+        "settings",
+        help="list every variable of the core and of each installed sink: default, value set "
+        "(secrets masked), meaning",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.command == "settings":
+        print("\n".join(app.describe_settings()))
+        return 0
     try:
-        settings = load_settings()
+        configuration = app.configure()
     except ConfigError as error:
         for line in str(error).splitlines():
             print(f"etcd-bridge: {line}", file=sys.stderr)
         return 2
-    configure_logging(settings.log)
+    configure_logging(configuration.settings.log)
     release_large_buffers()
     if arguments.command == "check":
-        fine, problems = app.check(settings)
+        fine, problems = app.check(configuration)
         for line in fine:
             print(f"ok: {line}")
         for line in problems:
             print(f"etcd-bridge: {line}", file=sys.stderr)
         return 1 if problems else 0
     try:
-        return app.run(settings)
-    except BridgeError as error:
+        return app.run(configuration)
+    except (BridgeError, ConfigError) as error:
         print(f"etcd-bridge: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
 

@@ -1,5 +1,10 @@
 """Wiring: settings -> sinks -> one pipeline per sink, plus signals, election and ``check``.
 
+This is the composition root, the one place that loads sinks: ``configure`` reads the root
+settings, finds each selected sink through ``bridge.plugins``, reads its own section
+(``BRIDGE_<NAME>__*``) into its ``settings_model``, and refuses any ``BRIDGE_*`` variable that
+neither the core nor an installed sink accepts.
+
 With ``BRIDGE_HA__ENABLED`` the pipelines run only while this instance holds the election key
 (``bridge.election``): a lost lease ends the term, every pipeline stops without writing more,
 and the instance campaigns again as a standby.
@@ -12,31 +17,115 @@ code is 1, after one log line that says what to fix.
 """
 
 import logging
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 
+from pydantic import BaseModel
+
+from bridge import plugins
 from bridge.election import Leadership
-from bridge.errors import BridgeError, ConfigError, EtcdError, NotLeaderError
+from bridge.errors import BridgeError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.pump import Pipeline
-from config.settings import Settings
-from sinks import registry
-from sinks.base import Sink
+from bridge.sink import Sink, SinkContext
+from config.errors import ConfigError
+from config.settings import ENV_PREFIX, Settings, load_section, load_settings
+from config.variables import (
+    Variable,
+    section_prefix,
+    set_variables,
+    unknown_variables,
+    variables,
+)
 
 log = logging.getLogger(__name__)
 
 
-def build_sinks(settings: Settings) -> list[Sink]:
-    return [registry.load(name).from_settings(settings) for name in settings.sinks]
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """The root settings and, for each selected sink, its class and its own settings."""
+
+    settings: Settings
+    sinks: tuple[tuple[type[Sink], BaseModel], ...]
+
+    def build_sinks(self) -> list[Sink]:
+        context = SinkContext(pipeline=self.settings.name, keyspace=self.settings.etcd.keyspace)
+        return [
+            sink_class.from_settings(settings, context=context)
+            for sink_class, settings in self.sinks
+        ]
 
 
-def run(settings: Settings) -> int:
-    """Run until a signal (exit 0) or a fatal error (exit 1)."""
+def configure(environ: Mapping[str, str] = os.environ) -> Configuration:
+    """Read and check every setting; ConfigError with one line per problem, each naming its
+    variable: unknown variables, the root's, then each selected sink's."""
+    installed, unloadable = _installed_sinks()
+    known = variables(Settings, ENV_PREFIX)
+    for name, sink_class in installed.items():
+        known += variables(sink_class.settings_model, section_prefix(name))
+    problems = unknown_variables(
+        set_variables(environ), known=known, open_prefixes=[section_prefix(n) for n in unloadable]
+    )
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        raise ConfigError("\n".join([*problems, str(error)])) from error
+    sinks: list[tuple[type[Sink], BaseModel]] = []
     for name in settings.sinks:
-        registry.load(name)  # an unknown sink is a configuration error: say so before anything
+        try:
+            sink_class = plugins.load(name)
+            sinks.append((sink_class, load_section(name, sink_class.settings_model)))
+        except ConfigError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Configuration(settings=settings, sinks=tuple(sinks))
+
+
+def describe_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """``etcd-bridge settings``: every variable of the core and of each installed sink, with
+    its default, the value set (secrets masked) and its meaning."""
+    given = set_variables(environ)
+    lines = ["# core", *_describe(variables(Settings, ENV_PREFIX), given)]
+    installed, unloadable = _installed_sinks()
+    for name, sink_class in installed.items():
+        lines.append(f"# sink {name} ({sink_class.guarantee})")
+        lines += _describe(variables(sink_class.settings_model, section_prefix(name)), given)
+    for name, problem in unloadable.items():
+        lines.append(f"# sink {name} cannot be loaded: {problem}")
+    return lines
+
+
+def _installed_sinks() -> tuple[dict[str, type[Sink]], dict[str, str]]:
+    """Every installed sink's class, and why each of the others cannot be loaded."""
+    installed: dict[str, type[Sink]] = {}
+    unloadable: dict[str, str] = {}
+    for name in plugins.available():
+        try:
+            installed[name] = plugins.load(name)
+        except ConfigError as error:
+            unloadable[name] = str(error)
+    return installed, unloadable
+
+
+def _describe(found: list[Variable], given: Mapping[str, str]) -> list[str]:
+    lines = []
+    for variable in found:
+        value = given.get(variable.name)
+        current = "" if value is None else f"  set: {variable.shown(value)}"
+        lines.append(f"{variable.name}  default: {variable.default}{current}")
+        lines.append(f"    {variable.field.description or ''}")
+    return lines
+
+
+def run(configuration: Configuration) -> int:
+    """Run until a signal (exit 0) or a fatal error (exit 1)."""
+    settings = configuration.settings
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -59,14 +148,14 @@ def run(settings: Settings) -> int:
     http = _start_http(settings, healths)
     try:
         if settings.ha.enabled:
-            failures = _run_elected(settings, stop=stop, healths=healths)
+            failures = _run_elected(configuration, stop=stop, healths=healths)
         else:
-            failures = _run_term(settings, stop=stop, healths=healths, may_write=_always)
+            failures = _run_term(configuration, stop=stop, healths=healths, may_write=_always)
     finally:
         if http is not None:
             http.stop()
     for error in failures:
-        if isinstance(error, BridgeError):
+        if isinstance(error, BridgeError | ConfigError):
             log.error(str(error), extra={"error": type(error).__name__})
         else:
             log.error("unexpected failure", exc_info=error)
@@ -78,9 +167,10 @@ def _always() -> bool:
 
 
 def _run_elected(
-    settings: Settings, *, stop: threading.Event, healths: list[PipelineHealth]
+    configuration: Configuration, *, stop: threading.Event, healths: list[PipelineHealth]
 ) -> list[BaseException]:
     """Standby until elected, active until the lease is lost, and again, until stopped."""
+    settings = configuration.settings
     leadership = Leadership(settings.etcd, ha=settings.ha, pipeline=settings.name)
     try:
         while True:
@@ -90,9 +180,14 @@ def _run_elected(
                 return []
             term = threading.Event()
             threading.Thread(
-                target=_end_term_when, args=(term, stop, leadership.lost), daemon=True
+                target=_end_term_when,
+                args=(term, stop, leadership.lost),
+                name="term-watch",
+                daemon=True,
             ).start()
-            failures = _run_term(settings, stop=term, healths=healths, may_write=leadership.valid)
+            failures = _run_term(
+                configuration, stop=term, healths=healths, may_write=leadership.valid
+            )
             if stop.is_set() or any(not isinstance(f, NotLeaderError) for f in failures):
                 return [f for f in failures if not isinstance(f, NotLeaderError)]
             leadership.resign()
@@ -108,13 +203,14 @@ def _end_term_when(term: threading.Event, *events: threading.Event) -> None:
 
 
 def _run_term(
-    settings: Settings,
+    configuration: Configuration,
     *,
     stop: threading.Event,
     healths: list[PipelineHealth],
     may_write: Callable[[], bool],
 ) -> list[BaseException]:
     """One pipeline thread per sink until ``stop``; returns what failed."""
+    settings = configuration.settings
     failures: list[BaseException] = []
 
     def run_pipeline(pipeline: Pipeline) -> None:
@@ -126,7 +222,7 @@ def _run_term(
 
     pipelines = [
         Pipeline(sink, settings=settings, stop=stop, health=health, may_write=may_write)
-        for sink, health in zip(build_sinks(settings), healths, strict=True)
+        for sink, health in zip(configuration.build_sinks(), healths, strict=True)
     ]
     threads = [
         threading.Thread(target=run_pipeline, args=(pipeline,), name=f"sink-{pipeline.sink.name}")
@@ -161,11 +257,11 @@ def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServ
     return server
 
 
-def check(settings: Settings) -> tuple[list[str], list[str]]:
+def check(configuration: Configuration) -> tuple[list[str], list[str]]:
     """Reach etcd and open every sink; return (what is fine, one line per problem)."""
     fine: list[str] = []
     problems: list[str] = []
-    connection = EtcdConnection(settings.etcd)
+    connection = EtcdConnection(configuration.settings.etcd)
     try:
         revision = connection.connect()
         fine.append(f"etcd {connection.endpoint} answers at revision {revision}")
@@ -174,8 +270,8 @@ def check(settings: Settings) -> tuple[list[str], list[str]]:
     finally:
         connection.close()
     try:
-        sinks = build_sinks(settings)
-    except BridgeError as error:
+        sinks = configuration.build_sinks()
+    except (BridgeError, ConfigError) as error:
         return fine, [*problems, str(error)]
     for sink in sinks:
         try:
@@ -183,6 +279,6 @@ def check(settings: Settings) -> tuple[list[str], list[str]]:
                 tail = sink.open()
             position = "nothing yet" if tail is None else f"up to {tail.position}"
             fine.append(f"sink {sink.name} is reachable and holds {position} ({sink.guarantee})")
-        except BridgeError as error:
+        except (BridgeError, ConfigError) as error:
             problems.append(str(error))
     return fine, problems

@@ -2,8 +2,8 @@
 
 ::
 
+    ConfigError (config.errors)      fatal: a setting is malformed or missing; names the variable
     BridgeError                      base; ``str()`` is one line that says what to do
-    ├── ConfigError                  fatal: a setting is malformed or missing; names the variable
     ├── NotLeaderError               handled: the election lease is lost; back to standby
     ├── EtcdError
     │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
@@ -25,10 +25,6 @@ class BridgeError(Exception):
     """Base of every deliberate error; the message is one line, fit for an operator."""
 
     retryable = False
-
-
-class ConfigError(BridgeError):
-    """A setting is malformed, missing or inconsistent; the message names the variable."""
 
 
 class NotLeaderError(BridgeError):

@@ -61,8 +61,8 @@ from bridge.errors import (
     WatchResponseTooLargeError,
 )
 from bridge.events import Event, EventType, Op
-from bridge.keyspace import KeySpace
 from config.etcd import EtcdSettings
+from config.keyspace import KeySpace
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from bridge.etcd import Chunk
 from bridge.events import Event, Position
 from bridge.health import Phase, PipelineHealth
 from bridge.retry import Backoff
+from bridge.sink import Sink
 from bridge.source import ChangeSource
 from config.settings import Settings
-from sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from bridge.etcd import CHUNK_EVENTS, Chunk, EtcdConnection, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
-from bridge.keyspace import KeySpace
+from config.keyspace import KeySpace
 
 _GROWTH = 64
 _MAX_PAGE_KEYS = 100_000

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, FilePath, PositiveFloat, SecretStr, field_validator
 
-from bridge.keyspace import KeySpace
+from config.keyspace import KeySpace
 from config.types import CommaList
 
 _MIN_WATCH_RESPONSE_BYTES = 4 * 1024 * 1024

@@ -1,44 +1,55 @@
-"""The root of the configuration: every ``BRIDGE_*`` environment variable lands here.
+"""The root of the configuration: every ``BRIDGE_*`` variable of the core lands here.
 
 Variables use the ``BRIDGE_`` prefix and ``__`` between a section and its field
 (``BRIDGE_ETCD__ENDPOINTS``); a ``.env`` file in the working directory is read too, the
-environment winning. ``load_settings`` turns pydantic's multi-line report into one line per
-problem that names the variable to fix, which is what an operator reading a crash-looping
-container needs.
+environment winning. The root keeps only what every pipeline shares; each sink declares its own
+model, read from ``BRIDGE_<NAME>__*`` by ``load_section`` with the same rules. Both turn
+pydantic's multi-line report into one line per problem that names the variable to fix, which is
+what an operator reading a crash-looping container needs.
 """
 
 import re
-from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.errors import ConfigError
+from config.errors import ConfigError
 from config.etcd import EtcdSettings
-from config.file import FileSettings
 from config.ha import HaSettings
 from config.http import HttpSettings
-from config.kafka import KafkaSettings
 from config.logging import LogSettings
 from config.pump import PumpSettings
-from config.redis import RedisSettings
 from config.types import CommaList
 
 ENV_PREFIX = "BRIDGE_"
 NESTED_DELIMITER = "__"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_SOURCES = SettingsConfigDict(
+    env_prefix=ENV_PREFIX,
+    env_nested_delimiter=NESTED_DELIMITER,
+    env_file=".env",
+    extra="ignore",
+    validate_default=True,
+)
+"""Where variables come from, for the root and every section alike. ``extra="ignore"`` only
+because pydantic-settings would otherwise refuse the other sections' variables in ``.env``;
+unknown variables are refused by ``config.variables`` instead, with the nearest valid name."""
+
+Section = TypeVar("Section", bound=BaseModel)
 
 
 class Settings(BaseSettings):
-    """Everything the bridge is configured with."""
+    """What every pipeline shares; each sink's own settings are its ``settings_model``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=NESTED_DELIMITER,
-        env_file=".env",
-        extra="ignore",
-        validate_default=True,
-    )
+    model_config = _SOURCES
 
     name: str = Field(
         default="default",
@@ -46,17 +57,11 @@ class Settings(BaseSettings):
         "different names never share a position.",
     )
     sinks: CommaList = Field(
-        default=["stdout"], description="Comma-separated sink names: stdout, file, kafka, redis."
-    )
-    checkpoint_dir: Path = Field(
-        default=Path(".etcd-bridge"),
-        description="Directory of the checkpoint files of sinks that cannot hold their own "
-        "position (stdout).",
+        default=["stdout"],
+        description="Comma-separated names of installed sinks (built in: stdout, file, kafka, "
+        "redis); `etcd-bridge settings` lists what is installed.",
     )
     etcd: EtcdSettings = EtcdSettings()
-    file: FileSettings = FileSettings()
-    kafka: KafkaSettings = KafkaSettings()
-    redis: RedisSettings = RedisSettings()
     pump: PumpSettings = PumpSettings()
     http: HttpSettings = HttpSettings()
     ha: HaSettings = HaSettings()
@@ -88,12 +93,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _file_sink_has_a_path(self) -> "Settings":
-        if "file" in self.sinks and self.file.path is None:
-            raise ValueError("BRIDGE_FILE__PATH is required when BRIDGE_SINKS includes file")
-        return self
-
 
 def variable_name(location: tuple[int | str, ...]) -> str:
     """The environment variable behind a pydantic error location, e.g. BRIDGE_ETCD__PREFIX."""
@@ -101,16 +100,40 @@ def variable_name(location: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(fields).upper()
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings; raise ConfigError with one line per problem, each naming its variable."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read the root settings; raise ConfigError with one line per problem, each naming its
+    variable. ``overrides`` take precedence over the environment (tests, tools)."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            message = problem["msg"].removeprefix("Value error, ")
-            if problem["loc"]:
-                lines.append(f"{variable_name(problem['loc'])}: {message}")
-            else:
-                lines.append(message)
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(_one_line_per_problem(error)) from error
+
+
+def load_section(name: str, model: type[Section], **overrides: Any) -> Section:
+    """Read one sink's settings from ``BRIDGE_<NAME>__*`` into ``model``, with the root's rules
+    and errors (a missing required field is ``BRIDGE_<NAME>__<FIELD>: Field required``)."""
+    fields: dict[str, Any] = {name: (model, Field(default_factory=dict))}
+    holder = create_model(f"{model.__name__}Variables", __base__=_SectionSource, **fields)
+    try:
+        loaded = holder(**({name: overrides} if overrides else {}))
+    except ValidationError as error:
+        raise ConfigError(_one_line_per_problem(error)) from error
+    section: Section = getattr(loaded, name)
+    return section
+
+
+class _SectionSource(BaseSettings):
+    """The base of the one-field model ``load_section`` reads a sink's section through."""
+
+    model_config = _SOURCES
+
+
+def _one_line_per_problem(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"]:
+            lines.append(f"{variable_name(problem['loc'])}: {message}")
+        else:
+            lines.append(message)
+    return "\n".join(lines)

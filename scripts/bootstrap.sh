@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced by run.sh and test.sh: make sure Python 3.11+ with venv exists (installing it from
 # Debian's packages when run as root on a fresh machine), then keep .venv in step with
-# pyproject.toml. Usage: bootstrap_venv EXTRAS   (e.g. "local" or "test,dev")
+# pyproject.toml. Usage: bootstrap_venv EXTRAS   (e.g. "all,local" or "all,test,dev")
 
 apt_install() {
     # Install Debian packages that are missing; needs root.

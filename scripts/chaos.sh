@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh
 source scripts/bootstrap.sh
 [ -x /usr/bin/redis-server ] || apt_install redis-server
-bootstrap_venv test,dev
+bootstrap_venv all,test,dev
 exec .venv/bin/python -m tests.chaos "$@"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh
 source scripts/bootstrap.sh
-bootstrap_venv local
+bootstrap_venv all,local
 
 etcd_pid=""
 data_dir=""
@@ -37,7 +37,7 @@ if [ -z "${BRIDGE_ETCD__ENDPOINTS:-}" ]; then
     done
     export BRIDGE_ETCD__ENDPOINTS="http://127.0.0.1:$client_port"
     # A throwaway etcd starts at revision 1: positions kept from an earlier one do not apply.
-    export BRIDGE_CHECKPOINT_DIR="${BRIDGE_CHECKPOINT_DIR:-$data_dir/checkpoints}"
+    export BRIDGE_STDOUT__CHECKPOINT_DIR="${BRIDGE_STDOUT__CHECKPOINT_DIR:-$data_dir/checkpoints}"
     echo "etcd-bridge: started a throwaway etcd at $BRIDGE_ETCD__ENDPOINTS" \
          "(try: .venv/bin/etcdctl --endpoints $BRIDGE_ETCD__ENDPOINTS put /demo/hello world)" >&2
 fi

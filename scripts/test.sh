@@ -12,7 +12,7 @@ missing=()
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 command -v openssl >/dev/null || missing+=(openssl)  # TLS tests make their own CA
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
-bootstrap_venv test,dev
+bootstrap_venv all,test,dev
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,1 +1,1 @@
-"""Sinks: where the normalized events of etcd-bridge go. See ``sinks.base`` for the contract."""
+"""Sinks: where the normalized events of etcd-bridge go. See ``bridge.sink`` for the contract."""

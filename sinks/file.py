@@ -12,19 +12,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
-from bridge.errors import ConfigError, SinkRejectedError, SinkUnavailableError
+from pydantic import BaseModel, Field
+
+from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event
-from config.settings import Settings
-from sinks.base import Sink
+from bridge.sink import Sink, SinkContext
 from sinks.lines import encode_lines
 
 _READ_BACK_CHUNK = 64 * 1024
+
+
+class FileSettings(BaseModel):
+    """Where the file sink appends its JSON lines, and how durably (``BRIDGE_FILE__*``)."""
+
+    path: Path = Field(description="File the events are appended to.")
+    fsync: bool = Field(
+        default=True,
+        description="fsync after every batch, so a power loss (not only a crash) keeps the "
+        "position; turn off only for throwaway output.",
+    )
 
 
 class FileSink(Sink):
     """Append-only JSON lines whose last complete line is the durable position."""
 
     name = "file"
+    settings_model = FileSettings
 
     def __init__(self, *, path: Path, fsync: bool = True) -> None:
         self.path = path
@@ -32,10 +45,8 @@ class FileSink(Sink):
         self._descriptor: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        if settings.file.path is None:
-            raise ConfigError("BRIDGE_FILE__PATH is required when BRIDGE_SINKS includes file")
-        return cls(path=settings.file.path, fsync=settings.file.fsync)
+    def from_settings(cls, settings: FileSettings, *, context: SinkContext) -> Self:
+        return cls(path=settings.path, fsync=settings.fsync)
 
     def open(self) -> Event | None:
         self.close()

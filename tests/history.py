@@ -16,7 +16,7 @@ import pyetcd
 from pyetcd import etcdrpc
 
 from bridge.events import SNAPSHOT_OPS, Event, EventType, Op, SnapshotReason
-from bridge.keyspace import prefix_range
+from config.keyspace import prefix_range
 
 LOAD_TRANSACTION_KEYS = 100
 """Keys per transaction when loading (etcd allows 128 operations per transaction by default)."""

@@ -4,8 +4,9 @@ docs/kafka.md is the operator's view (settings, record layout, the guarantee and
 the modules' docstrings say why the code looks like this. Only this package imports
 ``confluent_kafka``. Each module has one job:
 
-- ``sink``: ``KafkaSink``, the ``sinks.base`` contract, and why it is exactly once;
+- ``sink``: ``KafkaSink``, the ``bridge.sink`` contract, and why it is exactly once;
 - ``records``: what a record holds, the rank that orders a partition, the checkpoint record;
+- ``settings``: ``BRIDGE_KAFKA__*``;
 - ``routing``: the topic and partition of a record;
 - ``tails``: reading back the last record of partitions;
 - ``topics``: topic metadata and creation;

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-from bridge.errors import ConfigError
-from config.kafka import KafkaSettings
+from config.errors import ConfigError
+from sinks.kafka.settings import KafkaSettings
 
 C = TypeVar("C")
 

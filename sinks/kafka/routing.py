@@ -12,8 +12,8 @@ import re
 from confluent_kafka import murmur2
 
 from bridge.errors import SinkRejectedError
-from bridge.keyspace import KeySpace
-from config.kafka import PLACEHOLDER, is_template
+from config.keyspace import KeySpace
+from sinks.kafka.settings import PLACEHOLDER, is_template
 
 
 def partition_for(key: bytes, *, partitions: int) -> int:

@@ -1,4 +1,4 @@
-"""``KafkaSink``: the ``sinks.base`` contract on Kafka, exactly once, without transactions.
+"""``KafkaSink``: the ``bridge.sink`` contract on Kafka, exactly once, without transactions.
 
 **Where we stopped.** The broker used in the tests (Tansu) has no working transactions or
 ``read_committed``, so correctness rests on two facts only:
@@ -45,12 +45,11 @@ from typing import Self
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from bridge.errors import ConfigError, SinkRejectedError, SinkUnavailableError
+from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op, SnapshotReason
-from bridge.keyspace import KeySpace
-from config.kafka import KafkaSettings
-from config.settings import Settings
-from sinks.base import Sink
+from bridge.sink import Sink, SinkContext
+from config.errors import ConfigError
+from config.keyspace import KeySpace
 from sinks.kafka.clients import Clients
 from sinks.kafka.failures import DeliveryFailure, rejection
 from sinks.kafka.records import (
@@ -63,6 +62,7 @@ from sinks.kafka.records import (
     rank_of,
 )
 from sinks.kafka.routing import TopicRouter, partition_for
+from sinks.kafka.settings import KafkaSettings
 from sinks.kafka.tails import read_tails
 from sinks.kafka.topics import TopicAdmin
 
@@ -75,6 +75,7 @@ class KafkaSink(Sink):
     """Events as Kafka records, exactly once per partition; see the module docstring."""
 
     name = "kafka"
+    settings_model = KafkaSettings
 
     def __init__(self, *, settings: KafkaSettings, pipeline: str, keyspace: KeySpace) -> None:
         if not settings.bootstrap_servers:
@@ -114,8 +115,8 @@ class KafkaSink(Sink):
         self.skipped = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings=settings.kafka, pipeline=settings.name, keyspace=settings.etcd.keyspace)
+    def from_settings(cls, settings: KafkaSettings, *, context: SinkContext) -> Self:
+        return cls(settings=settings, pipeline=context.pipeline, keyspace=context.keyspace)
 
     # --- the contract -----------------------------------------------------------------------
 

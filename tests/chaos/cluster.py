@@ -49,7 +49,7 @@ class Cluster:
         return {
             "BRIDGE_NAME": PIPELINE,
             "BRIDGE_SINKS": "kafka,redis,file",
-            "BRIDGE_CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
+            "BRIDGE_STDOUT__CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
             "BRIDGE_ETCD__ENDPOINTS": self.etcd.url,
             "BRIDGE_ETCD__PREFIX": PREFIX.decode(),
             "BRIDGE_ETCD__TIMEOUT": "3",

@@ -12,9 +12,9 @@ from pathlib import Path
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from bridge.events import Event, EventType, Op
-from bridge.keyspace import KeySpace
-from config.kafka import KafkaSettings
+from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink
+from sinks.kafka.settings import KafkaSettings
 from tests.chaos.check import SinkFigures, describe
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import PARTITIONS, PIPELINE, PREFIX, STREAM, TOPIC

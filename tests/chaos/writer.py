@@ -15,7 +15,7 @@ from typing import Any
 
 from pyetcd import etcdrpc
 
-from bridge.keyspace import prefix_range
+from config.keyspace import prefix_range
 from tests.chaos.common import PREFIX, etcd_client
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.processes import wait_for

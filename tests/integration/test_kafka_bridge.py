@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from bridge.events import Event, Op, SnapshotReason
-from bridge.keyspace import KeySpace
-from config.kafka import KafkaSettings
+from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink
+from sinks.kafka.settings import KafkaSettings
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.kafka import KafkaBroker, KafkaFactory, read_topic, topic_events

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event
-from bridge.keyspace import KeySpace
 from bridge.retry import Backoff
-from config.kafka import KafkaSettings
+from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink
+from sinks.kafka.settings import KafkaSettings
 from tests.fixtures.kafka import (
     SYNTHETIC_PREFIX,
     KafkaBroker,

@@ -15,9 +15,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
-from bridge.keyspace import KeySpace
-from config.kafka import KafkaSettings
+from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink, partition_for
+from sinks.kafka.settings import KafkaSettings
 from tests.fixtures.kafka import (
     SYNTHETIC_PREFIX,
     KafkaBroker,

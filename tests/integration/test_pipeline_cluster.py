@@ -92,7 +92,7 @@ def test_stdout_sink_resumes_from_its_checkpoint(
     settings = {
         "BRIDGE_ETCD__ENDPOINTS": etcd.url,
         "BRIDGE_ETCD__PREFIX": prefix,
-        "BRIDGE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "BRIDGE_STDOUT__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
     }
     with etcd.client() as client:
         first = client.put(prefix + "a", b"1").header.revision

@@ -348,7 +348,7 @@ def test_check_names_an_unreachable_endpoint(tmp_path: Path) -> None:
         "check",
         BRIDGE_ETCD__ENDPOINTS="http://127.0.0.1:9",
         BRIDGE_ETCD__TIMEOUT="1",
-        BRIDGE_CHECKPOINT_DIR=str(tmp_path),
+        BRIDGE_STDOUT__CHECKPOINT_DIR=str(tmp_path),
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from bridge.events import Event, Op, SnapshotReason
-from config.settings import load_settings
-from sinks.redis import RedisSink
+from bridge.sink import SinkContext
+from config.keyspace import KeySpace
+from config.settings import load_section
+from sinks.redis.settings import RedisSettings
+from sinks.redis.sink import RedisSink
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdFactory, EtcdServer, etcdctl_binary
 from tests.fixtures.processes import wait_for
@@ -51,10 +54,10 @@ def sink_like(env: dict[str, str]) -> RedisSink:
         for key, value in env.items()
         if key.startswith("BRIDGE_REDIS__")
     }
-    settings = load_settings(
-        name=env["BRIDGE_NAME"], etcd={"prefix": env["BRIDGE_ETCD__PREFIX"]}, redis=redis
+    context = SinkContext(
+        pipeline=env["BRIDGE_NAME"], keyspace=KeySpace.of([env["BRIDGE_ETCD__PREFIX"].encode()])
     )
-    return RedisSink.from_settings(settings)
+    return RedisSink.from_settings(load_section("redis", RedisSettings, **redis), context=context)
 
 
 def durable_tail(env: dict[str, str]) -> Event | None:

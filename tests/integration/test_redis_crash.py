@@ -23,7 +23,7 @@ import pytest
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event, SnapshotReason
 from bridge.retry import Backoff
-from sinks.redis import RedisSink
+from sinks.redis.sink import RedisSink
 from tests.fixtures.processes import ManagedProcess, wait_for
 from tests.fixtures.redis import History, RedisFactory, RedisNames, RedisServer, revisions_after
 from tests.integration.test_redis_sink import PREFIX, batches, make_sink

@@ -15,8 +15,11 @@ import redis
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
-from config.settings import load_settings
-from sinks.redis import RedisSink, checkpoint_key, cut_point
+from bridge.sink import SinkContext
+from config.keyspace import KeySpace
+from config.settings import load_section
+from sinks.redis.settings import RedisSettings
+from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
 from tests.fixtures.processes import free_port, wait_for
 from tests.fixtures.redis import (
     History,
@@ -32,13 +35,9 @@ PREFIX = b"/app/"
 
 
 def make_sink(url: str, names: RedisNames, **redis_settings: Any) -> RedisSink:
-    settings = load_settings(
-        name=names.pipeline,
-        sinks=["redis"],
-        etcd={"prefix": PREFIX.decode()},
-        redis={"url": url, "stream": names.stream, **redis_settings},
-    )
-    return RedisSink.from_settings(settings)
+    settings = load_section("redis", RedisSettings, url=url, stream=names.stream, **redis_settings)
+    context = SinkContext(pipeline=names.pipeline, keyspace=KeySpace.of([PREFIX]))
+    return RedisSink.from_settings(settings, context=context)
 
 
 def batches(events: Sequence[Event], *, size: int) -> Iterator[list[Event]]:
@@ -288,12 +287,16 @@ class TestPubSubMode:
             sink.open()
             deliver(sink, events)
         other = RedisNames(tag=redis_names.tag + "x")
-        settings = load_settings(
-            name=redis_names.pipeline,
-            redis={"url": redis_server.url, "mode": "pubsub", "channel": redis_names.channel},
+        settings = load_section(
+            "redis",
+            RedisSettings,
+            url=redis_server.url,
+            mode="pubsub",
+            channel=redis_names.channel,
         )
+        checkpoint = checkpoint_key(settings, pipeline=redis_names.pipeline)
         with redis_server.client() as client:
-            assert client.hget(checkpoint_key(settings), "event") == events[-1].to_json()
+            assert client.hget(checkpoint, "event") == events[-1].to_json()
         with make_sink(redis_server.url, other, mode="pubsub", channel=redis_names.channel) as sink:
             assert sink.open() is None
 

@@ -2,28 +2,21 @@
 
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from config.settings import ENV_PREFIX, NESTED_DELIMITER, Settings
+from bridge import plugins
+from config.settings import ENV_PREFIX, Settings
+from config.variables import section_prefix, variables
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def variables(model: type[BaseModel], prefix: str) -> list[str]:
-    names = []
-    for field_name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names += variables(annotation, f"{prefix}{field_name.upper()}{NESTED_DELIMITER}")
-        else:
-            names.append(f"{prefix}{field_name.upper()}")
-    return names
 
 
 def test_every_setting_is_documented() -> None:
     documentation = README.read_text() + "".join(
         path.read_text() for path in sorted(DOCS.glob("*.md"))
     )
-    missing = [name for name in variables(Settings, ENV_PREFIX) if f"`{name}`" not in documentation]
+    names = [variable.name for variable in variables(Settings, ENV_PREFIX)]
+    for sink in plugins.available():
+        model = plugins.load(sink).settings_model
+        names += [variable.name for variable in variables(model, section_prefix(sink))]
+    missing = [name for name in names if f"`{name}`" not in documentation]
     assert not missing, f"document these settings: {missing}"

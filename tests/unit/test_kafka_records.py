@@ -6,7 +6,7 @@ from confluent_kafka import KafkaError
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
-from bridge.keyspace import KeySpace
+from config.keyspace import KeySpace
 from sinks.kafka.failures import DeliveryFailure, rejection
 from sinks.kafka.records import Checkpoint, Headers, TailRecord, header_map, headers_of, rank_of
 from sinks.kafka.routing import TopicRouter, partition_for

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError, SinkUnavailableError
-from bridge.keyspace import KeySpace
-from config.kafka import KafkaSettings
-from config.settings import load_settings
+from bridge.app import configure
+from bridge.errors import SinkUnavailableError
+from config.errors import ConfigError
+from config.keyspace import KeySpace
+from config.settings import load_section
 from sinks.kafka import KafkaSink
+from sinks.kafka.settings import KafkaSettings
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,7 @@ def test_properties_from_nested_variables(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BRIDGE_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2-secret")
     monkeypatch.setenv("BRIDGE_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("BRIDGE_KAFKA__PROPERTIES__COMPRESSION_TYPE", "zstd")
-    kafka = load_settings().kafka
+    kafka = load_section("kafka", KafkaSettings)
     assert kafka.client_properties() == {
         "sasl.password": "hunter2-secret",
         "security.protocol": "SASL_SSL",
@@ -38,7 +40,7 @@ def test_properties_from_json_keep_their_names(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(
         "BRIDGE_KAFKA__PROPERTIES", '{"ssl.ca.location": "/etc/ca.pem", "linger.ms": "20"}'
     )
-    assert load_settings().kafka.client_properties() == {
+    assert load_section("kafka", KafkaSettings).client_properties() == {
         "ssl.ca.location": "/etc/ca.pem",
         "linger.ms": "20",
     }
@@ -46,10 +48,10 @@ def test_properties_from_json_keep_their_names(monkeypatch: pytest.MonkeyPatch) 
 
 def test_no_property_value_is_ever_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2-secret")
-    settings = load_settings()
-    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.kafka)):
+    settings = load_section("kafka", KafkaSettings)
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert "hunter2-secret" not in text
-    assert "sasl.password" in repr(settings.kafka)
+    assert "sasl.password" in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +62,7 @@ def test_properties_exactly_once_depends_on_are_refused(
 ) -> None:
     monkeypatch.setenv(f"BRIDGE_KAFKA__PROPERTIES__{name}", "x")
     with pytest.raises(ConfigError) as refused:
-        load_settings()
+        load_section("kafka", KafkaSettings)
     assert str(refused.value).startswith("BRIDGE_KAFKA__PROPERTIES: ")
     assert name.lower().replace("_", ".") in str(refused.value)
 
@@ -80,7 +82,7 @@ def test_bad_topics_are_one_line_naming_the_variable(
 ) -> None:
     monkeypatch.setenv("BRIDGE_KAFKA__TOPIC", topic)
     with pytest.raises(ConfigError) as refused:
-        load_settings()
+        load_section("kafka", KafkaSettings)
     assert str(refused.value).startswith("BRIDGE_KAFKA__TOPIC: ")
     assert problem in str(refused.value) and "\n" not in str(refused.value)
 
@@ -96,7 +98,7 @@ def test_checkpoint_topic_is_named_from_topic_and_pipeline() -> None:
 def test_the_sink_needs_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_SINKS", "kafka")
     with pytest.raises(ConfigError, match="BRIDGE_KAFKA__BOOTSTRAP_SERVERS"):
-        KafkaSink.from_settings(load_settings())
+        configure().build_sinks()
 
 
 def test_a_refused_property_value_is_not_echoed() -> None:

@@ -1,7 +1,7 @@
 """Several watched prefixes: normalization, membership, and where a snapshot resumes."""
 
-from bridge.keyspace import KeySpace, prefix_range
 from bridge.snapshot import _ranges_after
+from config.keyspace import KeySpace, prefix_range
 
 
 def test_prefix_ranges() -> None:

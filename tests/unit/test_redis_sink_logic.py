@@ -5,8 +5,11 @@ import redis.exceptions
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
-from config.settings import load_settings
-from sinks.redis import RedisSink, checkpoint_key, cut_point
+from bridge.sink import SinkContext
+from config.keyspace import KeySpace
+from config.settings import load_section
+from sinks.redis.settings import RedisSettings
+from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
 from tests.fixtures.redis import History
 
 SECRET = "pa55-w0rd"  # noqa: S105 - a test value that must never show
@@ -38,11 +41,15 @@ class TestCutPoint:
 
 
 def sink(**redis_settings: object) -> RedisSink:
-    settings = load_settings(
-        name="orders",
-        redis={"url": f"redis://writer:{SECRET}@127.0.0.1:6390/0", **redis_settings},
+    settings = load_section(
+        "redis",
+        RedisSettings,
+        url=f"redis://writer:{SECRET}@127.0.0.1:6390/0",
+        **redis_settings,
     )
-    return RedisSink.from_settings(settings)
+    return RedisSink.from_settings(
+        settings, context=SinkContext(pipeline="orders", keyspace=KeySpace.of([]))
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +117,9 @@ def test_errors_are_one_line_without_the_password(
 
 def test_checkpoint_keys_are_namespaced_by_pipeline_and_target() -> None:
     def key(**redis_settings: object) -> str:
-        return checkpoint_key(load_settings(name="orders", redis=redis_settings))
+        return checkpoint_key(
+            load_section("redis", RedisSettings, **redis_settings), pipeline="orders"
+        )
 
     assert key(mode="mirror", mirror_key="m") == "etcd-bridge:orders:mirror:m"
     assert key(mode="pubsub", channel="c") == "etcd-bridge:orders:pubsub:c"

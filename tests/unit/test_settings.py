@@ -1,16 +1,22 @@
 """Settings come from BRIDGE_* variables; every problem is one line naming its variable."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError
+from bridge.app import configure, describe_settings
+from config.errors import ConfigError
 from config.settings import load_settings, variable_name
+from sinks.file import FileSettings
+from sinks.stdout.sink import StdoutSettings
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("BRIDGE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env file
@@ -79,10 +85,114 @@ def test_each_bad_value_is_one_line_naming_the_variable(
     assert lines[0].startswith(variable + ": ")
 
 
-def test_file_sink_needs_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sink_reads_its_own_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BRIDGE_SINKS", "file,stdout")
+    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
+    monkeypatch.setenv("BRIDGE_FILE__FSYNC", "false")
+    monkeypatch.setenv("BRIDGE_STDOUT__CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    configuration = configure()
+    (file_class, file_settings), (stdout_class, stdout_settings) = configuration.sinks
+    assert (file_class.name, stdout_class.name) == ("file", "stdout")
+    assert file_settings == FileSettings(path=tmp_path / "out.jsonl", fsync=False)
+    assert stdout_settings == StdoutSettings(checkpoint_dir=tmp_path / "checkpoints")
+    assert [sink.name for sink in configuration.build_sinks()] == ["file", "stdout"]
+
+
+def test_a_missing_required_sink_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("BRIDGE_SINKS", "file")
-    with pytest.raises(ConfigError, match="BRIDGE_FILE__PATH is required"):
-        load_settings()
+    with pytest.raises(ConfigError, match="^BRIDGE_FILE__PATH: Field required$"):
+        configure()
+
+
+@pytest.mark.parametrize(
+    ("variable", "nearest"),
+    [
+        ("BRIDGE_SINK", "BRIDGE_SINKS"),
+        ("BRIDGE_ETCD__ENDPOINT", "BRIDGE_ETCD__ENDPOINTS"),
+        ("BRIDGE_ETCD_ENDPOINTS", "BRIDGE_ETCD__ENDPOINTS"),
+        ("BRIDGE_REDIS__URLL", "BRIDGE_REDIS__URL"),
+        ("BRIDGE_FILE__PATHS", "BRIDGE_FILE__PATH"),
+        ("bridge_sink", "BRIDGE_SINKS"),
+    ],
+)
+def test_a_misspelled_variable_stops_the_start_naming_the_nearest(
+    monkeypatch: pytest.MonkeyPatch, variable: str, nearest: str
+) -> None:
+    monkeypatch.setenv(variable, "kafka")
+    with pytest.raises(ConfigError) as caught:
+        configure()
+    assert str(caught.value) == (f"{variable.upper()}: unknown variable; did you mean {nearest}?")
+
+
+def test_an_unknown_variable_in_dotenv_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BRIDGE_HTTP__PROT=9000\n")
+    with pytest.raises(ConfigError, match="^BRIDGE_HTTP__PROT: unknown variable; did you mean"):
+        configure()
+
+
+def test_pass_through_properties_are_not_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA__PROPERTIES__LINGER_MS", "5")
+    assert configure().settings.sinks == ["stdout"]
+
+
+def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SINKS", "file,redis,nats")
+    monkeypatch.setenv("BRIDGE_SINK", "x")
+    monkeypatch.setenv("BRIDGE_REDIS__MODE", "queue")
+    with pytest.raises(ConfigError) as caught:
+        configure()
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "BRIDGE_SINK: unknown variable; did you mean BRIDGE_SINKS?"
+    assert lines[1] == "BRIDGE_FILE__PATH: Field required"
+    assert lines[2].startswith("BRIDGE_REDIS__MODE: ")
+    assert lines[3].startswith("BRIDGE_SINKS: unknown sink 'nats'; installed sinks: file,")
+    assert len(lines) == 4
+
+
+def test_settings_lists_every_variable_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_ETCD__PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("BRIDGE_REDIS__URL", "redis://u:hunter2-secret@h:6379/0")
+    monkeypatch.setenv("BRIDGE_NAME", "orders")
+    lines = describe_settings()
+    text = "\n".join(lines)
+    assert "hunter2-secret" not in text
+    for section in ("# core", "# sink file", "# sink kafka", "# sink redis", "# sink stdout"):
+        assert section in lines or any(line.startswith(section + " ") for line in lines)
+    assert "BRIDGE_NAME  default: default  set: orders" in lines
+    assert "BRIDGE_ETCD__PASSWORD  default: (unset)  set: **********" in lines
+    assert "BRIDGE_FILE__PATH  default: (required)" in lines
+    assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS  default: (unset)" in lines
+    index = lines.index("BRIDGE_PUMP__QUEUE_BYTES  default: 8388608")
+    assert "bytes" in lines[index + 1]
+
+
+def test_a_sink_whose_extra_is_missing_names_the_extra(tmp_path: Path) -> None:
+    """Run as a user would, with the Kafka client library made unimportable."""
+    script = (
+        "import sys; sys.modules['confluent_kafka'] = None\n"
+        "from bridge.__main__ import main\n"
+        "sys.exit(main(['check']))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+    environment["BRIDGE_SINKS"] = "kafka"
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert finished.stderr.splitlines() == [
+        "etcd-bridge: BRIDGE_SINKS: sink 'kafka' cannot load its client library (import of "
+        "confluent_kafka halted; None in sys.modules); install it with: "
+        "pip install 'etcd-bridge[kafka]'"
+    ]
 
 
 def test_variable_names_follow_the_nesting() -> None:

@@ -1,7 +1,7 @@
 """The ``redis`` sink: etcd changes into Redis streams, a pub/sub channel, or a mirror hash.
 
 This is the only module that imports redis-py. Every batch is written by one Lua script call
-(``sinks.redis_lua``) that also records the position the batch completes, so data and position
+(``sinks.redis.lua``) that also records the position the batch completes, so data and position
 are never apart: Redis applies a script whole (and, with persistence, logs it whole), which is
 what makes the sink exactly once across a ``kill -9`` of the bridge, whatever Redis's own
 durability: if Redis loses its last writes, it loses the position with them, and the pump
@@ -47,11 +47,10 @@ from redis.retry import Retry
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
-from bridge.keyspace import KeySpace
-from config.redis import RedisMode, RedisSettings, StreamTemplate
-from config.settings import Settings
-from sinks import redis_lua
-from sinks.base import Sink
+from bridge.sink import Sink, SinkContext
+from config.keyspace import KeySpace
+from sinks.redis import lua
+from sinks.redis.settings import RedisMode, RedisSettings, StreamTemplate
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,10 @@ class _Script:
         return cls(source=source, sha=digest)
 
 
-_STREAM = _Script.of(redis_lua.STREAM)
-_ROUTED = _Script.of(redis_lua.ROUTED)
-_PUBSUB = _Script.of(redis_lua.PUBSUB)
-_MIRROR = _Script.of(redis_lua.MIRROR)
+_STREAM = _Script.of(lua.STREAM)
+_ROUTED = _Script.of(lua.ROUTED)
+_PUBSUB = _Script.of(lua.PUBSUB)
+_MIRROR = _Script.of(lua.MIRROR)
 
 
 class _Layout:
@@ -261,9 +260,8 @@ class _MirrorLayout(_Layout):
         return self.keys, args
 
 
-def checkpoint_key(settings: Settings) -> str:
+def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
     """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
-    own = settings.redis
     if own.checkpoint_key:
         return own.checkpoint_key
     target = {
@@ -271,22 +269,19 @@ def checkpoint_key(settings: Settings) -> str:
         RedisMode.PUBSUB: own.channel,
         RedisMode.MIRROR: own.mirror_key,
     }[own.mode]
-    return f"etcd-bridge:{settings.name}:{own.mode.value}:{target}"
+    return f"etcd-bridge:{pipeline}:{own.mode.value}:{target}"
 
 
-def _layout(settings: Settings) -> _Layout:
-    own = settings.redis
+def _layout(own: RedisSettings, *, context: SinkContext) -> _Layout:
+    checkpoint = checkpoint_key(own, pipeline=context.pipeline)
     if own.mode is RedisMode.PUBSUB:
-        return _PubSubLayout(channel=own.channel, checkpoint=checkpoint_key(settings))
+        return _PubSubLayout(channel=own.channel, checkpoint=checkpoint)
     if own.mode is RedisMode.MIRROR:
-        return _MirrorLayout(mirror_key=own.mirror_key, checkpoint=checkpoint_key(settings))
+        return _MirrorLayout(mirror_key=own.mirror_key, checkpoint=checkpoint)
     template = own.template
     if template.routed:
         return _RoutedLayout(
-            template=template,
-            keyspace=settings.etcd.keyspace,
-            maxlen=own.maxlen,
-            checkpoint=checkpoint_key(settings),
+            template=template, keyspace=context.keyspace, maxlen=own.maxlen, checkpoint=checkpoint
         )
     return _StreamLayout(stream=template.name, maxlen=own.maxlen)
 
@@ -303,6 +298,7 @@ class RedisSink(Sink):
     """Events into Redis by one Lua script call per chunk; see the module docstring."""
 
     name = "redis"
+    settings_model = RedisSettings
 
     def __init__(self, *, settings: RedisSettings, layout: _Layout) -> None:
         self._settings = settings
@@ -313,8 +309,8 @@ class RedisSink(Sink):
         self._pending: list[Event] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings=settings.redis, layout=_layout(settings))
+    def from_settings(cls, settings: RedisSettings, *, context: SinkContext) -> Self:
+        return cls(settings=settings, layout=_layout(settings, context=context))
 
     @property
     def mode(self) -> RedisMode:

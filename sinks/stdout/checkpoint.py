@@ -10,8 +10,8 @@ flush and the save replays that batch.
 import os
 from pathlib import Path
 
-from bridge.errors import ConfigError
 from bridge.events import Event
+from config.errors import ConfigError
 
 
 class FileCheckpoint:

@@ -31,18 +31,41 @@ the positions; the sink owns durability. The contract, which every sink's tests 
     Release connections. Idempotent. Never called concurrently with the others.
 
 The pump never writes an event at or below the durable tail, so a sink that reads its tail
-back from its own data is exactly once across ``kill -9``. Sinks are found by name through
-the ``etcd_bridge.sinks`` entry point group (see ``sinks.registry``); a third-party sink is a
-class with this interface and a ``from_settings`` constructor.
+back from its own data is exactly once across ``kill -9``.
+
+A sink is a plug-in: found by name through the ``etcd_bridge.sinks`` entry point group (see
+``bridge.plugins``), configured by its own pydantic model (``settings_model``) that the bridge
+fills from ``BRIDGE_<NAME>__*`` variables and validates with the core's one-line errors, and
+built by ``from_settings``. The core never names a sink; the built-in ones are registered in
+pyproject.toml exactly like a third party's.
 """
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
 
 from bridge.events import Event
-from config.settings import Settings
+from config.keyspace import KeySpace
+
+
+class NoSettings(BaseModel):
+    """The settings of a sink that has none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What a sink may know of the pipeline besides its own settings."""
+
+    pipeline: str
+    """``BRIDGE_NAME``: namespaces whatever the sink keeps per pipeline (checkpoints)."""
+    keyspace: KeySpace
+    """The watched prefixes, for routing by key segment (``bridge.keytemplate``)."""
 
 
 class Sink(abc.ABC):
@@ -51,14 +74,19 @@ class Sink(abc.ABC):
     name: ClassVar[str]
     """The name users select the sink by in ``BRIDGE_SINKS``."""
 
+    settings_model: ClassVar[type[BaseModel]] = NoSettings
+    """The sink's own settings, read from ``BRIDGE_<NAME>__<FIELD>`` (nested models add
+    ``__<FIELD>``); field descriptions are what ``etcd-bridge settings`` prints."""
+
     guarantee: str = "exactly-once"
     """What a consumer gets across crashes (``exactly-once``, ``at-least-once``, ...); a sink
     whose guarantee depends on its settings sets it per instance. Shown by ``check`` and logs."""
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """Build the sink from the bridge's settings (its own section, and ``settings.name``)."""
+    def from_settings(cls, settings: Any, *, context: SinkContext) -> Self:
+        """Build the sink from its validated ``settings_model`` instance; connect later, in
+        ``open``, so that building never fails for a server that is down."""
 
     @abc.abstractmethod
     def open(self) -> Event | None:

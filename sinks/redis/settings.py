@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.keyspace import KeySpace
+from config.keyspace import KeySpace
 
 _SCHEMES = ("redis", "rediss", "unix")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
