@@ -12,8 +12,8 @@ import re
 from confluent_kafka import murmur2
 
 from bridge.errors import SinkRejectedError
+from bridge.keytemplate import KeyTemplate
 from config.keyspace import KeySpace
-from sinks.kafka.settings import PLACEHOLDER, is_template
 
 
 def partition_for(key: bytes, *, partitions: int) -> int:
@@ -24,27 +24,28 @@ def partition_for(key: bytes, *, partitions: int) -> int:
 _UNSAFE_TOPIC_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def _topic_safe(segment: bytes) -> bytes:
+    """A key segment as topic-name characters: each character a topic cannot hold (or each
+    undecodable byte sequence) becomes one ``_``."""
+    text = segment.decode("utf-8", errors="replace")
+    return _UNSAFE_TOPIC_CHARACTERS.sub("_", text).encode("ascii")
+
+
 class TopicRouter:
-    """The topic of a key: the configured name, or the template filled from the key.
+    """The topic of a key: the configured name, or the template filled from the key
+    (``bridge.keytemplate``), with characters a topic name cannot hold mapped to ``_``."""
 
-    ``{n}`` is the n-th ``/``-separated segment of the key below its watched prefix (leading
-    ``/`` ignored); characters a topic name cannot hold become ``_``, and a missing or empty
-    segment is ``_``.
-    """
-
-    def __init__(self, topic: str, *, keyspace: KeySpace) -> None:
-        self.topic = topic
+    def __init__(self, template: KeyTemplate, *, keyspace: KeySpace) -> None:
+        self.template = template
+        self.topic = template.source
         self.keyspace = keyspace
-        self.is_template = is_template(topic)
-        self._parts = PLACEHOLDER.split(topic)
-        self._highest = max((int(n) for n in PLACEHOLDER.findall(topic)), default=0)
+        self.is_template = template.routed
         self._cache: dict[tuple[bytes, ...], str] = {}
 
     def topic_for(self, key: bytes) -> str:
         if not self.is_template:
             return self.topic
-        relative = self.keyspace.relative(key)
-        segments = tuple(relative.lstrip(b"/").split(b"/", self._highest)[: self._highest])
+        segments = self.template.segments(key, keyspace=self.keyspace)
         topic = self._cache.get(segments)
         if topic is None:
             topic = self._fill(segments)
@@ -53,16 +54,7 @@ class TopicRouter:
         return topic
 
     def _fill(self, segments: tuple[bytes, ...]) -> str:
-        pieces: list[str] = []
-        for position, part in enumerate(self._parts):
-            if position % 2 == 0:
-                pieces.append(part)
-                continue
-            number = int(part)
-            raw = segments[number - 1] if number <= len(segments) else b""
-            text = _UNSAFE_TOPIC_CHARACTERS.sub("_", raw.decode("utf-8", errors="replace"))
-            pieces.append(text or "_")
-        topic = "".join(pieces)
+        topic = self.template.fill(segments, clean=_topic_safe).decode("ascii")
         if len(topic) > 249 or topic in (".", ".."):
             raise SinkRejectedError(
                 f"kafka: the topic template {self.topic!r} gives {topic[:60]!r}..., which is "

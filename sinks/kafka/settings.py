@@ -2,10 +2,10 @@
 
 Two fields need more than a type:
 
-- ``topic`` is a topic name or a *template*: ``{1}``, ``{2}``... stand for the first, second...
-  ``/``-separated segment of the key below the watched prefix, so ``etcd.{1}`` routes
-  ``<prefix>billing/limits`` to ``etcd.billing``. The template is checked here, once, so a typo
-  stops the bridge at start-up instead of at the first key.
+- ``topic`` is a topic name or a *template* (``bridge.keytemplate``): ``{1}``, ``{2}``... stand
+  for the first, second... ``/``-separated segment of the key below the watched prefix, so
+  ``etcd.{1}`` routes ``<prefix>billing/limits`` to ``etcd.billing``. The template is checked
+  here, once, so a typo stops the bridge at start-up instead of at the first key.
 - ``properties`` passes any librdkafka property through, for SASL/SSL, compression, linger...
   It is read either from ``BRIDGE_KAFKA__PROPERTIES__SASL_PASSWORD=...`` variables (the part
   after ``PROPERTIES__`` is lowercased and its ``_`` become ``.``) or from one JSON object in
@@ -20,10 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, PositiveFloat, SecretStr, field_validator
 
+from bridge.keytemplate import KeyTemplate
+
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 """Kafka's rule for a topic name (and neither ``.`` nor ``..``)."""
 
-PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 MANAGED_PROPERTIES: dict[str, str] = {
     "bootstrap.servers": "set BRIDGE_KAFKA__BOOTSTRAP_SERVERS instead",
@@ -38,10 +39,6 @@ MANAGED_PROPERTIES: dict[str, str] = {
     "group.id": "the bridge never joins a consumer group",
 }
 """librdkafka properties the bridge sets itself; the reason is the error message."""
-
-
-def is_template(topic: str) -> bool:
-    return "{" in topic or "}" in topic
 
 
 def normalize_property(name: str) -> str:
@@ -113,19 +110,16 @@ class KafkaSettings(BaseModel):
     @field_validator("topic")
     @classmethod
     def _topic_or_template(cls, topic: str) -> str:
-        if not is_template(topic):
-            return _valid_topic_name(topic)
-        numbers = PLACEHOLDER.findall(topic)
-        static = PLACEHOLDER.sub("_", topic)
-        if not numbers or "{" in static or "}" in static:
-            raise ValueError(
-                f"{topic!r}: a template's placeholders are {{1}}, {{2}}...: the n-th "
-                "'/'-separated segment of the key below the prefix"
-            )
-        if any(int(number) == 0 for number in numbers):
-            raise ValueError(f"{topic!r}: placeholders count from {{1}}")
-        _valid_topic_name(static)
+        try:
+            blank = KeyTemplate.parse(topic).fill(())
+        except ValueError as error:
+            raise ValueError(f"{topic!r}: {error}") from error
+        _valid_topic_name(blank.decode("utf-8"))
         return topic
+
+    @property
+    def template(self) -> KeyTemplate:
+        return KeyTemplate.parse(self.topic)
 
     @field_validator("checkpoint_topic")
     @classmethod
@@ -147,7 +141,8 @@ class KafkaSettings(BaseModel):
         """The checkpoint topic of pipeline ``pipeline`` (``BRIDGE_NAME``)."""
         if self.checkpoint_topic is not None:
             return self.checkpoint_topic
-        return _valid_topic_name(f"{PLACEHOLDER.sub('_', self.topic)}.{pipeline}.checkpoint")
+        blank = self.template.fill(()).decode("utf-8")
+        return _valid_topic_name(f"{blank}.{pipeline}.checkpoint")
 
     def client_properties(self) -> dict[str, str]:
         """The pass-through properties with their values revealed: for librdkafka only."""

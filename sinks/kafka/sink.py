@@ -89,7 +89,7 @@ class KafkaSink(Sink):
         self.settings = settings
         self.pipeline = pipeline
         self.keyspace = keyspace
-        self.router = TopicRouter(settings.topic, keyspace=keyspace)
+        self.router = TopicRouter(settings.template, keyspace=keyspace)
         self._clients = Clients(
             settings, servers=settings.bootstrap_servers, on_error=self._on_error
         )

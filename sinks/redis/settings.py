@@ -6,14 +6,12 @@ echoing the value, and ``safe_url`` (scheme, user, host, port, database, never t
 what logs and errors show. ``username``/``password`` may also be given separately (a password
 from a Kubernetes secret), and win over the URL's.
 
-``stream`` is either a stream name or a routing template such as ``etcd:{1}``; the template is
-parsed here (``StreamTemplate``) so that a malformed one fails at start, naming
-``BRIDGE_REDIS__STREAM``.
+``stream`` is either a stream name or a routing template such as ``etcd:{1}``
+(``bridge.keytemplate``, the one template language of every sink); it is parsed here so that a
+malformed one fails at start, naming ``BRIDGE_REDIS__STREAM``.
 """
 
 import enum
-import re
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -26,78 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from config.keyspace import KeySpace
+from bridge.keytemplate import KeyTemplate
 
 _SCHEMES = ("redis", "rediss", "unix")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-MISSING_SEGMENT = b"_"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTemplate:
-    """A stream name, or a template routing each key to a stream by its leading segments.
-
-    ``{n}`` (1 to 9) is the n-th ``/``-separated segment of the key after the watched prefix
-    (leading slashes ignored); a missing or empty segment renders as ``_``. ``{{`` and ``}}``
-    are literal braces. ``etcd:{1}`` sends ``<prefix>users/42`` to ``etcd:users``.
-    """
-
-    source: str
-    parts: tuple[bytes | int, ...]
-
-    @classmethod
-    def parse(cls, template: str) -> "StreamTemplate":
-        parts: list[bytes | int] = []
-        literal = ""
-        position = 0
-        for match in _PLACEHOLDER.finditer(template):
-            literal += template[position : match.start()]
-            position = match.end()
-            token = match.group(0)
-            if token in ("{{", "}}"):
-                literal += token[0]
-                continue
-            field = match.group(1)
-            if field is None or not re.fullmatch(r"[1-9]", field):
-                raise ValueError(
-                    f"{token!r} at offset {match.start()}: use {{1}} to {{9}} for key segments "
-                    "and {{ or }} for literal braces"
-                )
-            if literal:
-                parts.append(literal.encode("utf-8"))
-                literal = ""
-            parts.append(int(field))
-        literal += template[position:]
-        if literal:
-            parts.append(literal.encode("utf-8"))
-        if not parts:
-            raise ValueError("the stream name is empty")
-        return cls(source=template, parts=tuple(parts))
-
-    @property
-    def routed(self) -> bool:
-        """True when the name depends on the key (the template has a placeholder)."""
-        return any(isinstance(part, int) for part in self.parts)
-
-    @property
-    def name(self) -> bytes:
-        """The stream name of a template without placeholders."""
-        if self.routed:
-            raise ValueError("a routing template has no single name")
-        return b"".join(part for part in self.parts if isinstance(part, bytes))
-
-    def render(self, key: bytes, *, keyspace: KeySpace) -> bytes:
-        """The stream of ``key``, a key under one of the watched prefixes."""
-        segments = keyspace.relative(key).lstrip(b"/").split(b"/")
-        rendered = []
-        for part in self.parts:
-            if isinstance(part, bytes):
-                rendered.append(part)
-            elif part <= len(segments) and segments[part - 1]:
-                rendered.append(segments[part - 1])
-            else:
-                rendered.append(MISSING_SEGMENT)
-        return b"".join(rendered)
 
 
 class RedisMode(enum.StrEnum):
@@ -183,7 +112,7 @@ class RedisSettings(BaseModel):
     @field_validator("stream")
     @classmethod
     def _stream_parses(cls, stream: str) -> str:
-        StreamTemplate.parse(stream)
+        KeyTemplate.parse(stream)
         return stream
 
     @model_validator(mode="after")
@@ -225,5 +154,5 @@ class RedisSettings(BaseModel):
         return f"{parts.scheme}://{user}{host}:{port}/{database}"
 
     @property
-    def template(self) -> StreamTemplate:
-        return StreamTemplate.parse(self.stream)
+    def template(self) -> KeyTemplate:
+        return KeyTemplate.parse(self.stream)

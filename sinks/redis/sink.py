@@ -47,10 +47,11 @@ from redis.retry import Retry
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
+from bridge.keytemplate import KeyTemplate
 from bridge.sink import Sink, SinkContext
 from config.keyspace import KeySpace
 from sinks.redis import lua
-from sinks.redis.settings import RedisMode, RedisSettings, StreamTemplate
+from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class _RoutedLayout(_Layout):
     script = _ROUTED
 
     def __init__(
-        self, *, template: StreamTemplate, keyspace: KeySpace, maxlen: int | None, checkpoint: str
+        self, *, template: KeyTemplate, keyspace: KeySpace, maxlen: int | None, checkpoint: str
     ) -> None:
         self.template = template
         self.keyspace = keyspace

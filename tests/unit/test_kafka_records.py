@@ -6,6 +6,7 @@ from confluent_kafka import KafkaError
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
+from bridge.keytemplate import KeyTemplate
 from config.keyspace import KeySpace
 from sinks.kafka.failures import DeliveryFailure, rejection
 from sinks.kafka.records import Checkpoint, Headers, TailRecord, header_map, headers_of, rank_of
@@ -29,22 +30,29 @@ def test_partition_is_the_java_default_partitioners(partitions: int) -> None:
 
 
 def test_router_fills_segments_below_the_prefix() -> None:
-    router = TopicRouter("etcd.{1}.{2}", keyspace=KeySpace.of([b"/registry"]))
+    router = TopicRouter(KeyTemplate.parse("etcd.{1}.{2}"), keyspace=KeySpace.of([b"/registry"]))
     assert router.topic_for(b"/registry/pods/default/web-1") == "etcd.pods.default"
     assert router.topic_for(b"/registry/pods") == "etcd.pods._", "a missing segment is _"
     assert router.topic_for(b"/registry/") == "etcd._._"
     assert router.topic_for(b"/registry/a b/\xff\xfe") == "etcd.a_b.__", "unsafe characters"
-    assert TopicRouter("plain", keyspace=KeySpace.of([b"/x/"])).topic_for(b"/x/anything") == "plain"
+    assert (
+        TopicRouter(KeyTemplate.parse("plain"), keyspace=KeySpace.of([b"/x/"])).topic_for(
+            b"/x/anything"
+        )
+        == "plain"
+    )
 
 
 def test_router_strips_whichever_prefix_a_key_is_under() -> None:
-    router = TopicRouter("etcd.{1}", keyspace=KeySpace.of([b"/apps/", b"/registry/"]))
+    router = TopicRouter(
+        KeyTemplate.parse("etcd.{1}"), keyspace=KeySpace.of([b"/apps/", b"/registry/"])
+    )
     assert router.topic_for(b"/registry/pods/web-1") == "etcd.pods"
     assert router.topic_for(b"/apps/pods/web-1") == "etcd.pods"
 
 
 def test_router_refuses_a_name_kafka_cannot_hold() -> None:
-    router = TopicRouter("etcd.{1}", keyspace=KeySpace.of([b"/"]))
+    router = TopicRouter(KeyTemplate.parse("etcd.{1}"), keyspace=KeySpace.of([b"/"]))
     with pytest.raises(SinkRejectedError, match="not a Kafka topic name"):
         router.topic_for(b"/" + b"s" * 300)
 

@@ -71,9 +71,10 @@ def test_properties_exactly_once_depends_on_are_refused(
     ("topic", "problem"),
     [
         ("has space", "not a Kafka topic name"),
-        ("etcd.{0}", "count from"),
-        ("etcd.{name}", "placeholders are"),
-        ("etcd.{1", "placeholders are"),
+        ("etcd.{0}", "use {1} to {9} for key segments"),
+        ("etcd.{name}", "use {1} to {9} for key segments"),
+        ("etcd.{1", "use {1} to {9} for key segments"),
+        ("etcd.{{x}}", "not a Kafka topic name"),
         ("x" * 250, "not a Kafka topic name"),
     ],
 )

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from config.keyspace import KeySpace
 from config.settings import load_section
-from sinks.redis.settings import RedisMode, RedisSettings, StreamTemplate
+from sinks.redis.settings import RedisMode, RedisSettings
 
 SECRET = "s3cr3t-p4ss"  # noqa: S105 - a test value that must never show
 
@@ -88,39 +87,10 @@ def test_unknown_mode_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> Non
         load_section("redis", RedisSettings)
 
 
-class TestStreamTemplate:
-    def test_a_plain_name_is_not_routed(self) -> None:
-        template = StreamTemplate.parse("etcd:events")
-        assert not template.routed
-        assert template.name == b"etcd:events"
-
-    @pytest.mark.parametrize(
-        ("key", "expected"),
-        [
-            (b"/app/users/42", b"etcd:users"),
-            (b"/app/users", b"etcd:users"),
-            (b"/app//x", b"etcd:x"),
-            (b"/app/", b"etcd:_"),
-            (b"/app/\xffbin/1", b"etcd:\xffbin"),
-        ],
-    )
-    def test_first_segment_after_the_prefix(self, key: bytes, expected: bytes) -> None:
-        keyspace = KeySpace.of([b"/app/", b"/svc/"])
-        assert StreamTemplate.parse("etcd:{1}").render(key, keyspace=keyspace) == expected
-        other = b"/svc/" + key.removeprefix(b"/app/")
-        assert StreamTemplate.parse("etcd:{1}").render(other, keyspace=keyspace) == expected
-
-    def test_several_segments_missing_ones_and_literal_braces(self) -> None:
-        template = StreamTemplate.parse("{{x}}:{1}/{3}")
-        keyspace = KeySpace.of([b"p/"])
-        assert template.routed
-        assert template.render(b"p/a/b/c", keyspace=keyspace) == b"{x}:a/c"
-        assert template.render(b"p/a", keyspace=keyspace) == b"{x}:a/_"
-
-    @pytest.mark.parametrize("bad", ["etcd:{0}", "etcd:{key}", "etcd:{1", "etcd:}", ""])
-    def test_malformed_templates_fail_naming_the_variable(
-        self, bad: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("BRIDGE_REDIS__STREAM", bad)
-        with pytest.raises(ConfigError, match="BRIDGE_REDIS__STREAM"):
-            load_section("redis", RedisSettings)
+@pytest.mark.parametrize("bad", ["etcd:{0}", "etcd:{key}", "etcd:{1", "etcd:}", ""])
+def test_malformed_templates_fail_naming_the_variable(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_REDIS__STREAM", bad)
+    with pytest.raises(ConfigError, match="BRIDGE_REDIS__STREAM"):
+        load_section("redis", RedisSettings)
