@@ -54,7 +54,9 @@ class FileSink(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as error:
-            raise SinkUnavailableError(f"file: cannot open {self.path}: {error.strerror}") from None
+            raise SinkUnavailableError(
+                f"file: cannot open {self.path}: {error.strerror}"
+            ) from error
         self._descriptor = descriptor
         last_line = _cut_torn_tail(descriptor)
         if last_line is None:
@@ -65,7 +67,7 @@ class FileSink(Sink):
             raise SinkRejectedError(
                 f"file: the last line of {self.path} is not an etcd-bridge event ({error}); "
                 "point BRIDGE_FILE__PATH at a file of this pipeline"
-            ) from None
+            ) from error
 
     def write(self, batch: Sequence[Event]) -> None:
         descriptor = self._require_open()
@@ -77,7 +79,7 @@ class FileSink(Sink):
         except OSError as error:
             raise SinkUnavailableError(
                 f"file: writing {self.path} failed: {error.strerror}"
-            ) from None
+            ) from error
 
     def flush(self) -> None:
         if self._fsync:
@@ -86,7 +88,7 @@ class FileSink(Sink):
             except OSError as error:
                 raise SinkUnavailableError(
                     f"file: fsync of {self.path} failed: {error.strerror}"
-                ) from None
+                ) from error
 
     def close(self) -> None:
         if self._descriptor is not None:

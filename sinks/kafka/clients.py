@@ -72,6 +72,7 @@ class Clients:
         try:
             return kind(configuration)
         except (KafkaException, ValueError, TypeError) as error:
+            # librdkafka's message may quote a property value: only the scrubbed one is kept.
             raise ConfigError(
                 f"BRIDGE_KAFKA__PROPERTIES: librdkafka refused the configuration: "
                 f"{self.scrub(str(error))}"

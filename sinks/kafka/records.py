@@ -113,7 +113,7 @@ class TailRecord:
             raise SinkRejectedError(
                 f"kafka: the last record of {self.where()} has malformed etcd-bridge headers "
                 f"({error})"
-            ) from None
+            ) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,4 +173,4 @@ class Checkpoint:
         except (ValueError, KeyError, TypeError) as error:
             raise SinkRejectedError(
                 f"kafka: {where} ends with a record that is not an etcd-bridge checkpoint ({error})"
-            ) from None
+            ) from error

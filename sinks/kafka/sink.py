@@ -85,7 +85,7 @@ class KafkaSink(Sink):
         try:
             self.checkpoint_topic = settings.checkpoint_topic_for(pipeline)
         except ValueError as error:
-            raise ConfigError(f"BRIDGE_KAFKA__CHECKPOINT_TOPIC: {error}") from None
+            raise ConfigError(f"BRIDGE_KAFKA__CHECKPOINT_TOPIC: {error}") from error
         self.settings = settings
         self.pipeline = pipeline
         self.keyspace = keyspace
@@ -374,7 +374,7 @@ class KafkaSink(Sink):
                 if failure.permanent:
                     self._rejected = rejection(failure)
                     return
-                raise SinkUnavailableError(f"kafka: producing {failure.describe()}") from None
+                raise SinkUnavailableError(f"kafka: producing {failure.describe()}") from exception
 
     def _produce_checkpoint(self, event: Event) -> None:
         checkpoint = Checkpoint(
@@ -389,7 +389,7 @@ class KafkaSink(Sink):
                 headers=checkpoint.headers(pipeline=self._pipeline_header),
             )
         except (KafkaException, BufferError) as error:
-            raise SinkUnavailableError(f"kafka: producing the checkpoint: {error}") from None
+            raise SinkUnavailableError(f"kafka: producing the checkpoint: {error}") from error
 
     def _settle(self, *, what: str) -> None:
         """Serve delivery reports until nothing is outstanding; unavailable after the timeout."""

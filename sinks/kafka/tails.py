@@ -75,7 +75,7 @@ def _watermarks(
         raise SinkUnavailableError(
             f"kafka: no offsets for {where[0]}[{where[1]}] from {clients.servers}: "
             f"{clients.scrub(str(error.args[0]))}"
-        ) from None
+        ) from error
     return int(low), int(high)
 
 

@@ -49,7 +49,7 @@ class TopicAdmin:
             raise SinkUnavailableError(
                 f"kafka: no metadata from {self._clients.servers} within "
                 f"{self._settings.timeout}s ({self._clients.scrub(str(error.args[0]))})"
-            ) from None
+            ) from error
         counts: dict[str, int] = {}
         for topic in topics:
             found = metadata.topics.get(topic)
@@ -94,10 +94,10 @@ class TopicAdmin:
                     KafkaError._TRANSPORT,
                     KafkaError.REQUEST_TIMED_OUT,
                 ):
-                    raise SinkUnavailableError(message) from None
+                    raise SinkUnavailableError(message) from exception
                 raise SinkRejectedError(
                     f"{message}; create it yourself or grant the bridge CREATE"
-                ) from None
+                ) from exception
             created.add(topic)
             log.info(
                 "kafka topic created",

@@ -115,7 +115,7 @@ def _checkpoint_tail(client: "redis.Redis", checkpoint: str) -> Event | None:
         raise SinkRejectedError(
             f"redis: checkpoint {checkpoint!r} does not hold an etcd-bridge event ({error}); "
             "set BRIDGE_REDIS__CHECKPOINT_KEY to a key of this pipeline"
-        ) from None
+        ) from error
 
 
 class _StreamLayout(_Layout):
@@ -148,7 +148,7 @@ class _StreamLayout(_Layout):
             raise SinkRejectedError(
                 f"redis: the last entry of stream {name!r} is not an etcd-bridge event "
                 f"({error}); choose another BRIDGE_REDIS__STREAM"
-            ) from None
+            ) from error
         if str(event.position) != entry_id:
             raise SinkRejectedError(
                 f"redis: the last entry of stream {name!r} has id {entry_id} but holds "
@@ -327,7 +327,7 @@ class RedisSink(Sink):
             self._run(client, [])
         except redis.exceptions.RedisError as error:
             self.close()
-            raise self._translate(error, doing=f"opening {self._layout.target}") from None
+            raise self._translate(error, doing=f"opening {self._layout.target}") from error
         except SinkError:
             self.close()
             raise
@@ -395,7 +395,7 @@ class RedisSink(Sink):
                 f"writing {first.position}..{last.position} (first key "
                 f"{printable_key(first.key)!r}) to {self._layout.target}"
             )
-            raise self._translate(error, doing=doing) from None
+            raise self._translate(error, doing=doing) from error
         del self._pending[:end]
         self._layout.committed(chunk)
         if skipped:

@@ -30,7 +30,7 @@ class FileCheckpoint:
         except (ValueError, KeyError) as error:
             raise ConfigError(
                 f"checkpoint {self.path} is unreadable ({error}); remove it to start over"
-            ) from None
+            ) from error
 
     def save(self, event: Event) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

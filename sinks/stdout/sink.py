@@ -54,14 +54,14 @@ class StdoutSink(Sink):
     def write(self, batch: Sequence[Event]) -> None:
         try:
             self._stream.write(encode_lines(batch))
-        except BrokenPipeError:
-            raise SinkRejectedError("stdout: the reader closed the pipe") from None
+        except BrokenPipeError as error:
+            raise SinkRejectedError("stdout: the reader closed the pipe") from error
         self._last_written = batch[-1]
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            raise SinkRejectedError("stdout: the reader closed the pipe") from None
+        except BrokenPipeError as error:
+            raise SinkRejectedError("stdout: the reader closed the pipe") from error
         if self._last_written is not None:
             self._checkpoint.save(self._last_written)
