@@ -6,6 +6,7 @@ unknown one stops the command at once with one line naming it, exit code 2.
 """
 
 import argparse
+import os
 import sys
 
 from bridge import app
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     if arguments.command == "settings":
-        print("\n".join(app.describe_settings()))
+        try:
+            print("\n".join(app.describe_settings()), flush=True)
+        except BrokenPipeError:  # `etcd-bridge settings | head`: the reader had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     try:
         configuration = app.configure()

@@ -45,9 +45,9 @@ class Variable:
         if value is None or value == {}:
             return "(unset)"
         if isinstance(value, list):
-            return ",".join(str(item) for item in value)
-        if isinstance(value, SecretStr):
-            return "**********"
+            return ",".join(str(item) for item in value) or "(empty)"
+        if isinstance(value, SecretStr):  # a default is in the code, public by definition
+            return value.get_secret_value()
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value)
