@@ -205,7 +205,10 @@ def unavailable_mid_flush_resumes_from_the_tail(harness: SinkHarness) -> None:
     with harness.make_sink() as inner:
         flaky = _FailingFlushes(inner, before={3}, later={6})
         reopens = pump(flaky, events)
-    _expect(reopens == 2 and flaky.failures == ["before", "after"], "the failures were injected")
+    _expect(
+        reopens == 2 and flaky.failures == ["before", "after"],
+        "the failures were not injected as planned",
+    )
     with harness.make_sink() as sink:
         tail = sink.open()
     _expect(tail == events[-1], f"open() after the reopens returned {tail}, not {events[-1]}")
@@ -260,10 +263,13 @@ def rejected_stops_before_it(harness: SinkHarness) -> None:
                 sink.write(batch)
                 sink.flush()
             except SinkRejectedError as error:
-                _expect(str(poison.revision) in str(error), f"{error!r} names the revision")
+                _expect(
+                    str(poison.revision) in str(error),
+                    f"{error!r} does not name revision {poison.revision}",
+                )
                 raise
             flushed += len(batch)
-    _expect(flushed <= number, "every batch was flushed, the refused event's too")
+    _expect(flushed <= number, "nothing was refused: every batch was flushed")
     with harness.make_sink() as sink:
         tail = sink.open()
     _expect(
