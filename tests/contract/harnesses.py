@@ -15,7 +15,7 @@ import dataclasses
 import io
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ class RedisMirrorHarness(RedisStreamHarness):
         with self.server.client() as client:
             return client.hgetall(f"{self.pipeline}:mirror")
 
-    def expected(self, events: Any) -> object:
+    def expected(self, events: Sequence[Event]) -> object:
         return applied_state(events)
 
 
