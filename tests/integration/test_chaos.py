@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.contract import History
 from bridge.events import Event, EventType
 from tests.chaos.check import SinkFigures, check_streams
 from tests.chaos.common import PREFIX
 from tests.chaos.engine import report, run
-from tests.fixtures.redis import History
 
 
 @pytest.mark.slow

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.contract import History, after
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event, SnapshotReason
 from bridge.retry import Backoff
 from sinks.redis.sink import RedisSink
 from tests.fixtures.processes import ManagedProcess, wait_for
-from tests.fixtures.redis import History, RedisFactory, RedisNames, RedisServer, revisions_after
+from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer
 from tests.integration.test_redis_sink import PREFIX, batches, make_sink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def run_writer(
         sink = make()
         try:
             tail = sink.open()
-            for batch in batches(revisions_after(events, tail), size=size):
+            for batch in batches(after(events, tail), size=size):
                 sink.write(batch)
                 sink.flush()
                 backoff.reset()

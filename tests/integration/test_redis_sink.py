@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from bridge.contract import History, after
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import SinkContext
@@ -22,20 +23,19 @@ from sinks.redis.settings import RedisSettings
 from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
 from tests.fixtures.processes import free_port, wait_for
 from tests.fixtures.redis import (
-    History,
     RedisFactory,
     RedisNames,
     RedisServer,
     TlsFiles,
     published_events,
-    revisions_after,
 )
 
 PREFIX = b"/app/"
 
 
 def make_sink(url: str, names: RedisNames, **redis_settings: Any) -> RedisSink:
-    settings = load_section("redis", RedisSettings, url=url, stream=names.stream, **redis_settings)
+    own = {"url": url, "stream": names.stream, **redis_settings}
+    settings = load_section("redis", RedisSettings, **own)
     context = SinkContext(pipeline=names.pipeline, keyspace=KeySpace.of([PREFIX]))
     return RedisSink.from_settings(settings, context=context)
 
@@ -119,7 +119,7 @@ class TestStreamMode:
             overlap = cut_point(events[80:], limit=40) + 80
             sink.write(events[80:overlap])
             sink.flush()
-            deliver(sink, revisions_after(second, events[overlap - 1]))
+            deliver(sink, after(second, events[overlap - 1]))
         assert redis_server.stream_events(redis_names.stream) == events
 
     def test_small_script_batches_split_anywhere(
@@ -236,7 +236,7 @@ class TestRoutedStreams:
         for event in events:
             with make_sink(redis_server.url, redis_names, stream=template) as sink:
                 tail = sink.open()
-                sink.write(revisions_after([event], tail))
+                sink.write(after([event], tail))
                 sink.flush()
         with redis_server.client() as client:
             for group in ("a", "b", "c"):
@@ -271,7 +271,7 @@ class TestPubSubMode:
             ) as sink:
                 assert sink.open() == events[149]
                 deliver(sink, events[:150])  # a replay: nothing is published again
-                deliver(sink, revisions_after(events, events[149]))
+                deliver(sink, after(events, events[149]))
             received = published_events(
                 subscriber, until=lambda got: len(got) >= len(events), timeout=10
             )
@@ -317,13 +317,15 @@ class TestMirrorMode:
         assert self.mirror(redis_server, redis_names) == history.values()
         with redis_server.client() as client:
             revisions = client.hgetall(redis_names.mirror + ":rev")
-        assert revisions == {k: str(mod).encode() for k, (_, mod, _, _) in history.state.items()}
+        assert revisions == {
+            k: str(entry.mod_revision).encode() for k, entry in history.state.items()
+        }
 
         # A gap the bridge never saw (compaction), with deletes and creates, then a resync.
         history.random_changes(count=100, seed=99)
         history.delete(PREFIX + b"seed/001")
         resync = history.snapshot(reason=SnapshotReason.COMPACTED)
-        after = history.random_changes(count=100, seed=100)
+        later = history.random_changes(count=100, seed=100)
         with make_sink(redis_server.url, redis_names, **settings) as sink:
             tail = sink.open()
             assert tail is not None
@@ -334,7 +336,7 @@ class TestMirrorMode:
             assert PREFIX + b"seed/001" in before
         with make_sink(redis_server.url, redis_names, **settings) as sink:
             assert sink.open() == begin_and_half[-1]
-            deliver(sink, revisions_after(resync + after, begin_and_half[-1]), size=7)
+            deliver(sink, after(resync + later, begin_and_half[-1]), size=7)
         assert self.mirror(redis_server, redis_names) == history.values()
 
     def test_a_replay_never_rolls_a_value_back(

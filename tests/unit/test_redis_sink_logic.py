@@ -3,6 +3,7 @@
 import pytest
 import redis.exceptions
 
+from bridge.contract import History
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
 from bridge.sink import SinkContext
@@ -10,7 +11,6 @@ from config.keyspace import KeySpace
 from config.settings import load_section
 from sinks.redis.settings import RedisSettings
 from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
-from tests.fixtures.redis import History
 
 SECRET = "pa55-w0rd"  # noqa: S105 - a test value that must never show
 
