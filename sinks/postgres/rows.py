@@ -17,6 +17,9 @@ import orjson
 from bridge.events import Event
 
 _NUL_ESCAPE = "\\u0000"
+_JSON_STARTS = frozenset('{["-0123456789tfn \t\r\n')
+"""The first characters a JSON document can have: most other values are refused without
+raising (orjson's error derives from json's, whose construction is slow)."""
 
 
 def text_view(raw: bytes | None) -> str | None:
@@ -31,7 +34,7 @@ def text_view(raw: bytes | None) -> str | None:
 
 def json_view(text: str | None) -> str | None:
     """``text`` when it is a JSON document ``jsonb`` accepts, else None."""
-    if text is None or _NUL_ESCAPE in text:
+    if not text or text[0] not in _JSON_STARTS or _NUL_ESCAPE in text:
         return None
     try:
         orjson.loads(text)

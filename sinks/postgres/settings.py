@@ -107,7 +107,9 @@ class PostgresSettings(BaseModel):
     @classmethod
     def _dsn_parses(cls, dsn: SecretStr) -> SecretStr:
         # Messages here must not echo the DSN: it may hold a password.
-        parse(dsn)
+        ports = str(parse(dsn).get("port") or "5432")
+        if not all(port.isdigit() and 0 < int(port) < 65536 for port in ports.split(",")):
+            raise ValueError("the port is not a number from 1 to 65535")
         return dsn
 
     @field_validator("schema_name", "table_prefix")

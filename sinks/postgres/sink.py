@@ -148,10 +148,8 @@ class _MirrorWriter(_Writer):
     ) -> None:
         # A tail inside a revision means its first changes wait in the staging table.
         revision_staged = held is not None and held.op in _CHANGES and held.more
-        applies: dict[bytes, rows.StateRow] = {}
-        """The latest state of each key that complete revisions of this transaction set."""
-        staged: list[rows.StateRow] = []
-        """Snapshot entries, or changes of a revision not complete yet, in order."""
+        applies: dict[bytes, Event] = {}  # each key's last change in complete revisions
+        staged: list[Event] = []  # snapshot entries, or the changes of an unfinished revision
         for event in events:
             if event.op is Op.SNAPSHOT_BEGIN:
                 # A resync replaces whatever an earlier snapshot or revision left staged.
@@ -164,14 +162,15 @@ class _MirrorWriter(_Writer):
                 cursor.execute(self.schema.delete_unstaged, self._named)
                 self._unstage(cursor)
             elif event.op is Op.SNAPSHOT or event.more:
-                staged.append(rows.state_row(event))
+                staged.append(event)
             else:  # the last change of its revision: the whole revision lands now
                 if revision_staged:  # its first part, staged by earlier transactions
                     cursor.execute(self.schema.delete_staged, self._named)
                     self._unstage(cursor)
                     revision_staged = False
-                for row in [*staged, rows.state_row(event)]:
-                    applies[row[3]] = row
+                for change in staged:
+                    applies[change.key] = change
+                applies[event.key] = event
                 staged = []
         self._apply(cursor, applies)
         self._stage(cursor, staged)
@@ -180,20 +179,20 @@ class _MirrorWriter(_Writer):
     def _named(self) -> dict[str, str]:
         return {"pipeline": self.pipeline}
 
-    def _apply(self, cursor: psycopg.Cursor[TupleRow], applies: dict[bytes, rows.StateRow]) -> None:
+    def _apply(self, cursor: psycopg.Cursor[TupleRow], applies: dict[bytes, Event]) -> None:
         """Set each key to its latest state: delete the deleted ones, upsert the others."""
-        deleted = [key for key, row in applies.items() if row[2] == Op.DELETE.value]
+        deleted = [key for key, event in applies.items() if event.op is Op.DELETE]
         if deleted:
             cursor.execute(self.schema.delete_keys, (self.pipeline, deleted))
-        kept = [row for row in applies.values() if row[2] != Op.DELETE.value]
+        kept = [rows.state_row(event) for event in applies.values() if event.op is not Op.DELETE]
         if kept:
             cursor.execute(self.schema.upsert_rows, (self.pipeline, *rows.columns(kept)))
 
-    def _stage(self, cursor: psycopg.Cursor[TupleRow], staged: list[rows.StateRow]) -> None:
+    def _stage(self, cursor: psycopg.Cursor[TupleRow], staged: list[Event]) -> None:
         if staged:
             with cursor.copy(self.schema.copy_staging) as copy:
-                for row in staged:
-                    copy.write_row((self.pipeline, *row))
+                for event in staged:
+                    copy.write_row((self.pipeline, *rows.state_row(event)))
 
     def _unstage(self, cursor: psycopg.Cursor[TupleRow]) -> None:
         """Upsert what the staging table holds into the mirror, then empty it."""
