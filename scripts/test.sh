@@ -11,6 +11,7 @@ source scripts/bootstrap.sh
 missing=()
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)  # tests start their own servers
 command -v openssl >/dev/null || missing+=(openssl)  # TLS tests make their own CA
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 bootstrap_venv all,test,dev
