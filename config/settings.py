@@ -58,8 +58,7 @@ class Settings(BaseSettings):
     )
     sinks: CommaList = Field(
         default=["stdout"],
-        description="Comma-separated names of installed sinks (built in: stdout, file, kafka, "
-        "redis); `etcd-bridge settings` lists what is installed.",
+        description="Comma-separated names of installed sinks; `etcd-bridge settings` lists them.",
     )
     etcd: EtcdSettings = EtcdSettings()
     pump: PumpSettings = PumpSettings()

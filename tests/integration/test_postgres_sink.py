@@ -11,13 +11,14 @@ the server start their own (``postgres_factory``).
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from bridge.contract import History, after, batches
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.retry import Backoff
@@ -29,7 +30,6 @@ from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.sink import PostgresSink
 from tests.fixtures.postgres import BINARIES, PostgresDatabase, PostgresFactory
 from tests.fixtures.processes import free_port, wait_for
-from tests.fixtures.redis import History, revisions_after
 
 PREFIX = b"/app/"
 PIPELINE = "default"
@@ -44,14 +44,8 @@ def make_sink(dsn: str, *, pipeline: str = PIPELINE, **settings: Any) -> Postgre
     return PostgresSink.from_settings(own, context=context)
 
 
-def batches(events: Sequence[Event], *, size: int) -> Iterator[list[Event]]:
-    """Batches as the pump may make them: cut anywhere, inside revisions too."""
-    for start in range(0, len(events), size):
-        yield list(events[start : start + size])
-
-
 def deliver(sink: PostgresSink, events: Sequence[Event], *, size: int = 50) -> None:
-    for batch in batches(events, size=size):
+    for batch in batches(events, sizes=(size,)):
         sink.write(batch)
         sink.flush()
 
@@ -175,7 +169,7 @@ class TestChangelog:
             deliver(sink, first)  # a whole replay
             sink.write(events[80:130])  # overlapping the tail
             sink.flush()
-            deliver(sink, revisions_after(events, events[129]))
+            deliver(sink, after(events, events[129]))
         assert_changelog_is(postgres_database, events)
 
     def test_two_writers_of_one_pipeline_take_turns_and_skip_each_other(
@@ -280,7 +274,8 @@ class TestMirror:
                 "SELECT key, mod_revision, create_revision, version FROM etcd_bridge_mirror"
             ).fetchall()
         assert {bytes(k): tuple(rest) for k, *rest in found} == {  # type: ignore[arg-type]
-            key: (mod, create, version) for key, (_, mod, create, version) in history.state.items()
+            key: (entry.mod_revision, entry.create_revision, entry.version)
+            for key, entry in history.state.items()
         }
 
     def test_a_revision_split_across_flushes_and_a_restart_is_applied_whole(
@@ -327,7 +322,7 @@ class TestMirror:
         history.random_changes(count=100, seed=99)
         history.delete(PREFIX + b"seed/001")
         resync = history.snapshot(reason=SnapshotReason.COMPACTED)
-        after = history.random_changes(count=100, seed=100)
+        later = history.random_changes(count=100, seed=100)
         half = resync[: len(resync) // 2]
         with make_sink(dsn, **self.settings) as sink:
             sink.open()
@@ -335,12 +330,12 @@ class TestMirror:
             assert mirror(postgres_database) == old  # readers still see the old, whole mirror
         with make_sink(dsn, **self.settings) as sink:
             assert sink.open() == half[-1]
-            deliver(sink, revisions_after(resync, half[-1]), size=7)
+            deliver(sink, after(resync, half[-1]), size=7)
             assert mirror(postgres_database) == dict(
                 (event.key, event.value) for event in resync if event.op is Op.SNAPSHOT
             )
             assert PREFIX + b"seed/001" not in mirror(postgres_database)
-            deliver(sink, after, size=7)
+            deliver(sink, later, size=7)
         assert mirror(postgres_database) == history.values()
 
     def test_an_empty_snapshot_empties_the_mirror(
@@ -508,7 +503,7 @@ def run_writer(
         sink = make()
         try:
             tail = sink.open()
-            deliver(sink, revisions_after(events, tail), size=size)
+            deliver(sink, after(events, tail), size=size)
             return
         except SinkUnavailableError as error:
             failures.append(str(error))
