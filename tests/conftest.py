@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.bridge",
     "tests.fixtures.etcd",
     "tests.fixtures.kafka",
+    "tests.fixtures.nats",
     "tests.fixtures.redis",
 ]
