@@ -133,10 +133,9 @@ async def connect(settings: NatsSettings, *, pipeline: str) -> Connection:
         if isinstance(error, nats.errors.NoServersError | asyncio.TimeoutError) and errors:
             raise errors[-1] from error  # what the last attempt met says more
         raise
-    connection = Connection(client=client, js=client.jetstream(timeout=settings.timeout))
-    connection.errors = errors
-    connection.closed = closed
-    return connection
+    return Connection(
+        client=client, js=client.jetstream(timeout=settings.timeout), errors=errors, closed=closed
+    )
 
 
 async def open_stream(connection: Connection, *, settings: NatsSettings) -> StreamInfo:
