@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.etcd",
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
+    "tests.fixtures.nats",
     "tests.fixtures.redis",
 ]

@@ -138,7 +138,7 @@ def test_pass_through_properties_are_not_unknown(monkeypatch: pytest.MonkeyPatch
 
 
 def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BRIDGE_SINKS", "file,redis,nats")
+    monkeypatch.setenv("BRIDGE_SINKS", "file,redis,pulsar")
     monkeypatch.setenv("BRIDGE_SINK", "x")
     monkeypatch.setenv("BRIDGE_REDIS__MODE", "queue")
     with pytest.raises(ConfigError) as caught:
@@ -147,7 +147,7 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert lines[0] == "BRIDGE_SINK: unknown variable; did you mean BRIDGE_SINKS?"
     assert lines[1] == "BRIDGE_FILE__PATH: Field required"
     assert lines[2].startswith("BRIDGE_REDIS__MODE: ")
-    assert lines[3].startswith("BRIDGE_SINKS: unknown sink 'nats'; installed sinks: file,")
+    assert lines[3].startswith("BRIDGE_SINKS: unknown sink 'pulsar'; installed sinks: file,")
     assert len(lines) == 4
 
 
@@ -156,11 +156,20 @@ def test_settings_lists_every_variable_with_secrets_masked(
 ) -> None:
     monkeypatch.setenv("BRIDGE_ETCD__PASSWORD", "hunter2-secret")
     monkeypatch.setenv("BRIDGE_REDIS__URL", "redis://u:hunter2-secret@h:6379/0")
+    monkeypatch.setenv("BRIDGE_NATS__TOKEN", "hunter2-secret")
     monkeypatch.setenv("BRIDGE_NAME", "orders")
     lines = describe_settings()
     text = "\n".join(lines)
     assert "hunter2-secret" not in text
-    for section in ("# core", "# sink file", "# sink kafka", "# sink redis", "# sink stdout"):
+    sections = (
+        "# core",
+        "# sink file",
+        "# sink kafka",
+        "# sink nats",
+        "# sink redis",
+        "# sink stdout",
+    )
+    for section in sections:
         assert section in lines or any(line.startswith(section + " ") for line in lines)
     assert "BRIDGE_NAME  default: default  set: orders" in lines
     assert "BRIDGE_ETCD__PASSWORD  default: (unset)  set: **********" in lines
