@@ -33,9 +33,9 @@ def lines(log: Path, word: str) -> int:
 def test_kill_9_at_random_moments_leaves_each_change_once(
     kafka: KafkaBroker, topic: str, tmp_path: Path
 ) -> None:
-    seed, changes, partitions = 11, 3000, 4
+    seed, changes, partitions = 11, 7200, 4
     history = kafka_history(seed=seed, changes=changes)
-    assert sum(e.type.value != "MARKER" for e in history) > 5000
+    assert sum(e.type.value != "MARKER" for e in history) > 12000, "every kill lands mid-stream"
     snapshot = history[0].revision
     assert max(e.index for e in history if e.revision > snapshot) > 30, "multi-key transactions"
     command = [
@@ -93,7 +93,7 @@ def test_broker_paused_mid_stream_loses_and_duplicates_nothing(
     kafka_factory: KafkaFactory, topic: str
 ) -> None:
     broker = kafka_factory.start()
-    history = kafka_history(seed=12, changes=1500)
+    history = kafka_history(seed=12, changes=4500)
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap,
         topic=topic,

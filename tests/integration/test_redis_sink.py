@@ -36,8 +36,10 @@ SIZES = (50,)
 
 
 def make_sink(url: str, names: RedisNames, **settings: Any) -> Sink:
-    """The redis sink on ``names``' stream and pipeline, the kit's key space."""
-    return build("redis", pipeline=names.pipeline, url=url, stream=names.stream, **settings)
+    """The redis sink on ``names``' pipeline (and stream, unless ``settings`` name one), the
+    kit's key space."""
+    own = {"url": url, "stream": names.stream, **settings}
+    return build("redis", pipeline=names.pipeline, **own)
 
 
 def feed(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> None:
