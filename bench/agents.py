@@ -10,7 +10,7 @@ process it measures, and prints one JSON line, its result, when done:
   with their acknowledgement times: the broker's and consumer's share of a Kafka latency;
 - ``watch``: a bare watcher: one raw gRPC ``Watch`` stream with ``prev_kv``, the same
   library and stubs the bridge uses and nothing else, recording when it saw each revision;
-- ``consume``: a consumer of a sink (``bench.common.SinkReader.follow``), recording when it
+- ``consume``: a consumer of a sink (``tests.sinks.base.SinkReader.follow``), recording when it
   saw each change event.
 
 Watchers and consumers print ``ready`` once listening and stop after the ``until <revision>
@@ -32,15 +32,10 @@ import orjson
 from confluent_kafka import Producer
 from pyetcd import etcdrpc
 
-from bench.common import (
-    CHANGE_OPS,
-    KAFKA_PARTITIONS,
-    StopControl,
-    key_name,
-    open_reader,
-    value_of,
-)
+from bench.common import CHANGE_OPS, StopControl, key_name, value_of
 from tests.fixtures.etcd import prefix_watch
+from tests.sinks import destination_of
+from tests.sinks.kafka import PARTITIONS
 
 
 def _emit(document: dict[str, Any]) -> None:
@@ -130,7 +125,7 @@ async def paced(
 
 
 def kafka_floor(
-    *, bootstrap: str, topic: str, rate: float, seconds: float, partitions: int = KAFKA_PARTITIONS
+    *, bootstrap: str, topic: str, rate: float, seconds: float, partitions: int = PARTITIONS
 ) -> tuple[dict[str, Any], "array[int]", "array[float]"]:
     """The broker's own latency floor: records shaped like the bridge's (a revision header,
     ~400-byte value) produced one at a time at ``rate`` with the bridge's producer settings
@@ -206,9 +201,9 @@ def watch(*, endpoint: str, prefix: bytes, start_revision: int, out: Path) -> di
     return {"events": len(revisions), "highest": highest}
 
 
-def consume(*, config: dict[str, str], out: Path) -> dict[str, Any]:
+def consume(*, config: dict[str, Any], out: Path) -> dict[str, Any]:
     """Follow a sink; one timestamp per batch of records read."""
-    reader = open_reader(config)
+    reader = destination_of(config).reader()
     revisions: array[int] = array("q")
     times: array[float] = array("d")
     control = StopControl()

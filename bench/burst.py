@@ -32,7 +32,6 @@ from bench.common import (
     BaselineRun,
     Bridge,
     Lab,
-    SinkTarget,
     Stopwatch,
     add_common_arguments,
     current_revision,
@@ -45,6 +44,7 @@ from bench.common import (
     wait_for_records,
     write_transactions,
 )
+from tests.sinks.base import Destination
 
 PREFIX = "/burst/"
 TARGET_RATE = 50_000
@@ -58,7 +58,7 @@ WATCHING = " watching "
 class History:
     """The prepared history and the sinks positioned just before it."""
 
-    targets: dict[str, list[SinkTarget]]
+    targets: dict[str, list[Destination]]
     """Per sink, one target per repetition, each holding the snapshot taken at R0."""
     snapshot_records: dict[str, int]
     """Records each sink holds before the replay (the snapshot and its markers)."""
@@ -97,7 +97,7 @@ def prepare(
     history."""
     prefix = PREFIX.encode()
     write_transactions(lab.endpoint, prefix=prefix, keys=keys, transactions=keys // TXN_KEYS)
-    targets: dict[str, list[SinkTarget]] = {}
+    targets: dict[str, list[Destination]] = {}
     held: dict[str, int] = {}
     for sink in sinks:
         for attempt in range(repeat):

@@ -10,12 +10,14 @@ Why it is shaped like this:
   only, as an operator runs it, with the bridge's defaults for everything that is not an
   address (the file sink fsyncs every batch). Its CPU time (``utime + stime`` of all its
   threads) and peak RSS (``VmHWM``) are read from ``/proc/<pid>`` before it is stopped.
-- **Delivery is read back from the sink**: the file's complete lines, the Redis stream's
-  entries, the Kafka partitions through a consumer with assigned partitions. Never from the
-  bridge's logs. A ``SinkReader`` either counts what is there (``progress``: cheap, for the
-  big runs, polled by the benchmark itself) or follows it record by record (``follow``: for
-  rates and latencies, run in an agent process, ``bench.agents``, so that its own work does
-  not delay the processes it times).
+- **Delivery is read back from the sink**, by the reader of its module in ``tests.sinks``
+  (the file's complete lines, the Redis stream's entries, the Kafka partitions through a
+  consumer with assigned partitions), never from the bridge's logs. A ``SinkReader`` either
+  counts what is there (``progress``: cheap, for the big runs, polled by the benchmark
+  itself) or follows it record by record (``follow``: for rates and latencies, run in an
+  agent process, ``bench.agents``, so that its own work does not delay the processes it
+  times). No code here names a sink: a sink's server, settings and reader come from
+  ``tests.sinks``.
 - **One clock**: every process stamps with ``time.monotonic()`` (CLOCK_MONOTONIC, shared by
   the whole machine), so a writer's acknowledgement and a consumer's sighting compare.
 """
@@ -38,33 +40,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import orjson
-import redis
-from aiokafka import AIOKafkaConsumer
-from aiokafka import TopicPartition as AioPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pyetcd import etcdrpc
 
 from config.keyspace import prefix_range
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.etcd import EtcdServer, etcdctl_binary, prefix_watch
-from tests.fixtures.kafka import KafkaBroker
 from tests.fixtures.processes import wait_for
-from tests.fixtures.redis import RedisServer
+from tests.sinks import SINKS as KINDS
+from tests.sinks.base import Destination, SinkReader, SinkServer
 
 T = TypeVar("T")
 
-SINKS = ("file", "kafka", "redis")
+SINKS = tuple(KINDS)
 CHANGE_OPS = frozenset({"create", "update", "delete"})
-KAFKA_PARTITIONS = 3
-"""Partitions of the topics the bridge creates here (as in the integration tests)."""
 ETCD_ARGS = ("--quota-backend-bytes=8589934592",)
 """etcd's default 2 GiB quota is enough; 8 GiB leaves room for a few million revisions."""
-FILE_POLL_SECONDS = 0.0002
-"""How often a follower of the file sink looks for new lines: the resolution of its latency."""
 REPO = Path(__file__).resolve().parent.parent
 ETCDCTL = etcdctl_binary()
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -98,8 +92,7 @@ class Lab:
         PYTHONPATH, ahead of the editable install."""
         self._cleanups: list[Callable[[], None]] = []
         self._etcd: EtcdServer | None = None
-        self._redis: RedisServer | None = None
-        self._kafka: KafkaBroker | None = None
+        self._servers: dict[str, SinkServer | None] = {}
         self._processes = 0
         self._previous_handler: Any = None
         self._load = MachineLoad()
@@ -161,55 +154,29 @@ class Lab:
         """host:port of etcd, for gRPC channels."""
         return f"127.0.0.1:{self.etcd().port}"
 
-    def redis(self) -> RedisServer:
-        if self._redis is None:
-            server = RedisServer(workdir=self.directory("redis"))
-            self.on_exit(server.stop)
-            server.start()
-            self._redis = server
-        return self._redis
-
-    def kafka(self) -> KafkaBroker:
-        if self._kafka is None:
-            broker = KafkaBroker(workdir=self.directory("kafka"))
-            self.on_exit(broker.stop)
-            broker.start()
-            self._kafka = broker
-        return self._kafka
+    def server(self, sink: str) -> SinkServer | None:
+        """``sink``'s server (None if it needs none), started on first use."""
+        if sink not in self._servers:
+            server = KINDS[sink].server(self.directory(sink), persistent=False)
+            if server is not None:
+                self.on_exit(server.stop)
+                server.start()
+            self._servers[sink] = server
+        return self._servers[sink]
 
     # what a run is made of
 
-    def target(self, sink: str, *, tag: str) -> "SinkTarget":
+    def target(self, sink: str, *, tag: str) -> Destination:
         """Where one pipeline of the bridge writes, fresh for ``tag``, and how to read it."""
-        if sink == "file":
-            path = str(self.directory("sinks") / f"{tag}.jsonl")
-            return SinkTarget(
-                sink, env={"BRIDGE_FILE__PATH": path}, reader_config={"sink": sink, "path": path}
-            )
-        if sink == "redis":
-            url, stream = self.redis().url, f"bench:{tag}"
-            return SinkTarget(
-                sink,
-                env={"BRIDGE_REDIS__URL": url, "BRIDGE_REDIS__STREAM": stream},
-                reader_config={"sink": sink, "url": url, "stream": stream},
-            )
-        if sink == "kafka":
-            bootstrap, topic = self.kafka().bootstrap, f"bench-{tag}"
-            return SinkTarget(
-                sink,
-                env={
-                    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                    "BRIDGE_KAFKA__TOPIC": topic,
-                    "BRIDGE_KAFKA__PARTITIONS": str(KAFKA_PARTITIONS),
-                },
-                reader_config={"sink": sink, "bootstrap": bootstrap, "topic": topic},
-                marker_records=KAFKA_PARTITIONS,
-            )
-        raise ValueError(f"unknown sink {sink!r}; choose from {', '.join(SINKS)}")
+        if sink not in KINDS:
+            raise ValueError(f"unknown sink {sink!r}; choose from {', '.join(SINKS)}")
+        return KINDS[sink].fresh(
+            self.server(sink), directory=self.directory("sinks"), tag=f"bench-{tag}"
+        )
 
     def bridge(
         self,
-        target: "SinkTarget | Sequence[SinkTarget]",
+        target: Destination | Sequence[Destination],
         *,
         prefix: str,
         name: str,
@@ -217,17 +184,17 @@ class Lab:
     ) -> "Bridge":
         """A bridge (not started yet) streaming ``prefix`` into ``target``, or into several
         targets of different sinks at once (one pipeline each, in one process)."""
-        targets = [target] if isinstance(target, SinkTarget) else list(target)
+        targets = [target] if isinstance(target, Destination) else list(target)
         base = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
         env = {
             **base,
             "BRIDGE_ETCD__ENDPOINTS": self.etcd().url,
             "BRIDGE_ETCD__PREFIX": prefix,
             "BRIDGE_NAME": name,
-            "BRIDGE_SINKS": ",".join(each.sink for each in targets),
+            "BRIDGE_SINKS": ",".join(each.name for each in targets),
             "BRIDGE_HTTP__ENABLED": "false",
             "BRIDGE_LOG__FORMAT": "text",
-            **{variable: value for each in targets for variable, value in each.env.items()},
+            **{variable: value for each in targets for variable, value in each.env().items()},
             **self.bridge_env,
             **settings,
         }
@@ -365,247 +332,7 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
-# --- sinks, read back -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SinkTarget:
-    """One sink's settings for the bridge and what a reader needs to read it back."""
-
-    sink: str
-    env: dict[str, str]
-    reader_config: dict[str, str]
-    marker_records: int = 1
-    """Records one snapshot marker becomes in the sink: 1, or one per partition (Kafka)."""
-
-    def reader(self) -> "SinkReader":
-        return open_reader(self.reader_config)
-
-
-@dataclass
-class Progress:
-    """What a sink holds so far: every record (markers included), and the last one's position."""
-
-    records: int = 0
-    last_revision: int = 0
-    last_op: str = ""
-
-
-Seen = tuple[int, str]
-"""A record read back from a sink: its event's revision and op."""
-
-
-class SinkReader(Protocol):
-    """Reads a sink back. Use either ``progress`` or ``follow`` on one reader, not both."""
-
-    def progress(self) -> Progress:
-        """Everything the sink holds now, counted (cheaply)."""
-        ...
-
-    def follow(self, *, timeout: float) -> list[Seen]:
-        """The records that became visible since the last call, waiting up to ``timeout``."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def open_reader(config: dict[str, str]) -> SinkReader:
-    sink = config["sink"]
-    if sink == "file":
-        return FileReader(Path(config["path"]))
-    if sink == "redis":
-        return RedisReader(url=config["url"], stream=config["stream"])
-    if sink == "kafka":
-        return KafkaReader(bootstrap=config["bootstrap"], topic=config["topic"])
-    raise ValueError(f"unknown sink {sink!r}")
-
-
-def _seen_in_line(line: bytes) -> Seen:
-    document = orjson.loads(line)
-    return int(document["revision"]), str(document["op"])
-
-
-class FileReader:
-    """The file sink's complete lines: counted, or followed by polling every 0.2 ms."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._descriptor: int | None = None
-        self._partial = b""
-        self._progress = Progress()
-
-    def _complete_lines(self) -> bytes:
-        if self._descriptor is None:
-            try:
-                self._descriptor = os.open(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                return b""
-        pieces = [self._partial]
-        while piece := os.read(self._descriptor, 16 << 20):
-            pieces.append(piece)
-        data = b"".join(pieces)
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        return data[:end]
-
-    def progress(self) -> Progress:
-        data = self._complete_lines()
-        if data:
-            self._progress.records += data.count(b"\n")
-            start = data.rfind(b"\n", 0, len(data) - 1) + 1
-            self._progress.last_revision, self._progress.last_op = _seen_in_line(data[start:])
-        return Progress(**vars(self._progress))
-
-    def follow(self, *, timeout: float) -> list[Seen]:
-        deadline = time.monotonic() + timeout
-        while True:
-            data = self._complete_lines()
-            if data:
-                return [_seen_in_line(line) for line in data.splitlines()]
-            if time.monotonic() >= deadline:
-                return []
-            time.sleep(FILE_POLL_SECONDS)
-
-    def close(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
-
-
-class RedisReader:
-    """The Redis stream: XLEN and its last entry, or followed with XREAD BLOCK."""
-
-    def __init__(self, *, url: str, stream: str) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=60)
-        self._stream = stream.encode()
-        self._last_id: bytes = b"0-0"
-
-    def progress(self) -> Progress:
-        records = int(self._client.xlen(self._stream))
-        if not records:
-            return Progress()
-        [(entry_id, fields)] = self._client.xrevrange(self._stream, count=1)
-        revision = int(entry_id.split(b"-", 1)[0])
-        return Progress(records=records, last_revision=revision, last_op=fields[b"op"].decode())
-
-    def follow(self, *, timeout: float) -> list[Seen]:
-        block = max(1, round(timeout * 1000))
-        reply = self._client.xread({self._stream: self._last_id}, count=20_000, block=block)
-        streams = reply.items() if isinstance(reply, dict) else (reply or [])
-        seen: list[Seen] = []
-        for _name, entries in streams:
-            for entry_id, fields in entries:
-                seen.append((int(entry_id.split(b"-", 1)[0]), fields[b"op"].decode()))
-                self._last_id = entry_id
-        return seen
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class KafkaReader:
-    """Every partition of the topic, assigned (no group join), read from the beginning.
-
-    Counting (``progress``) uses confluent-kafka (C decoding: cheap for a million records);
-    Tansu's high watermark cannot say where a partition ends, so counting means consuming.
-    Following (``follow``) uses aiokafka with ``fetch_max_wait_ms=5``: from a producer's
-    acknowledgement to the record, librdkafka's consumer showed 27 ms (p50) on this broker
-    whatever its ``fetch.wait.max.ms``; aiokafka shows 2.4 ms p50 / 12 ms p99 at 1,000
-    records/s (1 ms: 3.2 / 84 ms, the broker is then busy answering fetches; 20 ms: 4.6 / 17).
-    """
-
-    def __init__(self, *, bootstrap: str, topic: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._counter: Consumer | None = None
-        self._assigned = False
-        self._follower: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._progress = Progress()
-
-    def _consumer(self) -> Consumer:
-        if self._counter is None:
-            self._counter = Consumer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "group.id": "etcd-bridge-bench",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "fetch.wait.max.ms": 10,
-                }
-            )
-        return self._counter
-
-    def _partitions(self) -> list[int]:
-        """The topic's partitions, or [] while it does not exist (all-topics metadata: a
-        metadata request never creates it)."""
-        found = self._consumer().list_topics(timeout=10).topics.get(self._topic)
-        if found is None or found.error is not None or not found.partitions:
-            return []
-        return sorted(found.partitions)
-
-    def progress(self) -> Progress:
-        if not self._assigned:
-            partitions = self._partitions()
-            if not partitions:
-                return Progress()
-            self._consumer().assign(
-                [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions]
-            )
-            self._assigned = True
-        while messages := self._consumer().consume(num_messages=20_000, timeout=0):
-            for message in messages:
-                error = message.error()
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"kafka reader: {error.str()}")
-            self._progress.records += len(messages)
-            headers = dict(messages[-1].headers() or ())
-            revision = int(headers["revision"])
-            if revision >= self._progress.last_revision:
-                self._progress.last_revision = revision
-                self._progress.last_op = headers["op"].decode()
-        return Progress(**vars(self._progress))
-
-    def follow(self, *, timeout: float) -> list[Seen]:
-        if self._loop is None:
-            partitions = self._partitions()
-            if not partitions:
-                time.sleep(timeout)
-                return []
-            self._loop = asyncio.new_event_loop()
-            self._follower = self._loop.run_until_complete(self._start_follower(partitions))
-        batches = self._loop.run_until_complete(
-            self._follower.getmany(timeout_ms=max(1, round(timeout * 1000)), max_records=20_000)
-        )
-        seen: list[Seen] = []
-        for messages in batches.values():
-            for message in messages:
-                headers = dict(message.headers)
-                seen.append((int(headers["revision"]), bytes(headers["op"]).decode()))
-        return seen
-
-    async def _start_follower(self, partitions: list[int]) -> Any:
-        follower = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,
-        )
-        await follower.start()
-        assigned = [AioPartition(self._topic, p) for p in partitions]
-        follower.assign(assigned)
-        await follower.seek_to_beginning(*assigned)
-        return follower
-
-    def close(self) -> None:
-        if self._counter is not None:
-            self._counter.close()
-            self._counter = None
-        if self._loop is not None:
-            self._loop.run_until_complete(self._follower.stop())
-            self._loop.close()
-            self._loop = None
+# --- waiting for sinks (read back by ``tests.sinks``) ---------------------------------------
 
 
 def wait_for_records(

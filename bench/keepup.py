@@ -123,7 +123,7 @@ def run_round(lab: Lab, name: str, *, arguments: argparse.Namespace) -> Round:
         )
         reader.close()
         consumer = lab.agent(
-            "consume", f"--config={orjson.dumps(target.reader_config).decode()}", f"--out={out}"
+            "consume", f"--config={orjson.dumps(target.config()).decode()}", f"--out={out}"
         )
     consumer.wait_ready()
     cpu_before = bridge.cpu_seconds() if bridge else 0.0

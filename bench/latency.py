@@ -29,7 +29,6 @@ import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import (
-    KAFKA_PARTITIONS,
     Lab,
     Stopwatch,
     add_common_arguments,
@@ -42,6 +41,7 @@ from bench.common import (
     wait_for_records,
     write_transactions,
 )
+from tests.sinks.kafka import KafkaDestination
 
 KEYS = 1000
 TARGET_P50_MS = 3.0
@@ -99,21 +99,23 @@ class Round:
 def kafka_floor(lab: Lab, *, arguments: argparse.Namespace) -> Latencies:
     """The broker's and the consumer's share: records produced straight to a topic at the
     same rate (bridge-like producer settings, one flush each) and read by the same consumer."""
-    broker = lab.kafka()
-    topic = "bench-latency-floor"
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for future in admin.create_topics([NewTopic(topic, KAFKA_PARTITIONS, 1)]).values():
+    floor_topic = lab.target("kafka", tag="latency-floor")
+    assert isinstance(floor_topic, KafkaDestination)
+    bootstrap, topic = floor_topic.bootstrap, floor_topic.topic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, floor_topic.partitions, 1)]).values():
         future.result()
     seen_dir = lab.directory("seen")
-    config = {"sink": "kafka", "bootstrap": broker.bootstrap, "topic": topic}
     consumer = lab.agent(
-        "consume", f"--config={orjson.dumps(config).decode()}", f"--out={seen_dir / 'floor.json'}"
+        "consume",
+        f"--config={orjson.dumps(floor_topic.config()).decode()}",
+        f"--out={seen_dir / 'floor.json'}",
     )
     consumer.wait_ready()
     seconds = arguments.seconds  # as long as a bridge round: Tansu slows as batches pile up
     writer = lab.agent(
         "kafka-floor",
-        f"--bootstrap={broker.bootstrap}",
+        f"--bootstrap={bootstrap}",
         f"--topic={topic}",
         f"--rate={arguments.rate}",
         f"--seconds={seconds}",
@@ -138,7 +140,7 @@ def run_round(lab: Lab, sink: str, *, arguments: argparse.Namespace) -> Round:
     seen_dir = lab.directory("seen")
     consumer = lab.agent(
         "consume",
-        f"--config={orjson.dumps(target.reader_config).decode()}",
+        f"--config={orjson.dumps(target.config()).decode()}",
         f"--out={seen_dir / f'latency-{sink}-sink.json'}",
     )
     watcher = lab.agent(

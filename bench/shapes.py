@@ -55,8 +55,6 @@ from bench.common import (
     Bridge,
     Lab,
     Loaded,
-    SinkReader,
-    SinkTarget,
     Stopwatch,
     add_common_arguments,
     current_revision,
@@ -69,6 +67,7 @@ from bench.common import (
     wait_for_sinks,
     write_transactions,
 )
+from tests.sinks.base import Destination, SinkReader
 
 DELETES_PREFIX = "/shapes/deletes/"
 LARGE_PREFIX = "/shapes/large/"
@@ -80,9 +79,6 @@ TARGET_RSS_MIB = snapshot.TARGET_RSS_MIB
 PUBLISHED_SNAPSHOT_RATES = {"file": 135_590, "kafka": 85_494, "redis": 90_729}
 """keys/s of measurement 3 in BENCHMARKS.md (1,000,000 keys, commit 0d223d0): the reference's
 floor."""
-KAFKA_LARGE_RECORDS = {"BRIDGE_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES": str(16 * MIB)}
-"""What Kafka needs for records of ~2.8 MB (the default ``message.max.bytes`` is 1,000,000)."""
-TRUE = ("1", "true", "yes", "on")
 ETCDCTL_WATCH_LINES = 5
 """``etcdctl watch --prev-kv`` prints an event as 5 lines: type, previous key and value, key
 and value (empty for a delete)."""
@@ -153,14 +149,11 @@ class Pipelines:
     the readers."""
 
     def __init__(self, lab: Lab, sinks: Sequence[str], *, tag: str) -> None:
-        self.targets: list[SinkTarget] = [
+        self.targets: list[Destination] = [
             lab.target(sink, tag=f"shapes-{tag}-{sink}") for sink in sinks
         ]
         self.readers: list[SinkReader] = [target.reader() for target in self.targets]
-        tombstones = lab.bridge_env.get("BRIDGE_KAFKA__TOMBSTONES", "").lower() in TRUE
-        self.per_delete = [
-            2 if tombstones and target.sink == "kafka" else 1 for target in self.targets
-        ]
+        self.per_delete = [target.records_per_delete(lab.bridge_env) for target in self.targets]
         """Records a delete event becomes in each sink (Kafka: and its tombstone, if asked)."""
 
     def snapshot_records(self, keys: int) -> list[int]:
@@ -205,7 +198,7 @@ def deliver(
         if bridge.process.running and (peak := bridge.peak_rss_mib()) > rss_limit:
             raise RssLimitError(f"peak RSS {peak:,.0f} MiB passed --rss-limit {rss_limit:,.0f}")
 
-    sinks = [target.sink for target in pipelines.targets]
+    sinks = [target.name for target in pipelines.targets]
     reader = "bridge → " + ",".join(sinks) + " (one process)"
     # slower than 2,500 events/s or 4 MiB/s is a failure. A huge revision of small keys comes
     # through etcd's fragments, which etcd cuts in quadratic time: about 5k events/s with
@@ -397,13 +390,14 @@ def large_values(lab: Lab, sinks: Sequence[str], *, keys: int, rss_limit: float)
     results = [
         etcdctl_result(snapshot_shape, "etcdctl get --prefix", go_get, events=keys, payload=payload)
     ]
-    settings: dict[str, str] = {}
-    if "kafka" in sinks and not any(
-        name.startswith("BRIDGE_KAFKA__PROPERTIES") for name in lab.bridge_env
-    ):
-        settings = KAFKA_LARGE_RECORDS
     with Pipelines(lab, sinks, tag="large") as pipelines:
         held = pipelines.snapshot_records(keys)
+        settings = {  # what a sink needs for ~2.8 MB records, unless --bridge-env says
+            variable: value
+            for target in pipelines.targets
+            for variable, value in target.env(**target.large_values).items()
+            if variable not in lab.bridge_env
+        }
 
         def bridge() -> Bridge:
             return lab.bridge(

@@ -38,7 +38,8 @@ One module per part, each importable without starting anything:
 - ``writer``: the operations on etcd, planned from the seed alone;
 - ``faults``: the chaos actions, their plan, and the thread that performs them;
 - ``reference``: etcd's history of the prefix, and what it says a sink must hold;
-- ``sinks``: each sink read back, whole for the check or its last event for waiting;
+- ``tests.sinks`` (outside the package): each sink's server, settings and readers, whole
+  for the check (anything malformed counted as unexpected) or its last event for waiting;
 - ``check``: the comparison of what a sink holds with the reference, counted;
 - ``engine``: one run from start to figures: the schedule, the catch-up, the check.
 

@@ -34,6 +34,11 @@ class SinkFigures:
         if len(self.examples) < 12:
             self.examples.append(text)
 
+    def flaw(self, text: str) -> None:
+        """Something malformed the reader found (``tests.sinks.base.Flaw``): unexpected."""
+        self.unexpected += 1
+        self.note(text)
+
 
 def describe(event: Event) -> str:
     """An event in one line of an example: position, op, key and the start of both values."""

@@ -1,7 +1,8 @@
 """The servers and bridge instances of one chaos run, and which instance is active.
 
-etcd, the broker and Redis each have a directory of the run's working directory, where etcd
-and Redis keep the data their restarts resume from. Bridge instances come and go: a killed
+etcd and every sink's server (``tests.sinks``: the broker, Redis) each have a directory of
+the run's working directory, where etcd and Redis keep the data their restarts resume from;
+each sink writes to its destination named after the pipeline. Bridge instances come and go: a killed
 or crashed one is replaced at once, so two always run and a standby is ready to take over.
 Which one is active is read from etcd (the election key names the holder's pid) and
 confirmed by that instance's own log: the chaos must kill the leader, not a standby.
@@ -11,26 +12,34 @@ import contextlib
 import threading
 from pathlib import Path
 
-from tests.chaos.common import PARTITIONS, PIPELINE, PREFIX, STREAM, TOPIC, etcd_client, say
+from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess
 from tests.fixtures.etcd import EtcdServer
-from tests.fixtures.kafka import KafkaBroker
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.processes import ManagedProcess
+from tests.sinks import SINKS, Destination
+from tests.sinks.base import SinkServer
 
 ELECTION_PREFIX = "/bridge-leader/"
 
 
 class Cluster:
-    """etcd, the broker, Redis and the bridge instances of one run; ``stop`` ends them all."""
+    """etcd, the sinks' servers and the bridge instances of one run; ``stop`` ends them all."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        for part in ("etcd", "kafka", "redis", "bridges"):
+        for part in ("etcd", "bridges", *SINKS):
             (workdir / part).mkdir(parents=True, exist_ok=True)
         self.etcd = EtcdServer(version="3.5", workdir=workdir / "etcd")
-        self.kafka = KafkaBroker(workdir=workdir / "kafka")
-        self.redis = RedisServer(workdir=workdir / "redis", persistent=True)
-        self.output = workdir / "events.jsonl"
+        self.servers: dict[str, SinkServer] = {}
+        """Each sink's server, by sink name (a sink without one has none here)."""
+        for name, kind in SINKS.items():
+            server = kind.server(workdir / name, persistent=True)
+            if server is not None:
+                self.servers[name] = server
+        self.sinks: dict[str, Destination] = {
+            name: kind.fresh(self.servers.get(name), directory=workdir / name, tag=PIPELINE)
+            for name, kind in SINKS.items()
+        }
         self.factory = BridgeFactory(workdir / "bridges")
         self.bridges: list[BridgeProcess] = []
         self.crashes: list[str] = []
@@ -39,30 +48,43 @@ class Cluster:
     def start(self) -> None:
         """The servers; bridge instances are started one by one with ``start_bridge``."""
         self.etcd.start()
-        self.kafka.start()
-        self.redis.start()
+        for server in self.servers.values():
+            server.start()
+
+    def process(self, server: str) -> ManagedProcess:
+        """The process of ``server``: ``etcd`` or a sink's name."""
+        return self.etcd.process if server == "etcd" else self.servers[server].process
+
+    def restart(self, server: str) -> None:
+        """Stop ``server`` (``etcd`` or a sink's name) and start it again on its data."""
+        if server == "etcd":
+            self.etcd.restart()
+        else:
+            self.servers[server].stop()
+            self.servers[server].start()
+
+    def restartable(self) -> list[str]:
+        """The servers that keep their data across ``restart``."""
+        return ["etcd", *(name for name in self.servers if SINKS[name].restartable)]
 
     def settings(self) -> dict[str, str]:
-        """Every instance's environment: one pipeline name with election on, all three sinks,
+        """Every instance's environment: one pipeline name with election on, every sink,
         and timeouts of a few seconds so that a paused server or a killed leader is noticed
         within the run."""
+        sinks = {
+            variable: value
+            for sink in self.sinks.values()
+            for variable, value in sink.env(**sink.impatient).items()
+        }
         return {
             "BRIDGE_NAME": PIPELINE,
-            "BRIDGE_SINKS": "kafka,redis,file",
+            "BRIDGE_SINKS": ",".join(self.sinks),
             "BRIDGE_STDOUT__CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
             "BRIDGE_ETCD__ENDPOINTS": self.etcd.url,
             "BRIDGE_ETCD__PREFIX": PREFIX.decode(),
             "BRIDGE_ETCD__TIMEOUT": "3",
             "BRIDGE_ETCD__STALL_TIMEOUT": "6",
-            "BRIDGE_FILE__PATH": str(self.output),
-            "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap,
-            "BRIDGE_KAFKA__TOPIC": TOPIC,
-            "BRIDGE_KAFKA__PARTITIONS": str(PARTITIONS),
-            "BRIDGE_KAFKA__FLUSH_TIMEOUT": "3",
-            "BRIDGE_KAFKA__TIMEOUT": "5",
-            "BRIDGE_REDIS__URL": self.redis.url,
-            "BRIDGE_REDIS__STREAM": STREAM,
-            "BRIDGE_REDIS__TIMEOUT": "3",
+            **sinks,
             "BRIDGE_HA__ENABLED": "true",
             "BRIDGE_HA__TTL": "2",
             "BRIDGE_HA__KEY_PREFIX": ELECTION_PREFIX,
@@ -167,6 +189,6 @@ class Cluster:
     def stop(self) -> None:
         """Stop everything this run started, whatever state it is in."""
         self.factory.stop_all()
-        for server in (self.etcd, self.kafka, self.redis):
+        for server in (self.etcd, *self.servers.values()):
             with contextlib.suppress(Exception):
                 server.stop()

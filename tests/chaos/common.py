@@ -1,5 +1,6 @@
 """What every part of a chaos run agrees on: the names the bridges are configured with and
-the sinks are read back by, progress output, and etcd clients.
+the sinks are named after (each sink's own names come from its module in ``tests.sinks``),
+progress output, and etcd clients.
 
 The names are fixed rather than drawn per run: one run owns its servers, so nothing else
 can collide with them, and a kept working directory reads the same way every time.
@@ -15,10 +16,7 @@ from tests.fixtures.etcd import EtcdServer
 
 PREFIX = b"/chaos/"
 PIPELINE = "chaos"
-TOPIC = "chaos-events"
-PARTITIONS = 3
-STREAM = "chaos:events"
-SINKS = ("file", "redis", "kafka")
+"""The bridges' ``BRIDGE_NAME``, and the tag each sink's destination is named after."""
 _STARTED = time.monotonic()
 
 

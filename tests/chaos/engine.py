@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.events import Event, Op
 from tests.chaos.check import SinkFigures, check_streams
 from tests.chaos.cluster import Cluster
-from tests.chaos.common import PREFIX, SINKS, say
+from tests.chaos.common import PIPELINE, PREFIX, say
 from tests.chaos.faults import Action, Chaos, plan_chaos
 from tests.chaos.reference import read_history
-from tests.chaos.sinks import holds, read_back, tail
 from tests.chaos.writer import Operation, Writer, wait_leases_expired
 
 SENTINEL = PREFIX + b"~end"
@@ -95,7 +95,14 @@ def run(
         cluster.start_bridge()
         _wait_all(cluster, revision=0, timeout=120, what="the initial snapshot in every sink")
         say("snapshots are in every sink; writing, with chaos")
-        schedule = plan_chaos(operations=operations, kills=kills, pauses=pauses, seed=seed)
+        schedule = plan_chaos(
+            operations=operations,
+            kills=kills,
+            pauses=pauses,
+            seed=seed,
+            servers=["etcd", *cluster.servers],
+            restartable=cluster.restartable(),
+        )
         chaos.start()
         try:
             _write_with_chaos(writer, operations=operations, schedule=schedule, chaos=chaos)
@@ -116,11 +123,10 @@ def run(
         say("bridges stopped; reading etcd's history and every sink back")
         history = read_history(cluster.etcd, until=last)
         figures.events_in_etcd = len(history)
-        for name in SINKS:
+        for name, destination in cluster.sinks.items():
             sink = SinkFigures(name=name)
-            check_streams(
-                sink, streams=read_back(cluster, sink=name, figures=sink), history=history
-            )
+            streams = destination.streams(pipeline=PIPELINE, flaw=sink.flaw)
+            check_streams(sink, streams=streams, history=history)
             figures.sinks.append(sink)
     finally:
         cluster.stop()
@@ -147,10 +153,17 @@ def _write_with_chaos(
         writer.close()
 
 
+def _holds(last: Event | None, *, revision: int) -> bool:
+    """Whether a sink whose last event is ``last`` has everything up to ``revision``."""
+    if last is None or last.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
+        return False
+    return last.revision >= revision
+
+
 def _wait_all(cluster: Cluster, *, revision: int, timeout: float, what: str) -> None:
     """Until every sink holds ``revision`` (past its snapshot), replacing crashed bridges.
     Gives up early when no instance has been active for 30 s: nothing would move."""
-    waiting = set(SINKS)
+    waiting = set(cluster.sinks)
     started = last_active = time.monotonic()
     while waiting:
         now = time.monotonic()
@@ -162,10 +175,11 @@ def _wait_all(cluster: Cluster, *, revision: int, timeout: float, what: str) -> 
             if cluster.active() is not None:
                 last_active = now
         for name in sorted(waiting):
-            if name == "kafka" and "file" in waiting:
-                continue  # let the bridge create the topics before a reader opens them
+            sink = cluster.sinks[name]
+            if sink.tail_creates and any(not cluster.sinks[n].tail_creates for n in waiting):
+                continue  # let the bridge create the destination before a reader opens it
             with contextlib.suppress(Exception):
-                if holds(tail(cluster, sink=name), revision=revision):
+                if _holds(sink.tail(pipeline=PIPELINE, prefix=PREFIX), revision=revision):
                     waiting.discard(name)
         time.sleep(0.5)
 

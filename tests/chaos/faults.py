@@ -1,10 +1,11 @@
 """The chaos of a run: which actions, when, and the thread that performs them.
 
 The plan is drawn from the seed before the run starts: ``kills`` SIGKILLs of the active
-bridge, ``pauses`` SIGSTOP/SIGCONT of each server and one restart of etcd and of Redis, each
-at an operation number. The writer triggers an action when it reaches that number and keeps
-writing while the action runs in the ``Chaos`` thread; the next action waits for the previous
-one to end, so two never overlap (see the package docstring for why that matters).
+bridge, ``pauses`` SIGSTOP/SIGCONT of each server and one restart of etcd and of each sink
+server that keeps its data (Redis), each at an operation number. The writer triggers an
+action when it reaches that number and keeps writing while the action runs in the ``Chaos``
+thread; the next action waits for the previous one to end, so two never overlap (see the
+package docstring for why that matters).
 """
 
 import enum
@@ -12,12 +13,13 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import say
 from tests.fixtures.bridge import BridgeProcess
-from tests.fixtures.processes import ManagedProcess, wait_for
+from tests.fixtures.processes import wait_for
 
 
 class Kind(enum.Enum):
@@ -34,18 +36,27 @@ class Action:
 
     kind: Kind
     target: str
-    """``bridge`` (the active one), ``etcd``, ``redis`` or ``kafka``."""
+    """``bridge`` (the active one), ``etcd``, or a sink whose server it acts on."""
     at: int
     """The operation number that triggers it."""
 
 
-def plan_chaos(*, operations: int, kills: int, pauses: int, seed: int) -> list[Action]:
-    """``kills`` kills, ``pauses`` pauses of each server, one restart of etcd and of Redis,
-    shuffled and spread over the operations (one per slot, at a random point of it)."""
+def plan_chaos(
+    *,
+    operations: int,
+    kills: int,
+    pauses: int,
+    seed: int,
+    servers: Sequence[str],
+    restartable: Sequence[str],
+) -> list[Action]:
+    """``kills`` kills, ``pauses`` pauses of each of ``servers``, one restart of each of
+    ``restartable``, shuffled and spread over the operations (one per slot, at a random point
+    of it)."""
     chooser = random.Random(f"schedule-{seed}")  # noqa: S311 - reproducible chaos
     kinds = [(Kind.KILL, "bridge")] * kills
-    kinds += [(Kind.PAUSE, server) for server in ("etcd", "redis", "kafka")] * pauses
-    kinds += [(Kind.RESTART, "etcd"), (Kind.RESTART, "redis")]
+    kinds += [(Kind.PAUSE, server) for server in servers] * pauses
+    kinds += [(Kind.RESTART, server) for server in restartable]
     chooser.shuffle(kinds)
     slots = len(kinds)
     return [
@@ -110,14 +121,6 @@ class Chaos:
             finally:
                 self._idle.set()
 
-    def _process(self, target: str) -> ManagedProcess:
-        servers: dict[str, ManagedProcess] = {
-            "etcd": self.cluster.etcd.process,
-            "redis": self.cluster.redis.process,
-            "kafka": self.cluster.kafka.process,
-        }
-        return servers[target]
-
     def _wait_active(self, *, other_than: BridgeProcess | None = None) -> BridgeProcess:
         def elected() -> BridgeProcess | None:
             bridge = self.cluster.active()
@@ -140,7 +143,7 @@ class Chaos:
             )
         elif action.kind is Kind.PAUSE:
             seconds = self.random.uniform(*self.pause_seconds)
-            process = self._process(action.target)
+            process = self.cluster.process(action.target)
             process.pause()
             self.pauses += 1
             try:
@@ -152,10 +155,7 @@ class Chaos:
                 self._wait_active()
         else:
             started = time.monotonic()
-            if action.target == "etcd":
-                self.cluster.etcd.restart()
-            else:
-                self.cluster.redis.restart()
+            self.cluster.restart(action.target)
             self.restarts += 1
             say(f"restart {self.restarts}: {action.target} in {time.monotonic() - started:.1f}s")
             if action.target == "etcd":

@@ -6,10 +6,12 @@ etcd, by a watch from revision 1 with ``prev_kv`` on the raw gRPC stream (no cli
 in between), and turned into the events docs/events.md says a sink must hold.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
+from bridge.contract import Entry, History
+from bridge.events import Event, EventType, Op
 from tests.chaos.common import PREFIX, etcd_client
 from tests.fixtures.etcd import EtcdServer, prefix_watch
 
@@ -59,7 +61,8 @@ def expected_after_snapshot(
     history: Sequence[Event], *, revision: int
 ) -> tuple[list[Event], list[Event]]:
     """What a sink whose snapshot was taken at ``revision`` must hold: (the snapshot's
-    markers, its keys at etcd's state then plus every later change)."""
+    markers, its keys at etcd's state then plus every later change). The snapshot is the
+    contract kit's ``History`` of that state, each key with its lease."""
     state: dict[bytes, Event] = {}
     for event in history:
         if event.revision > revision:
@@ -68,35 +71,16 @@ def expected_after_snapshot(
             state.pop(event.key, None)
         else:
             state[event.key] = event
-    snapshot = [
-        Event(
-            revision=revision,
-            index=number,
-            type=EventType.PUT,
-            op=Op.SNAPSHOT,
-            key=key,
-            value=state[key].value,
-            mod_revision=state[key].mod_revision,
-            create_revision=state[key].create_revision,
-            version=state[key].version,
-            lease=state[key].lease,
-        )
-        for number, key in enumerate(sorted(state), start=1)
+    model = History(prefix=PREFIX, revision=revision)
+    model.state = {
+        key: Entry(event.value or b"", event.mod_revision, event.create_revision, event.version)
+        for key, event in state.items()
+    }
+    snapshot = model.snapshot()
+    markers = [event for event in snapshot if event.type is EventType.MARKER]
+    keys = [
+        dataclasses.replace(event, lease=state[event.key].lease)
+        for event in snapshot
+        if event.type is not EventType.MARKER
     ]
-    markers = [
-        snapshot_marker(
-            revision=revision,
-            index=0,
-            op=Op.SNAPSHOT_BEGIN,
-            prefix=PREFIX,
-            reason=SnapshotReason.INITIAL,
-        ),
-        snapshot_marker(
-            revision=revision,
-            index=len(snapshot) + 1,
-            op=Op.SNAPSHOT_END,
-            prefix=PREFIX,
-            reason=SnapshotReason.INITIAL,
-        ),
-    ]
-    return markers, snapshot + [event for event in history if event.revision > revision]
+    return markers, keys + [event for event in history if event.revision > revision]

@@ -1,17 +1,19 @@
 """One ``SinkHarness`` per sink: how the contract kit reaches each sink and reads it back.
 
 Every harness but stdout's builds its sink the way the bridge does, by name through the
-``etcd_bridge.sinks`` entry points with its own settings section (``build``), so the sample
-plug-in is reached exactly like the built-in sinks. Each reads its destination back by the
-tests' own means, never through the sink: the file's complete lines, the captured stdout,
-the Redis stream by XRANGE or the mirror hash by HGETALL, the Kafka topic with aiokafka
-(``tests.fixtures.kafka.topic_events``), the SQLite table with its own connection. Each
-destination is new (a directory, stream, topic or pipeline name of its own); the servers are
-the session's, and an outage pauses one with SIGSTOP for the span of one ``with``.
+``etcd_bridge.sinks`` entry points with its own settings section (``tests.sinks.base.build``
+on the kit's ``KEYSPACE``), so the sample plug-in is reached exactly like the built-in sinks.
+Each reads its destination back by the tests' own means, never through the sink: the file's
+complete lines, the captured stdout, the Redis stream by XRANGE or the mirror hash by
+HGETALL, the Kafka topic with aiokafka (``tests.fixtures.kafka.topic_events``), the SQLite
+table with its own connection. Each destination is new (a directory, stream, topic or
+pipeline name of its own); the servers are the session's, and an outage pauses one with
+SIGSTOP for the span of one ``with``.
 """
 
 import contextlib
 import dataclasses
+import functools
 import io
 import sqlite3
 import uuid
@@ -20,29 +22,24 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from bridge import plugins
 from bridge.contract import KEYSPACE, SinkHarness, applied_state
 from bridge.events import Event
-from bridge.sink import Sink, SinkContext
-from config.settings import load_section
+from bridge.sink import Sink
 from sinks.stdout.checkpoint import FileCheckpoint
 from sinks.stdout.sink import StdoutSink
 from tests.fixtures.bridge import read_events
 from tests.fixtures.kafka import KafkaBroker, topic_events
 from tests.fixtures.processes import ManagedProcess
 from tests.fixtures.redis import RedisServer
+from tests.sinks import base
 
 KAFKA_PARTITIONS = 3
 OVERSIZE = 1_500_000
 """Bytes of a value every Kafka broker refuses (librdkafka's message.max.bytes is 1 MB)."""
 
 
-def build(name: str, *, pipeline: str, **settings: Any) -> Sink:
-    """The sink registered as ``name``, built as the bridge builds it: its settings section
-    validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
-    sink_class = plugins.load(name)
-    section = load_section(name, sink_class.settings_model, **settings)
-    return sink_class.from_settings(section, context=SinkContext(pipeline, KEYSPACE))
+build = functools.partial(base.build, keyspace=KEYSPACE)
+"""``tests.sinks.base.build`` on the kit's key space."""
 
 
 def unique(kind: str) -> str:

@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 from bridge.events import Event, Op, SnapshotReason
-from config.keyspace import KeySpace
-from sinks.kafka import KafkaSink
-from sinks.kafka.settings import KafkaSettings
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.kafka import KafkaBroker, KafkaFactory, read_topic, topic_events
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once
+from tests.sinks.kafka import KafkaDestination
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,14 +40,12 @@ def kafka_env(
 
 def durable_tail(env: dict[str, str]) -> Event | None:
     """The bridge's durable position, as a sink configured like it reads it back."""
-    settings = KafkaSettings(
-        bootstrap_servers=env["BRIDGE_KAFKA__BOOTSTRAP_SERVERS"], topic=env["BRIDGE_KAFKA__TOPIC"]
+    topic = KafkaDestination(
+        bootstrap=env["BRIDGE_KAFKA__BOOTSTRAP_SERVERS"],
+        topic=env["BRIDGE_KAFKA__TOPIC"],
+        partitions=int(env["BRIDGE_KAFKA__PARTITIONS"]),
     )
-    prefix = env["BRIDGE_ETCD__PREFIX"].encode()
-    with KafkaSink(
-        settings=settings, pipeline=env["BRIDGE_NAME"], keyspace=KeySpace.of([prefix])
-    ) as sink:
-        return sink.open()
+    return topic.tail(pipeline=env["BRIDGE_NAME"], prefix=env["BRIDGE_ETCD__PREFIX"].encode())
 
 
 def wait_for_revision(env: dict[str, str], revision: int, *, timeout: float = 60) -> None:

@@ -1,8 +1,8 @@
 """The Kafka sink across crashes and a frozen broker: each change still lands exactly once.
 
 The kill test runs the sink in a child process (``python -m tests.fixtures.kafka``, a pump
-stand-in writing a synthetic history of several thousand changes with multi-key
-transactions) and SIGKILLs it at random moments: while it opens, produces or flushes. The
+writing ``kafka_history``: several thousand changes with transactions of up to 40 keys, in
+batches of 40 events) and SIGKILLs it at random moments: while it opens, produces or flushes. The
 pause test SIGSTOPs the broker longer than the producer's request timeout, so that requests
 time out, the flush reports the broker unavailable and librdkafka retries the same batches:
 the idempotent producer must not let a retried batch land twice.
@@ -13,21 +13,13 @@ import sys
 import threading
 from pathlib import Path
 
+from bridge.contract import KEYSPACE, after, batches
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event
 from bridge.retry import Backoff
-from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink
 from sinks.kafka.settings import KafkaSettings
-from tests.fixtures.kafka import (
-    SYNTHETIC_PREFIX,
-    KafkaBroker,
-    KafkaFactory,
-    batches_after,
-    check_topic,
-    read_topic,
-    synthetic_history,
-)
+from tests.fixtures.kafka import KafkaBroker, KafkaFactory, check_topic, kafka_history, read_topic
 from tests.fixtures.processes import ManagedProcess, wait_for
 
 
@@ -41,10 +33,11 @@ def lines(log: Path, word: str) -> int:
 def test_kill_9_at_random_moments_leaves_each_change_once(
     kafka: KafkaBroker, topic: str, tmp_path: Path
 ) -> None:
-    seed, revisions, partitions = 11, 2500, 4
-    history = synthetic_history(seed=seed, revisions=revisions)
-    assert sum(e.type.value != "MARKER" for e in history) > 5000
-    assert max(e.index for e in history if e.revision > 10) > 30, "multi-key transactions"
+    seed, changes, partitions = 11, 7200, 4
+    history = kafka_history(seed=seed, changes=changes)
+    assert sum(e.type.value != "MARKER" for e in history) > 12000, "every kill lands mid-stream"
+    snapshot = history[0].revision
+    assert max(e.index for e in history if e.revision > snapshot) > 30, "multi-key transactions"
     command = [
         sys.executable,
         "-m",
@@ -53,7 +46,7 @@ def test_kill_9_at_random_moments_leaves_each_change_once(
         f"--topic={topic}",
         "--pipeline=crashy",
         f"--seed={seed}",
-        f"--revisions={revisions}",
+        f"--changes={changes}",
         f"--partitions={partitions}",
         "--batch=40",
         "--tombstones",
@@ -100,7 +93,7 @@ def test_broker_paused_mid_stream_loses_and_duplicates_nothing(
     kafka_factory: KafkaFactory, topic: str
 ) -> None:
     broker = kafka_factory.start()
-    history = synthetic_history(seed=12, revisions=1500)
+    history = kafka_history(seed=12, changes=4500)
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap,
         topic=topic,
@@ -110,7 +103,7 @@ def test_broker_paused_mid_stream_loses_and_duplicates_nothing(
         # Requests time out well inside the pause, so librdkafka retries them on resume.
         properties={"socket.timeout.ms": "700", "request.timeout.ms": "700"},  # type: ignore[dict-item]
     )
-    sink = KafkaSink(settings=settings, pipeline="paused", keyspace=KeySpace.of([SYNTHETIC_PREFIX]))
+    sink = KafkaSink(settings=settings, pipeline="paused", keyspace=KEYSPACE)
     flushed: list[Event] = []
     unavailable: list[str] = []
     failure: list[BaseException] = []
@@ -123,7 +116,7 @@ def test_broker_paused_mid_stream_loses_and_duplicates_nothing(
             while True:
                 try:
                     tail = sink.open()
-                    for batch in batches_after(history, tail, size=60):
+                    for batch in batches(after(history, tail), sizes=(60,)):
                         if len(flushed) == 20 and not paused.is_set():
                             # Freeze the broker with this batch's requests on their way to it.
                             broker.pause()

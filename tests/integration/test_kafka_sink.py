@@ -1,7 +1,8 @@
 """The Kafka sink against a real broker, without the pump: records, positions, failures.
 
-Each test drives ``KafkaSink`` directly with a synthetic history (tests.fixtures.kafka) the way
-the pump would, and checks the topic with an independent client (aiokafka). The crash and
+Each test drives ``KafkaSink`` directly with the contract kit's history model and pump
+stand-in (``kafka_history``, ``bridge.contract.deliver``; batches of 200 events unless a test
+needs others), and checks the topic with an independent client (aiokafka). The crash and
 pause tests live in test_kafka_faults.py.
 """
 
@@ -13,48 +14,34 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from bridge.contract import KEYSPACE, PREFIX, batches, deliver
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
-from config.keyspace import KeySpace
 from sinks.kafka import KafkaSink, partition_for
 from sinks.kafka.settings import KafkaSettings
-from tests.fixtures.kafka import (
-    SYNTHETIC_PREFIX,
-    KafkaBroker,
-    Record,
-    batches_after,
-    check_topic,
-    read_topic,
-    synthetic_history,
-)
+from tests.fixtures.kafka import KafkaBroker, Record, check_topic, kafka_history, read_topic
+
+SIZES = (200,)
+"""Batch sizes: a few flushes per test."""
 
 
 def make_sink(
     broker: KafkaBroker, topic: str, *, pipeline: str = "test", **fields: object
 ) -> KafkaSink:
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topic=topic, **fields)  # type: ignore[arg-type]
-    return KafkaSink(settings=settings, pipeline=pipeline, keyspace=KeySpace.of([SYNTHETIC_PREFIX]))
-
-
-def deliver(sink: KafkaSink, events: list[Event], *, size: int = 200) -> Event | None:
-    """open, then write and flush everything after the returned tail, as the pump does."""
-    tail = sink.open()
-    for batch in batches_after(events, tail, size=size):
-        sink.write(batch)
-        sink.flush()
-    return tail
+    return KafkaSink(settings=settings, pipeline=pipeline, keyspace=KEYSPACE)
 
 
 def test_snapshot_and_changes_land_with_keys_headers_values(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=1, revisions=400)
+    history = kafka_history(seed=1, changes=400)
     with make_sink(kafka, topic, partitions=3) as sink:
-        assert deliver(sink, history) is None
+        assert deliver(sink, history, sizes=SIZES) is None
     records = read_topic(kafka.bootstrap, topic)
     check_topic(records, history, partitions=3, pipeline="test")
     first_change = next(r for r in records if r.headers["op"] == b"snapshot")
     event = Event.from_json(first_change.value or b"")
     assert first_change.key == event.key and first_change.headers == {
-        "revision": b"10",
+        "revision": str(history[0].revision).encode(),
         "index": str(event.index).encode(),
         "type": b"PUT",
         "op": b"snapshot",
@@ -66,7 +53,7 @@ def test_snapshot_and_changes_land_with_keys_headers_values(kafka: KafkaBroker, 
 
 
 def test_reopen_resumes_inside_the_snapshot_and_after_it(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=2, revisions=100)
+    history = kafka_history(seed=2, changes=100)
     inside = history[40]
     assert inside.op is Op.SNAPSHOT
     with make_sink(kafka, topic, partitions=2) as sink:
@@ -74,7 +61,7 @@ def test_reopen_resumes_inside_the_snapshot_and_after_it(kafka: KafkaBroker, top
         sink.write(history[:41])
         sink.flush()
     with make_sink(kafka, topic, partitions=2) as sink:
-        assert deliver(sink, history) == inside
+        assert deliver(sink, history, sizes=SIZES) == inside
     with make_sink(kafka, topic, partitions=2) as sink:
         assert sink.open() == history[-1]
     check_topic(read_topic(kafka.bootstrap, topic), history, partitions=2, pipeline="test")
@@ -88,14 +75,14 @@ def test_a_record_ahead_of_the_checkpoint_is_not_taken_for_the_position(
     the rewrite sends 99 and skips the 100 that is already there."""
     partitions = 4
     key_a = next(
-        SYNTHETIC_PREFIX + b"a%d" % n
+        PREFIX + b"a%d" % n
         for n in range(100)
-        if partition_for(SYNTHETIC_PREFIX + b"a%d" % n, partitions=partitions) == 0
+        if partition_for(PREFIX + b"a%d" % n, partitions=partitions) == 0
     )
     key_b = next(
-        SYNTHETIC_PREFIX + b"b%d" % n
+        PREFIX + b"b%d" % n
         for n in range(100)
-        if partition_for(SYNTHETIC_PREFIX + b"b%d" % n, partitions=partitions) == 1
+        if partition_for(PREFIX + b"b%d" % n, partitions=partitions) == 1
     )
     events = [
         Event(revision=98, index=0, type=EventType.PUT, op=Op.CREATE, key=key_a, value=b"98"),
@@ -129,20 +116,20 @@ def test_a_checkpoint_lost_after_its_flush_costs_a_skipped_rewrite(
     """flush() returns once its records are acknowledged and sends its checkpoint with the
     next flush, so a crash right after a flush may leave the previous checkpoint: the rewrite
     from there must skip every record that is already there."""
-    history = synthetic_history(seed=6, revisions=60)
-    batches = list(batches_after(history, None, size=40))
-    assert all(e.type is not EventType.MARKER for e in batches[-1])
+    history = kafka_history(seed=6, changes=60)
+    flushes = list(batches(history, sizes=(40,)))
+    assert all(e.type is not EventType.MARKER for e in flushes[-1])
     # A long linger holds the last checkpoint in the producer, where a kill -9 would lose it.
     with make_sink(kafka, topic, partitions=3, properties={"linger.ms": "60000"}) as held:
         assert held.open() is None
-        for batch in batches:
+        for batch in flushes:
             held.write(batch)
             held.flush()
         with make_sink(kafka, topic, partitions=3) as fresh:
-            assert fresh.open() == batches[-2][-1], "the previous flush's checkpoint"
-            fresh.write(batches[-1])
+            assert fresh.open() == flushes[-2][-1], "the previous flush's checkpoint"
+            fresh.write(flushes[-1])
             fresh.flush()
-            assert (fresh.skipped, fresh.produced) == (len(batches[-1]), 0)
+            assert (fresh.skipped, fresh.produced) == (len(flushes[-1]), 0)
     check_topic(read_topic(kafka.bootstrap, topic), history, partitions=3, pipeline="test")
     with make_sink(kafka, topic, partitions=3) as sink:
         assert sink.open() == history[-1]
@@ -170,10 +157,10 @@ async def produce_raw(bootstrap: str, topic: str, event: Event, *, partition: in
 
 
 def test_tombstones_follow_deletes(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=3, revisions=300)
+    history = kafka_history(seed=3, changes=300)
     assert any(e.type is EventType.DELETE for e in history)
     with make_sink(kafka, topic, partitions=3, tombstones=True, cleanup_policy="compact") as sink:
-        deliver(sink, history)
+        deliver(sink, history, sizes=SIZES)
     records = read_topic(kafka.bootstrap, topic)
     check_topic(records, history, partitions=3, pipeline="test", tombstones=True)
     deletes = sum(e.type is EventType.DELETE for e in history)
@@ -181,7 +168,7 @@ def test_tombstones_follow_deletes(kafka: KafkaBroker, topic: str) -> None:
 
 
 def test_a_delete_whose_tombstone_was_lost_gets_it(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=4, revisions=50)
+    history = kafka_history(seed=4, changes=50)
     delete_at = next(n for n, e in enumerate(history) if e.type is EventType.DELETE)
     deleted = history[delete_at]
     with make_sink(kafka, topic, partitions=1, tombstones=True) as sink:
@@ -190,22 +177,22 @@ def test_a_delete_whose_tombstone_was_lost_gets_it(kafka: KafkaBroker, topic: st
         sink.flush()
     asyncio.run(produce_raw(kafka.bootstrap, topic, deleted, partition=0))  # no tombstone yet
     with make_sink(kafka, topic, partitions=1, tombstones=True) as sink:
-        deliver(sink, history)
+        deliver(sink, history, sizes=SIZES)
     check_topic(
         read_topic(kafka.bootstrap, topic), history, partitions=1, pipeline="test", tombstones=True
     )
 
 
 def test_oversize_value_stops_with_the_key_and_revision(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=5, revisions=20)
-    delivered = history[:-6]
-    big = dataclasses.replace(history[-5], value=b"x" * 1_500_000)
-    assert big.type is EventType.PUT
+    history = kafka_history(seed=5, changes=20)
+    at = next(n for n in range(len(history) - 5, 0, -1) if history[n].type is EventType.PUT)
+    delivered = history[: at - 1]
+    big = dataclasses.replace(history[at], value=b"x" * 1_500_000)
     with make_sink(kafka, topic, partitions=2) as sink:
         sink.open()
         sink.write(delivered)
         sink.flush()
-        sink.write([*history[-6:-5], big, *history[-4:]])
+        sink.write([history[at - 1], big, *history[at + 1 :]])
         with pytest.raises(SinkRejectedError) as refused:
             sink.flush()
     message = str(refused.value)
@@ -216,7 +203,9 @@ def test_oversize_value_stops_with_the_key_and_revision(kafka: KafkaBroker, topi
     records = read_topic(kafka.bootstrap, topic)
     positions = {(int(r.headers["revision"]), int(r.headers["index"])) for r in records}
     assert max(positions) < (big.revision, big.index), "nothing at or after the refused record"
-    assert (history[-6].revision, history[-6].index) in positions, "what came before it did land"
+    assert (history[at - 1].revision, history[at - 1].index) in positions, (
+        "what came before it did land"
+    )
 
 
 def test_missing_topic_is_named_when_creating_is_not_allowed(
@@ -263,9 +252,9 @@ async def describe_topics(bootstrap: str, topics: list[str]) -> dict[str, tuple[
 
 
 def test_a_topic_of_another_pipeline_is_refused(kafka: KafkaBroker, topic: str) -> None:
-    history = synthetic_history(seed=6, revisions=5)
+    history = kafka_history(seed=6, changes=5)
     with make_sink(kafka, topic, pipeline="one", checkpoint_topic=f"{topic}.one") as sink:
-        deliver(sink, history)
+        deliver(sink, history, sizes=SIZES)
     with (
         make_sink(kafka, topic, pipeline="two", checkpoint_topic=f"{topic}.two") as sink,
         pytest.raises(SinkRejectedError) as refused,
@@ -275,7 +264,7 @@ def test_a_topic_of_another_pipeline_is_refused(kafka: KafkaBroker, topic: str) 
 
 
 def test_template_routes_by_segment_and_frames_every_topic(kafka: KafkaBroker, topic: str) -> None:
-    prefix = SYNTHETIC_PREFIX
+    prefix = PREFIX
 
     def put(revision: int, index: int, key: bytes, op: Op = Op.CREATE) -> Event:
         return Event(

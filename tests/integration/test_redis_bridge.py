@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 
 from bridge.events import Event, Op, SnapshotReason
-from bridge.sink import SinkContext
+from bridge.sink import Sink
 from config.keyspace import KeySpace
-from config.settings import load_section
-from sinks.redis.settings import RedisSettings
-from sinks.redis.sink import RedisSink
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdFactory, EtcdServer, etcdctl_binary
 from tests.fixtures.processes import wait_for
 from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer, published_events
 from tests.history import RecordingWriter, assert_exactly_once
+from tests.sinks.base import build
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,17 +45,15 @@ def bridge_env(
     return env
 
 
-def sink_like(env: dict[str, str]) -> RedisSink:
+def sink_like(env: dict[str, str]) -> Sink:
     """A sink configured as the bridge is, to read its durable position from the test."""
     redis = {
         key.removeprefix("BRIDGE_REDIS__").lower(): value
         for key, value in env.items()
         if key.startswith("BRIDGE_REDIS__")
     }
-    context = SinkContext(
-        pipeline=env["BRIDGE_NAME"], keyspace=KeySpace.of([env["BRIDGE_ETCD__PREFIX"].encode()])
-    )
-    return RedisSink.from_settings(load_section("redis", RedisSettings, **redis), context=context)
+    keyspace = KeySpace.of([env["BRIDGE_ETCD__PREFIX"].encode()])
+    return build("redis", pipeline=env["BRIDGE_NAME"], keyspace=keyspace, **redis)
 
 
 def durable_tail(env: dict[str, str]) -> Event | None:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.contract import History, after
+from bridge.contract import PREFIX, History, after, batches
 from bridge.errors import SinkUnavailableError
 from bridge.events import Event, SnapshotReason
 from bridge.retry import Backoff
-from sinks.redis.sink import RedisSink
+from bridge.sink import Sink
 from tests.fixtures.processes import ManagedProcess, wait_for
 from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer
-from tests.integration.test_redis_sink import PREFIX, batches, make_sink
+from tests.integration.test_redis_sink import make_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("stream", "routed", "mirror")
@@ -55,7 +55,7 @@ def sink_settings(mode: str, names: RedisNames) -> dict[str, str]:
 
 
 def run_writer(
-    make: Callable[[], RedisSink], events: list[Event], *, size: int, pause: float = 0.0
+    make: Callable[[], Sink], events: list[Event], *, size: int, pause: float = 0.0
 ) -> int:
     """Deliver ``events`` like the pump; reopen with backoff while Redis is unavailable."""
     backoff = Backoff(initial=0.05, maximum=0.5)
@@ -64,7 +64,7 @@ def run_writer(
         sink = make()
         try:
             tail = sink.open()
-            for batch in batches(after(events, tail), size=size):
+            for batch in batches(after(events, tail), sizes=(size,)):
                 sink.write(batch)
                 sink.flush()
                 backoff.reset()

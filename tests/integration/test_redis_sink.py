@@ -1,26 +1,27 @@
 """The Redis sink against a real redis-server, driven directly (no etcd, no pump).
 
-A ``History`` stands in for etcd and produces the events the pump would hand over; each test
-checks what a consumer reads back from Redis (XRANGE, SUBSCRIBE, HGETALL) and what a fresh
-sink's ``open()`` reports, since that is the whole of exactly once: the tail read back is the
-last event written, and nothing at or below it is ever added again.
+The contract kit stands in for etcd and the pump (``History``; ``deliver`` in batches of 50
+events unless a test needs others, ``feed`` for a replay); each test checks what a consumer
+reads back from Redis (XRANGE, SUBSCRIBE, HGETALL) and what a fresh sink's ``open()``
+reports, since that is the whole of exactly once: the tail read back is the last event
+written, and nothing at or below it is ever added again.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from bridge.contract import History, after
+from bridge.contract import PREFIX, History, after, batches, deliver
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
-from bridge.sink import SinkContext
-from config.keyspace import KeySpace
+from bridge.sink import Sink
 from config.settings import load_section
 from sinks.redis.settings import RedisSettings
-from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
+from sinks.redis.sink import checkpoint_key
+from tests.contract.harnesses import build
 from tests.fixtures.processes import free_port, wait_for
 from tests.fixtures.redis import (
     RedisFactory,
@@ -30,27 +31,21 @@ from tests.fixtures.redis import (
     published_events,
 )
 
-PREFIX = b"/app/"
+SIZES = (50,)
+"""The pump stand-in's batch sizes unless a test needs others."""
 
 
-def make_sink(url: str, names: RedisNames, **redis_settings: Any) -> RedisSink:
-    own = {"url": url, "stream": names.stream, **redis_settings}
-    settings = load_section("redis", RedisSettings, **own)
-    context = SinkContext(pipeline=names.pipeline, keyspace=KeySpace.of([PREFIX]))
-    return RedisSink.from_settings(settings, context=context)
+def make_sink(url: str, names: RedisNames, **settings: Any) -> Sink:
+    """The redis sink on ``names``' pipeline (and stream, unless ``settings`` name one), the
+    kit's key space."""
+    own = {"url": url, "stream": names.stream, **settings}
+    return build("redis", pipeline=names.pipeline, **own)
 
 
-def batches(events: Sequence[Event], *, size: int) -> Iterator[list[Event]]:
-    """Batches as the pump makes them: whole revisions, a snapshot split anywhere."""
-    rest = list(events)
-    while rest:
-        end = cut_point(rest, limit=size)
-        yield rest[:end]
-        rest = rest[end:]
-
-
-def deliver(sink: RedisSink, events: Sequence[Event], *, size: int = 50) -> None:
-    for batch in batches(events, size=size):
+def feed(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> None:
+    """Write and flush ``events`` batch by batch on an open sink, as they are: unlike
+    ``deliver``, nothing the sink already holds is skipped, so a test can replay it."""
+    for batch in batches(events, sizes=sizes):
         sink.write(batch)
         sink.flush()
 
@@ -61,8 +56,7 @@ def deliver_and_reopen(
     """``events`` through a new sink, which must find nothing; then a second new sink must
     read the last of them back as its tail: what the bridge relies on after a restart."""
     with make_sink(url, names, **settings) as sink:
-        assert sink.open() is None
-        deliver(sink, events, size=size)
+        assert deliver(sink, events, sizes=(size,)) is None
     with make_sink(url, names, **settings) as fresh:
         assert fresh.open() == events[-1]
 
@@ -110,16 +104,15 @@ class TestStreamMode:
         events = mixed_events(seeded_history())
         first, second = events[:100], events[100:]
         with make_sink(redis_server.url, redis_names) as sink:
-            sink.open()
-            deliver(sink, first)
+            deliver(sink, first, sizes=SIZES)
         with make_sink(redis_server.url, redis_names) as sink:
             assert sink.open() == first[-1]
             # Whole replay, then a batch overlapping the tail, then the rest.
-            deliver(sink, first)
-            overlap = cut_point(events[80:], limit=40) + 80
+            feed(sink, first)
+            overlap = 120
             sink.write(events[80:overlap])
             sink.flush()
-            deliver(sink, after(second, events[overlap - 1]))
+            feed(sink, after(second, events[overlap - 1]))
         assert redis_server.stream_events(redis_names.stream) == events
 
     def test_small_script_batches_split_anywhere(
@@ -264,14 +257,13 @@ class TestPubSubMode:
             with make_sink(
                 redis_server.url, redis_names, mode="pubsub", channel=redis_names.channel
             ) as sink:
-                assert sink.open() is None
-                deliver(sink, events[:150])
+                assert deliver(sink, events[:150], sizes=SIZES) is None
             with make_sink(
                 redis_server.url, redis_names, mode="pubsub", channel=redis_names.channel
             ) as sink:
                 assert sink.open() == events[149]
-                deliver(sink, events[:150])  # a replay: nothing is published again
-                deliver(sink, after(events, events[149]))
+                feed(sink, events[:150])  # a replay: nothing is published again
+                feed(sink, after(events, events[149]))
             received = published_events(
                 subscriber, until=lambda got: len(got) >= len(events), timeout=10
             )
@@ -284,8 +276,7 @@ class TestPubSubMode:
         with make_sink(
             redis_server.url, redis_names, mode="pubsub", channel=redis_names.channel
         ) as sink:
-            sink.open()
-            deliver(sink, events)
+            deliver(sink, events, sizes=SIZES)
         other = RedisNames(tag=redis_names.tag + "x")
         settings = load_section(
             "redis",
@@ -312,8 +303,7 @@ class TestMirrorMode:
         history = seeded_history()
         settings = {"mode": "mirror", "mirror_key": redis_names.mirror}
         with make_sink(redis_server.url, redis_names, **settings) as sink:
-            assert sink.open() is None
-            deliver(sink, mixed_events(history), size=23)
+            assert deliver(sink, mixed_events(history), sizes=(23,)) is None
         assert self.mirror(redis_server, redis_names) == history.values()
         with redis_server.client() as client:
             revisions = client.hgetall(redis_names.mirror + ":rev")
@@ -330,13 +320,13 @@ class TestMirrorMode:
             tail = sink.open()
             assert tail is not None
             begin_and_half = resync[: len(resync) // 2]
-            deliver(sink, begin_and_half, size=7)
+            feed(sink, begin_and_half, sizes=(7,))
             before = self.mirror(redis_server, redis_names)
             assert before != history.values()  # readers still see the old, complete mirror
             assert PREFIX + b"seed/001" in before
         with make_sink(redis_server.url, redis_names, **settings) as sink:
             assert sink.open() == begin_and_half[-1]
-            deliver(sink, after(resync + later, begin_and_half[-1]), size=7)
+            feed(sink, after(resync + later, begin_and_half[-1]), sizes=(7,))
         assert self.mirror(redis_server, redis_names) == history.values()
 
     def test_a_replay_never_rolls_a_value_back(
@@ -348,9 +338,8 @@ class TestMirrorMode:
         gone = history.put(PREFIX + b"gone", b"x") + history.delete(PREFIX + b"gone")
         settings = {"mode": "mirror", "mirror_key": redis_names.mirror}
         with make_sink(redis_server.url, redis_names, **settings) as sink:
-            sink.open()
-            deliver(sink, history.snapshot() + old + new + gone)
-            deliver(sink, old + gone[:1])  # replayed: the checkpoint skips them
+            deliver(sink, history.snapshot() + old + new + gone, sizes=SIZES)
+            feed(sink, old + gone[:1])  # replayed: the checkpoint skips them
         assert self.mirror(redis_server, redis_names) == {PREFIX + b"k": b"new"}
 
     def test_a_revision_split_across_calls_and_a_restart_is_applied_whole(
@@ -365,8 +354,7 @@ class TestMirrorMode:
         assert [event.more for event in big] == [True] * 9 + [False]
         settings = {"mode": "mirror", "mirror_key": redis_names.mirror, "batch_size": 3}
         with make_sink(redis_server.url, redis_names, **settings) as sink:
-            sink.open()
-            deliver(sink, start)
+            deliver(sink, start, sizes=SIZES)
             before = self.mirror(redis_server, redis_names)
             sink.write(big[:4])
             sink.flush()  # two script calls, both inside the revision
@@ -374,9 +362,9 @@ class TestMirrorMode:
         with make_sink(redis_server.url, redis_names, **settings) as sink:
             assert sink.open() == big[3]  # a restart inside the revision
             assert self.mirror(redis_server, redis_names) == before
-            deliver(sink, big[2:8])  # replays its first part, stages more
+            feed(sink, big[2:8])  # replays its first part, stages more
             assert self.mirror(redis_server, redis_names) == before
-            deliver(sink, big[8:])
+            feed(sink, big[8:])
         assert self.mirror(redis_server, redis_names) == history.values()
         with redis_server.client() as client:
             assert not client.exists(redis_names.mirror + ":txn")
@@ -388,11 +376,10 @@ class TestMirrorMode:
         events = history.put(PREFIX + b"k", b"v") + history.delete(PREFIX + b"k")
         settings = {"mode": "mirror", "mirror_key": redis_names.mirror}
         with make_sink(redis_server.url, redis_names, **settings) as sink:
-            sink.open()
-            deliver(sink, History(prefix=PREFIX).put(PREFIX + b"stale", b"v"))
+            deliver(sink, History(prefix=PREFIX).put(PREFIX + b"stale", b"v"), sizes=SIZES)
             assert self.mirror(redis_server, redis_names) == {PREFIX + b"stale": b"v"}
             history.revision = 10
-            deliver(sink, events[1:] + history.snapshot(reason=SnapshotReason.COMPACTED))
+            feed(sink, events[1:] + history.snapshot(reason=SnapshotReason.COMPACTED))
         assert self.mirror(redis_server, redis_names) == {}
 
 
@@ -505,8 +492,7 @@ def test_routed_streams_are_checked_for_permissions_at_open(
     template = redis_names.stream + ":{1}"
     events = mixed_events(seeded_history())
     with make_sink(redis_server.url, redis_names, stream=template) as sink:
-        sink.open()
-        deliver(sink, events)
+        deliver(sink, events, sizes=SIZES)
     user, password = f"r{redis_names.tag}", f"pw-{redis_names.tag}"
     url = redis_server.add_user(user, password=password, rules="~* +@all -xadd")
     with (

@@ -11,33 +11,28 @@
 The bridge (``python -m bridge run``, a subprocess) is killed with SIGKILL while it delivers
 such a revision, each time only once the sink holds more of that revision than after the
 previous kill, and restarted. What the sink holds at the end is read back by the test's own
-means (the file's lines, XRANGE, aiokafka) and compared with the independent record of what
-was written to etcd (``tests.history``). Each bridge process's peak RSS (VmHWM) is read just
-before it is killed or stopped, and must stay under 250 MB: a revision must not be held in
-memory whole.
+means (``tests.sinks``: the file's lines, XRANGE, aiokafka) and compared with the independent
+record of what was written to etcd (``tests.history``). Each bridge process's peak RSS
+(VmHWM) is read just before it is killed or stopped, and must stay under 250 MB: a revision
+must not be held in memory whole.
 """
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bridge.events import Event, EventType, Op
-from tests.fixtures.bridge import BridgeFactory, BridgeProcess, last_event, read_events
+from tests.fixtures.bridge import BridgeFactory, BridgeProcess
 from tests.fixtures.etcd import EtcdFactory, EtcdServer
-from tests.fixtures.kafka import KafkaFactory, TopicFollower, topic_events
-from tests.fixtures.processes import wait_for
-from tests.fixtures.redis import RedisFactory, RedisNames
+from tests.fixtures.processes import serve, wait_for
 from tests.history import RecordingWriter, assert_exactly_once, assert_snapshot
-from tests.integration.test_kafka_bridge import kafka_env
-from tests.integration.test_pipeline_file import file_bridge
-from tests.integration.test_redis_bridge import bridge_env
-from tests.integration.test_redis_bridge import durable_tail as redis_tail
+from tests.sinks import SINKS, Destination
 
-SINKS = ("file", "kafka", "redis")
+PIPELINE = "shapes"
 HUGE_KEYS = 200_000
 HUGE_KILLS = (0.1, 0.4)
 """Kill once the sink holds over 10% of the huge revision, and again over 40%."""
@@ -45,9 +40,6 @@ BIG_KEYS = 60
 MIB = 1024 * 1024
 RSS_LIMIT = 250_000_000
 """Bytes (250 MB = 238 MiB): the bridge's peak RSS in every run."""
-KAFKA_MESSAGE_MAX_BYTES = 10_000_000
-"""librdkafka's ``message.max.bytes`` for the large values: an event carrying 1 MiB twice is
-~2.8 MB of JSON (base64); librdkafka's default (1,000,000) refuses it, Tansu accepts it."""
 SMALL_FRAGMENTS = ("--max-request-bytes=262144",)
 """etcd cuts a response it fragments at --max-request-bytes + 512 KiB, in time quadratic in
 the events per fragment: 200,000 deletes take ~24 s at the default 1.5 MiB, ~9 s at this."""
@@ -56,23 +48,27 @@ EXITED = -1
 
 @dataclass
 class SinkUnderTest:
-    """One sink behind a dedicated etcd: the bridge's settings for it, how many events of a
-    revision it holds (polled while the bridge writes), and everything it holds, in order."""
+    """One sink behind a dedicated etcd: where it writes, and the bridge's settings for it."""
 
-    name: str
     etcd: EtcdServer
     prefix: str
+    destination: Destination
     env: dict[str, str]
-    held: Callable[[int, int], int]
-    """``held(revision, count)``: how many of the ``count`` events of ``revision`` it holds."""
-    read: Callable[[], list[Event]]
 
+    @property
+    def name(self) -> str:
+        return self.destination.name
 
-def held_by_tail(tail: Event | None, revision: int, count: int) -> int:
-    """Events of ``revision`` held by a sink that holds everything up to ``tail``."""
-    if tail is None or tail.revision < revision:
-        return 0
-    return count if tail.revision > revision else tail.index + 1
+    def held(self, revision: int, count: int) -> int:
+        """How many of the ``count`` events of ``revision`` it holds (polled while the bridge
+        writes)."""
+        return self.destination.held(
+            revision=revision, count=count, pipeline=PIPELINE, prefix=self.prefix.encode()
+        )
+
+    def read(self) -> list[Event]:
+        """Everything it holds, in order."""
+        return self.destination.events(pipeline=PIPELINE)
 
 
 @pytest.fixture
@@ -81,61 +77,33 @@ def etcd_args() -> tuple[str, ...]:
     return ()
 
 
-@pytest.fixture(params=SINKS)
+@pytest.fixture(params=list(SINKS))
 def sink(
     request: pytest.FixtureRequest,
     etcd_args: tuple[str, ...],
     etcd_factory: EtcdFactory,
-    bridge_factory: BridgeFactory,
     prefix: str,
     tmp_path: Path,
 ) -> Iterator[SinkUnderTest]:
     """A fresh etcd and a fresh sink server, so that hundreds of MB of test data are freed
     at the end of the test instead of weighing on the session's servers."""
     etcd = etcd_factory.start(extra_args=etcd_args)
-    name = request.param
-    if name == "file":
-        output = tmp_path / "events.jsonl"
-        yield SinkUnderTest(
-            name=name,
-            etcd=etcd,
-            prefix=prefix,
-            env=file_bridge(bridge_factory, etcd, prefix=prefix, path=output),
-            held=lambda revision, count: held_by_tail(last_event(output), revision, count),
-            read=lambda: read_events(output),
-        )
-    elif name == "redis":
-        redis_factory: RedisFactory = request.getfixturevalue("redis_factory")
-        server = redis_factory.start()
-        names = RedisNames(tag=uuid.uuid4().hex[:12])
-        env = bridge_env(etcd, server.url, names, prefix=prefix)
-        yield SinkUnderTest(
-            name=name,
-            etcd=etcd,
-            prefix=prefix,
-            env=env,
-            held=lambda revision, count: held_by_tail(redis_tail(env), revision, count),
-            read=lambda: server.stream_events(names.stream),
-        )
-    else:
-        kafka_factory: KafkaFactory = request.getfixturevalue("kafka_factory")
-        broker = kafka_factory.start()
-        topic = f"shapes-{uuid.uuid4().hex[:12]}"
-        env = kafka_env(etcd, broker, prefix=prefix, topic=topic)
-        with contextlib.closing(TopicFollower(broker.bootstrap, topic)) as follower:
-            yield SinkUnderTest(
-                name=name,
-                etcd=etcd,
-                prefix=prefix,
-                env=env,
-                held=lambda revision, count: min(count, follower.held(revision)),
-                read=lambda: topic_events(
-                    broker.bootstrap,
-                    topic,
-                    partitions=int(env["BRIDGE_KAFKA__PARTITIONS"]),
-                    pipeline=env["BRIDGE_NAME"],
-                ),
-            )
+    kind = SINKS[request.param]
+    (tmp_path / kind.name).mkdir()
+    server = kind.server(tmp_path / kind.name, persistent=False)
+    with contextlib.ExitStack() as stack:
+        if server is not None:
+            stack.enter_context(contextlib.contextmanager(serve)(server))
+        destination = kind.fresh(server, directory=tmp_path, tag=f"shapes-{uuid.uuid4().hex[:12]}")
+        stack.callback(destination.close)
+        env = {
+            "BRIDGE_ETCD__ENDPOINTS": etcd.url,
+            "BRIDGE_ETCD__PREFIX": prefix,
+            "BRIDGE_NAME": PIPELINE,
+            "BRIDGE_SINKS": kind.name,
+            **destination.env(),
+        }
+        yield SinkUnderTest(etcd=etcd, prefix=prefix, destination=destination, env=env)
 
 
 class Bridges:
@@ -265,8 +233,7 @@ def test_a_revision_of_200000_deletes_arrives_once_across_kills(
 def test_one_mebibyte_values_arrive_once_and_bytes_exact(
     sink: SinkUnderTest, bridge_factory: BridgeFactory
 ) -> None:
-    if sink.name == "kafka":  # docs/kafka.md: raise message.max.bytes for large records
-        sink.env["BRIDGE_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES"] = str(KAFKA_MESSAGE_MAX_BYTES)
+    sink.env.update(sink.destination.env(**sink.destination.large_values))
     with sink.etcd.client() as client:
         writer = RecordingWriter(client, prefix=sink.prefix, seed=41)
         keys = [sink.prefix.encode() + b"big/%02d" % number for number in range(BIG_KEYS)]

@@ -1,0 +1,169 @@
+"""What every sink's module under ``tests/sinks`` provides: a ``Destination``.
+
+A destination is one fresh place one sink writes to (a file, a Redis stream, a Kafka topic),
+on a server of its kind, for a run of the *real* bridge process: the chaos suite, the data
+shape tests and the benchmarks. It says what the bridge needs to write there (``env``, its
+``BRIDGE_<NAME>__*`` variables) and reads the place back by the test's own means, never
+through the bridge: everything (``streams``, counting what is malformed instead of raising,
+or ``events``, asserting), or only the durable tail, cheaply enough to poll (``tail``). A
+benchmark follows it with a ``SinkReader`` built in another process from ``config()``, so a
+destination is a dataclass of plain values.
+
+The contract kit's ``SinkHarness`` (bridge.contract) is the in-process counterpart: it drives
+sink instances directly; ``build`` makes one the way the bridge does, for both.
+"""
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self
+
+from bridge import plugins
+from bridge.events import Event
+from bridge.sink import Sink, SinkContext
+from config.keyspace import KeySpace
+from config.settings import load_section
+from tests.fixtures.processes import ManagedProcess
+
+Flaw = Callable[[str], None]
+"""Told about each malformed thing a reader finds (a torn line, a record out of place)."""
+
+
+class SinkServer(Protocol):
+    """A sink's server process as the tests' fixtures run it."""
+
+    process: ManagedProcess
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Progress:
+    """What a sink holds so far: every record (markers included), and the last one's position."""
+
+    records: int = 0
+    last_revision: int = 0
+    last_op: str = ""
+
+
+Seen = tuple[int, str]
+"""A record read back from a sink: its event's revision and op."""
+
+
+class SinkReader(Protocol):
+    """Reads a sink back for a benchmark. Use either ``progress`` or ``follow`` on one reader,
+    not both."""
+
+    def progress(self) -> Progress:
+        """Everything the sink holds now, counted (cheaply)."""
+        ...
+
+    def follow(self, *, timeout: float) -> list[Seen]:
+        """The records that became visible since the last call, waiting up to ``timeout``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def build(name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any) -> Sink:
+    """The sink registered as ``name``, built as the bridge builds it: its settings section
+    validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
+    sink_class = plugins.load(name)
+    section = load_section(name, sink_class.settings_model, **settings)
+    return sink_class.from_settings(section, context=SinkContext(pipeline, keyspace))
+
+
+def refuse(text: str) -> None:
+    """The ``Flaw`` of a strict reader: anything malformed fails the test."""
+    raise AssertionError(text)
+
+
+@dataclass
+class Destination(abc.ABC):
+    """One fresh place of one sink; subclasses are dataclasses of plain values."""
+
+    name: ClassVar[str]
+    """The sink's entry-point name, as ``BRIDGE_SINKS`` and ``BRIDGE_<NAME>__*`` spell it."""
+    tail_creates: ClassVar[bool] = False
+    """Whether reading the tail may create the destination (then poll it once the bridge
+    has shown it runs, by another sink's tail)."""
+    restartable: ClassVar[bool] = False
+    """Whether its server keeps what it holds across a restart (the chaos restarts it)."""
+    impatient: ClassVar[Mapping[str, str]] = {}
+    """Settings under which the sink notices a paused or killed server within seconds."""
+    large_values: ClassVar[Mapping[str, str]] = {}
+    """Settings the sink needs for events carrying 1 MiB twice (value and previous value)."""
+
+    @classmethod
+    def server(cls, workdir: Path, *, persistent: bool) -> SinkServer | None:
+        """A server (not started) keeping its data in ``workdir``, on disk if ``persistent``;
+        None for a sink that needs none."""
+        return None
+
+    @classmethod
+    @abc.abstractmethod
+    def fresh(cls, server: SinkServer | None, *, directory: Path, tag: str) -> Self:
+        """A place named after ``tag`` that nothing else uses, on ``server`` (from ``server``)
+        or in ``directory``."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """The destination ``config()`` describes (in another process)."""
+        return cls(**{key: value for key, value in config.items() if key != "sink"})
+
+    def config(self) -> dict[str, Any]:
+        """This destination as JSON-able values, with its sink's name under ``sink``."""
+        fields = dataclasses.fields(self)
+        return {"sink": self.name, **{f.name: getattr(self, f.name) for f in fields if f.init}}
+
+    @property
+    def marker_records(self) -> int:
+        """Records one snapshot marker becomes in the sink: 1, or one per partition."""
+        return 1
+
+    @abc.abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """The sink's settings that point it here (field names of its settings model)."""
+
+    def env(self, **tuning: str) -> dict[str, str]:
+        """``settings`` and ``tuning`` as the bridge's ``BRIDGE_<NAME>__*`` variables."""
+        section = f"BRIDGE_{self.name.upper()}__"
+        own = {**self.settings(), **tuning}
+        return {section + field.upper(): str(value) for field, value in own.items()}
+
+    @abc.abstractmethod
+    def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
+        """Everything held, as streams each in the order the sink holds it (one, or one per
+        partition); whatever is malformed is told to ``flaw`` and left out or kept as read."""
+
+    def events(self, *, pipeline: str) -> list[Event]:
+        """Everything held, as one stream in the sink's order; anything malformed fails."""
+        [stream] = self.streams(pipeline=pipeline, flaw=refuse).values()
+        return stream
+
+    @abc.abstractmethod
+    def tail(self, *, pipeline: str, prefix: bytes) -> Event | None:
+        """The last event the sink durably holds for ``pipeline``, cheaply enough to poll."""
+
+    def held(self, *, revision: int, count: int, pipeline: str, prefix: bytes) -> int:
+        """How many of the ``count`` events of ``revision`` the sink holds now (polled while
+        a bridge delivers that revision)."""
+        tail = self.tail(pipeline=pipeline, prefix=prefix)
+        if tail is None or tail.revision < revision:
+            return 0
+        return count if tail.revision > revision else tail.index + 1
+
+    def records_per_delete(self, bridge_env: Mapping[str, str]) -> int:
+        """Records one delete event becomes in the sink under ``bridge_env``."""
+        return 1
+
+    @abc.abstractmethod
+    def reader(self) -> SinkReader:
+        """A benchmark's reader of this destination."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most destinations hold nothing
+        """Release what reading opened (never the server)."""
