@@ -20,16 +20,16 @@ values/s: page faults on freshly mapped buffers); the small-change replay rate u
 
 The trim threshold applies to every arena: each keeps up to that much free memory at its
 top, and glibc makes up to 8 arenas per core (16 here) as the bridge's 20-odd threads
-contend. At 16 MiB a threshold each, the arenas held most of the peak: 170-190 MiB of the
-282-304 MiB that 400 values of 1 MiB into three sinks reached, and Kafka's 1M-key snapshot
+contend. At 16 MiB a threshold each, the arenas held most of the peak: 150-190 MiB of the
+276-304 MiB that 400 values of 1 MiB into three sinks reached, and Kafka's 1M-key snapshot
 (librdkafka's threads allocate beside gRPC's and the pump's) peaked at 212-219 MiB against
 196-199 MiB with glibc's defaults. Hence at most two arenas: the main heap and one shared by
-every other thread, which hold much less in total, and whose lock costs nothing measurable
-(the GIL already serialises most allocations). Measured in A/B pairs, same session:
-400 values of 1 MiB into three sinks 282-304 -> 173-223 MiB at 36-40 -> 38-44 values/s;
-Kafka's 1M-key snapshot 212-219 -> 110-114 MiB, at 6.3-6.9 instead of 7.1-7.9 CPU-s. A
-lower trim threshold instead (1 MiB or 128 KiB) gave 212-229 MiB on the large values, but
-at 25-29 values/s with 35% more CPU: every batch grew and shrank the heaps again.
+every other thread. Measured in A/B pairs, same session: 400 values of 1 MiB into three sinks
+276-304 -> 173-217 MiB at the same rate; Kafka's 1M-key snapshot 212-219 -> 108-117 MiB, its
+CPU within noise (two interleaved rounds disagreed in sign; librdkafka's broker thread may
+contend for the shared arena). A lower trim threshold instead (1 MiB or 128 KiB) gave
+212-229 MiB on the large values, but at 25-29 instead of 33-40 values/s with 35% more CPU:
+every batch grew and shrank the heaps again.
 """
 
 import ctypes
