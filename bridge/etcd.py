@@ -273,7 +273,7 @@ class EtcdConnection:
         Returns etcd's current revision. Raises EtcdUnavailableError naming every endpoint
         tried, or EtcdRejectedError when one answered but refused us.
         """
-        failures = []
+        failures: list[EtcdUnavailableError] = []
         endpoints = self._settings.endpoints
         for attempt in range(len(endpoints)):
             self.close()
@@ -283,14 +283,15 @@ class EtcdConnection:
                 self._open_channel()
                 revision = self.current_revision()
             except EtcdUnavailableError as error:
-                failures.append(str(error))
+                failures.append(error)
                 continue
             self._endpoint_index = index
             return revision
         self._endpoint_index = (self._endpoint_index + 1) % len(endpoints)
         raise EtcdUnavailableError(
-            "no etcd endpoint answered (" + "; ".join(failures) + "); check BRIDGE_ETCD__ENDPOINTS"
-        )
+            "no etcd endpoint answered (" + "; ".join(map(str, failures)) + "); check "
+            "BRIDGE_ETCD__ENDPOINTS"
+        ) from failures[-1]
 
     def failover(self) -> None:
         """Forget the current channel and prefer the next endpoint on the next connect."""

@@ -32,13 +32,13 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 def error_fields(error: BaseException) -> dict[str, object]:
     """The ``extra=`` of a line about ``error``: its class (``error``), its one-line message
     (``detail``), its context (``sink``, ``key``, ``revision``, ``endpoint``, where known) and
-    the first line of its cause, if any (``cause``), so that a JSON reader can filter on them
-    and the operator still reads one line."""
+    the first line of its cause, if any and not already in the message (``cause``), so that a
+    JSON reader can filter on them and the operator still reads one line."""
     fields: dict[str, object] = {"error": type(error).__name__, "detail": str(error)}
     if isinstance(error, BridgeError):
         fields.update(error.fields)
     cause = error.__cause__
-    if cause is not None:
+    if cause is not None and str(cause) not in str(error):  # else the message already says it
         first = next(iter(str(cause).strip().splitlines()), "")
         fields["cause"] = f"{type(cause).__name__}: {first[:_CAUSE_CHARACTERS]}".rstrip(": ")
     return fields

@@ -58,3 +58,12 @@ def test_the_errors_metric_is_labelled_by_sink_and_class_only() -> None:
     assert REGISTRY.get_sample_value("etcd_bridge_errors_total", labels) == before + 1
     family = next(f for f in REGISTRY.collect() if f.name == "etcd_bridge_errors")
     assert {name for sample in family.samples for name in sample.labels} == {"sink", "kind"}
+
+
+def test_a_cause_the_message_already_quotes_is_not_repeated() -> None:
+    cause = EtcdUnavailableError("etcd http://e:2379: UNAVAILABLE")
+    try:
+        raise EtcdUnavailableError(f"no etcd endpoint answered ({cause})") from cause
+    except EtcdUnavailableError as error:
+        assert error.__cause__ is cause
+        assert "cause" not in error_fields(error)
