@@ -57,27 +57,38 @@ def pipeline(
     )
 
 
-def run_until(pipeline: Pipeline, done: Callable[[], object], *, stop: threading.Event) -> None:
-    """Run ``pipeline`` in a thread until ``done()`` holds, then stop it and wait for it;
-    raise whatever it raised."""
+def run(
+    pipeline: Pipeline, *, stop: threading.Event, until: Callable[[], object] | None = None
+) -> None:
+    """Run ``pipeline`` in a thread until it ends by itself, or, given ``until``, until that
+    holds (then stop it); fail if it does not end in time; raise whatever it raised."""
     failures: list[BaseException] = []
 
-    def run() -> None:
+    def target() -> None:
         try:
             pipeline.run()
         except BaseException as error:  # noqa: BLE001 - raised again in the test's thread
             failures.append(error)
 
-    thread = threading.Thread(target=run, name="pipeline-under-test")
+    thread = threading.Thread(target=target, name="pipeline-under-test")
     thread.start()
     try:
-        wait_for(lambda: done() or failures, timeout=_TIMEOUT, what="the pipeline", interval=0.001)
+        if until is None:
+            thread.join(_TIMEOUT)
+        else:
+            wait_for(
+                lambda: until() or failures, timeout=_TIMEOUT, what="the pipeline", interval=0.001
+            )
     finally:
         stop.set()
         thread.join(_TIMEOUT)
     assert not thread.is_alive(), "the pipeline did not stop"
     if failures:
         raise failures[0]
+
+
+class _End(Exception):  # noqa: N818 - a marker, not an error
+    """Queued after the chunks of a batching test: ends the batching there."""
 
 
 def errors_counted(sink: str, kind: str) -> float:
@@ -91,26 +102,49 @@ def filled(chunks: Sequence[Chunk | _Failure]) -> _ChunkQueue:
     return buffer
 
 
-def batch_sizes(pipeline: Pipeline, buffer: _ChunkQueue, *, count: int) -> list[int]:
-    return [len(batch) for batch in itertools.islice(pipeline._batches(buffer, last=None), count)]
+def batch_sizes(pipeline: Pipeline, chunks: Sequence[Chunk]) -> list[int]:
+    """The sizes of the batches cut from ``chunks``, all queued before the first is cut."""
+    sizes: list[int] = []
+    with pytest.raises(_End):
+        for batch in pipeline._batches(filled([*chunks, _Failure(_End())]), last=None):
+            sizes.append(len(batch))
+    return sizes
 
 
 def test_a_batch_ends_at_the_event_limit_between_chunks() -> None:
     """batch_events is soft: a batch takes whole chunks, and ends at the first chunk that
     reaches the limit, so possibly inside a revision (chunks of 3 changes of one revision)."""
-    chunks = history(range(1, 6), per_revision=3)
+    chunks = history(range(1, 7), per_revision=3)
     under_test = pipeline(MemorySink(), HistorySource([]), stop=threading.Event(), batch_events=5)
-    assert batch_sizes(under_test, filled(chunks), count=3) == [6, 6, 3]
+    assert batch_sizes(under_test, chunks) == [6, 6, 6]
 
 
 def test_a_batch_ends_at_the_byte_limit() -> None:
     """Chunks of 600 bytes against batch_bytes of 1,024: two per batch, whatever the events."""
     chunks = [
         Chunk(events=chunk.events, revision=chunk.revision, size=600)
-        for chunk in history(range(1, 6))
+        for chunk in history(range(1, 7))
     ]
     under_test = pipeline(MemorySink(), HistorySource([]), stop=threading.Event(), batch_bytes=1024)
-    assert batch_sizes(under_test, filled(chunks), count=3) == [2, 2, 1]
+    assert batch_sizes(under_test, chunks) == [2, 2, 2]
+
+
+def test_a_batch_gathered_when_stop_comes_is_still_handed_on() -> None:
+    """Stop arrives once the first chunk of a batch is taken: that batch is still handed on
+    (to be written and flushed), and no other after it."""
+    stop = threading.Event()
+
+    class StoppingQueue(_ChunkQueue):
+        def get(self, timeout: float) -> Chunk | _Failure:
+            item = super().get(timeout)
+            stop.set()
+            return item
+
+    buffer = StoppingQueue(max_events=100, max_bytes=1 << 20)
+    for chunk in history(range(1, 6)):
+        buffer.put(chunk, timeout=0)
+    under_test = pipeline(MemorySink(), HistorySource([]), stop=stop, batch_events=2)
+    assert [len(batch) for batch in under_test._batches(buffer, last=None)] == [2]
 
 
 def test_batches_skip_what_the_sink_holds_and_raise_the_readers_failure() -> None:
@@ -178,7 +212,7 @@ def test_a_slow_sink_holds_the_reader_back(
             release.set()
         return len(sink.durable) == len(chunks)
 
-    run_until(under_test, held_back_then_released, stop=stop)
+    run(under_test, stop=stop, until=held_back_then_released)
     assert ahead_when_released == [capacity + 1], "the reader ran ahead of the queue's bound"
     assert sink.durable == events_of(chunks)
 
@@ -195,7 +229,7 @@ def test_reopening_resumes_from_the_durable_tail() -> None:
     under_test = pipeline(sink, source, stop=stop, health=health, batch_events=4)
     events = events_of(chunks)
 
-    run_until(under_test, lambda: len(sink.durable) == len(events), stop=stop)
+    run(under_test, stop=stop, until=lambda: len(sink.durable) == len(events))
     assert sink.durable == events
     assert sink.opened == 2
     assert source.tails == [None, events[sink.batches[0]]], "reopened from the durable tail"
@@ -217,7 +251,7 @@ def test_a_sink_that_fails_on_open_is_retried() -> None:
     sink = LateSink()
     stop = threading.Event()
     under_test = pipeline(sink, HistorySource(chunks), stop=stop)
-    run_until(under_test, lambda: len(sink.durable) == len(chunks), stop=stop)
+    run(under_test, stop=stop, until=lambda: len(sink.durable) == len(chunks))
     assert not refusals and sink.opened == 1
     assert sink.durable == events_of(chunks)
 
@@ -235,11 +269,12 @@ def test_leadership_lost_between_write_and_flush_flushes_nothing_more() -> None:
 
     sink = MemorySink(on_write=lose_on_second_write)
     chunks = history(range(1, 11))
+    stop = threading.Event()
     under_test = pipeline(
-        sink, HistorySource(chunks), stop=threading.Event(), may_write=leader.is_set, batch_events=3
+        sink, HistorySource(chunks), stop=stop, may_write=leader.is_set, batch_events=3
     )
     with pytest.raises(NotLeaderError) as raised:
-        under_test.run()
+        run(under_test, stop=stop)
     assert raised.value.sink == "memory"
     assert len(sink.batches) == 2, "nothing written after the batch in hand"
     assert sink.flushes == 1
@@ -259,7 +294,7 @@ def test_stop_mid_batch_delivers_the_batch_in_hand_and_leaves_the_rest() -> None
     sink = MemorySink(on_write=stop_on_second_write)
     chunks = history(range(1, 31))
     health = PhaseLog(sink="memory-stop")
-    pipeline(sink, HistorySource(chunks), stop=stop, health=health, batch_events=2).run()
+    run(pipeline(sink, HistorySource(chunks), stop=stop, health=health, batch_events=2), stop=stop)
     assert len(sink.batches) == sink.flushes == 2
     assert sink.durable == sink.received == events_of(chunks)[: sum(sink.batches)]
     assert len(sink.durable) < len(chunks)
@@ -271,11 +306,10 @@ def test_a_rejected_event_stops_the_pipeline_with_nothing_after_it() -> None:
     chunks = history(range(1, 11))
     health = PhaseLog(sink="memory-rejected")
     before = errors_counted("memory", "SinkRejectedError")
-    under_test = pipeline(
-        sink, HistorySource(chunks), stop=threading.Event(), health=health, batch_events=2
-    )
+    stop = threading.Event()
+    under_test = pipeline(sink, HistorySource(chunks), stop=stop, health=health, batch_events=2)
     with pytest.raises(SinkRejectedError):
-        under_test.run()
+        run(under_test, stop=stop)
     assert len(sink.batches) == sink.flushes == 2, "nothing written after the rejected batch"
     assert sink.opened == 1
     assert sink.durable == events_of(chunks)[: sink.batches[0]]
@@ -290,8 +324,9 @@ def test_a_fatal_source_error_stops_the_pipeline_after_what_came_before() -> Non
     chunks = history(range(1, 6))
     source = HistorySource(chunks, failures={4: EtcdRejectedError("etcd: permission denied")})
     sink = MemorySink()
+    stop = threading.Event()
     with pytest.raises(EtcdRejectedError):
-        pipeline(sink, source, stop=threading.Event()).run()
+        run(pipeline(sink, source, stop=stop), stop=stop)
     assert sink.durable == events_of(chunks)[: len(sink.durable)]
     assert len(sink.durable) <= 3
     assert len(source.tails) == 1, "a fatal error is not retried"
