@@ -151,6 +151,7 @@ def test_kill_9_at_random_moments_leaves_each_change_once(
             held_at_kills.append(held.position)
             before = held
         bridge = bridge_factory.start(**env)
+        bridge.wait_watching(timeout=60)  # up, so that SIGTERM stops it gracefully
         wait_for_revision(env, writer.changes[-1].revision, timeout=90)
     assert bridge.terminate() == 0
     assert len(writer.changes) > 3000

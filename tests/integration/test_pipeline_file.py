@@ -152,6 +152,7 @@ def test_kill_9_anywhere_leaves_each_change_once(
             assert held is not None
             held_at_kills.append(held.position)
         bridge = bridge_factory.start(**settings)
+        bridge.wait_watching(timeout=60)  # up, so that SIGTERM stops it gracefully
         wait_for_revision(output, writer.changes[-1].revision, timeout=60)
     assert bridge.terminate() == 0
     events = read_events(output)

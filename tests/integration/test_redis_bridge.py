@@ -193,6 +193,7 @@ def test_kill_9_of_the_bridge_leaves_xrange_exactly_once(
             enough.set()
             busy.join()
         bridge = bridge_factory.start(**env)
+        bridge.wait_watching(timeout=60)  # up, so that SIGTERM stops it gracefully
         wait_for_revision(env, writer.changes[-1].revision, timeout=60)
     assert bridge.terminate() == 0
     events = redis_server.stream_events(redis_names.stream)
