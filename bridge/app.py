@@ -33,6 +33,7 @@ from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.pump import Pipeline
 from bridge.sink import Sink, SinkContext
+from bridge.source import etcd_changes
 from config.errors import ConfigError
 from config.settings import ENV_PREFIX, Settings, load_section, load_settings
 from config.variables import (
@@ -221,7 +222,14 @@ def _run_term(
             stop.set()
 
     pipelines = [
-        Pipeline(sink, settings=settings, stop=stop, health=health, may_write=may_write)
+        Pipeline(
+            sink,
+            source=etcd_changes(settings.etcd, pipelines=len(settings.sinks)),
+            limits=settings.pump,
+            stop=stop,
+            health=health,
+            may_write=may_write,
+        )
         for sink, health in zip(configuration.build_sinks(), healths, strict=True)
     ]
     threads = [

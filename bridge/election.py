@@ -21,9 +21,10 @@ import socket
 import threading
 import time
 
-from bridge.errors import EtcdError, EtcdUnavailableError
+from bridge.errors import BridgeError, EtcdError
 from bridge.etcd import EtcdConnection
-from bridge.retry import Backoff
+from bridge.logs import error_fields
+from bridge.retry import Backoff, Retry
 from config.etcd import EtcdSettings
 from config.ha import HaSettings
 
@@ -45,33 +46,32 @@ class Leadership:
         self._keeper: threading.Thread | None = None
 
     def acquire(self, stop: threading.Event) -> bool:
-        """Block until elected (True) or ``stop`` is set (False)."""
+        """Block until elected (True) or ``stop`` is set (False). A campaign that fails on a
+        retryable error (etcd unavailable) is retried with backoff on the next endpoint."""
         self.lost.clear()
-        backoff = Backoff(initial=0.5, maximum=5.0)
+        retry = Retry(Backoff(initial=0.5, maximum=5.0), stop=stop)
         waiting_logged = False
         while not stop.is_set():
-            try:
-                if self._campaign():
-                    log.info(
-                        "leadership gained", extra={"key": self.key.decode(), "ttl": self._ttl}
-                    )
-                    self._keeper = threading.Thread(
-                        target=self._keep, args=(stop,), name="leadership", daemon=True
-                    )
-                    self._keeper.start()
-                    return True
-                if not waiting_logged:
-                    log.info(
-                        "standby: another instance is active", extra={"key": self.key.decode()}
-                    )
-                    waiting_logged = True
-                stop.wait(self._ttl / 4)
-                backoff.reset()
-            except EtcdUnavailableError as error:
-                log.warning("election: etcd unavailable", extra={"detail": str(error)})
-                self._connection.failover()
-                backoff.wait(stop)
+            elected = retry.call(self._campaign, on_error=self._campaign_failed)
+            if elected is None:
+                break
+            if elected:
+                log.info("leadership gained", extra={"key": self.key.decode(), "ttl": self._ttl})
+                self._keeper = threading.Thread(
+                    target=self._keep, args=(stop,), name="leadership", daemon=True
+                )
+                self._keeper.start()
+                return True
+            if not waiting_logged:
+                log.info("standby: another instance is active", extra={"key": self.key.decode()})
+                waiting_logged = True
+            stop.wait(self._ttl / 4)
         return False
+
+    def _campaign_failed(self, error: BridgeError) -> None:
+        """Before the retry's wait: say so and turn to the next endpoint."""
+        log.warning("election: etcd unavailable", extra=error_fields(error))
+        self._connection.failover()
 
     def valid(self) -> bool:
         """Whether we certainly still hold the key (no other instance can have it)."""
@@ -92,9 +92,7 @@ class Leadership:
             try:
                 self._connection.revoke_lease(self._lease)
             except EtcdError as error:
-                log.warning(
-                    "could not revoke the lease; it will expire", extra={"detail": str(error)}
-                )
+                log.warning("could not revoke the lease; it will expire", extra=error_fields(error))
             self._lease = 0
 
     def release(self) -> None:
@@ -119,7 +117,7 @@ class Leadership:
             try:
                 remaining = self._connection.keep_alive(self._lease, timeout=self._ttl / 3)
             except EtcdError as error:
-                log.warning("lease refresh failed", extra={"detail": str(error)})
+                log.warning("lease refresh failed", extra=error_fields(error))
                 self._connection.failover()
                 remaining = -1
             if remaining > 0:

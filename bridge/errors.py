@@ -15,16 +15,57 @@
         ├── SinkUnavailableError     retryable: the sink's server is down or slow
         └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL)
 
-Retryable errors are retried with ``bridge.retry.Backoff`` by whoever owns the loop; fatal
-errors stop the pipeline with their message, having delivered and checkpointed nothing after
-the failing event.
+``retryable`` is read by one loop, ``bridge.retry.Retry``: the pump (reopening a sink), the
+source (reconnecting to etcd) and the election all retry through it, with backoff. Fatal errors
+stop the pipeline with their message, having delivered and checkpointed nothing after the
+failing event. "Handled" errors are caught by the code that knows what to do about them.
+
+An error raised because of another keeps it as its cause (``raise ... from error``), for
+whoever debugs; the operator reads one line, ``str(error)``. The context travels as attributes
+(``sink``, ``key``, ``revision``, ``endpoint``), which the JSON logs show as fields
+(``bridge.logs.error_fields``) and the errors metric labels by sink (``bridge.metrics``). This
+module imports nothing, so that every layer may raise these.
 """
 
 
 class BridgeError(Exception):
-    """Base of every deliberate error; the message is one line, fit for an operator."""
+    """Base of every deliberate error; the message is one line, fit for an operator.
+
+    The keyword arguments are the error's context, each None where it does not apply or is
+    not known where the error is raised; the message already says them in words.
+    """
 
     retryable = False
+    """Whether ``bridge.retry.Retry`` waits and tries again (True) or lets it through."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sink: str | None = None,
+        key: bytes | None = None,
+        revision: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.sink = sink
+        self.key = key
+        self.revision = revision
+        self.endpoint = endpoint
+
+    @property
+    def fields(self) -> dict[str, str | int]:
+        """The known context, for a structured log line (the key as text, bytes escaped)."""
+        fields: dict[str, str | int] = {}
+        if self.sink is not None:
+            fields["sink"] = self.sink
+        if self.key is not None:
+            fields["key"] = self.key.decode("utf-8", "backslashreplace")
+        if self.revision is not None:
+            fields["revision"] = self.revision
+        if self.endpoint is not None:
+            fields["endpoint"] = self.endpoint
+        return fields
 
 
 class NotLeaderError(BridgeError):
@@ -48,11 +89,12 @@ class EtcdRejectedError(EtcdError):
 class RevisionCompactedError(EtcdError):
     """The requested revision is older than etcd's compaction: take a new snapshot."""
 
-    def __init__(self, *, requested: int, compacted: int) -> None:
+    def __init__(self, *, requested: int, compacted: int, endpoint: str | None = None) -> None:
         super().__init__(
-            f"revision {requested} is compacted (etcd keeps history from {compacted} on)"
+            f"revision {requested} is compacted (etcd keeps history from {compacted} on)",
+            revision=requested,
+            endpoint=endpoint,
         )
-        self.requested = requested
         self.compacted = compacted
 
 
@@ -73,7 +115,7 @@ class WatchResponseTooLargeError(EtcdError):
             )
         else:
             message = f"etcd {endpoint}: a watch response is over {limit} bytes ({detail})"
-        super().__init__(message)
+        super().__init__(message, endpoint=endpoint)
         self.fragmented = fragmented
 
 
@@ -88,7 +130,10 @@ class PositionAheadError(EtcdError):
         super().__init__(
             f"sink {sink} holds revision {position} but etcd {endpoint} is at {current}: etcd "
             "was replaced or restored from a backup; point the sink at a fresh target or use "
-            "a new BRIDGE_NAME"
+            "a new BRIDGE_NAME",
+            sink=sink,
+            revision=position,
+            endpoint=endpoint,
         )
 
 

@@ -181,17 +181,21 @@ def translate_rpc_error(error: grpc.RpcError, *, endpoint: str, revision: int = 
     code = error.code() if isinstance(error, grpc.Call) else None
     details = (error.details() if isinstance(error, grpc.Call) else "") or ""
     if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
-        return RevisionCompactedError(requested=revision, compacted=0)
+        return RevisionCompactedError(requested=revision, compacted=0, endpoint=endpoint)
     if code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details:
         # Simple tokens expire (--auth-token-ttl) and die with a restart: reconnecting
         # authenticates anew.
-        return EtcdUnavailableError(f"etcd {endpoint}: auth token expired, re-authenticating")
+        return EtcdUnavailableError(
+            f"etcd {endpoint}: auth token expired, re-authenticating", endpoint=endpoint
+        )
     if code in _REJECTED_CODES:
         hint = "check BRIDGE_ETCD__USER/PASSWORD and the user's role"
-        return EtcdRejectedError(f"etcd {endpoint} refused the request ({code}: {details}); {hint}")
+        return EtcdRejectedError(
+            f"etcd {endpoint} refused the request ({code}: {details}); {hint}", endpoint=endpoint
+        )
     if "handshake" in details.lower():
-        return EtcdRejectedError(f"etcd {endpoint}: {_tls_advice(details)}")
-    return EtcdUnavailableError(f"etcd {endpoint}: {describe_rpc_error(error)}")
+        return EtcdRejectedError(f"etcd {endpoint}: {_tls_advice(details)}", endpoint=endpoint)
+    return EtcdUnavailableError(f"etcd {endpoint}: {describe_rpc_error(error)}", endpoint=endpoint)
 
 
 def _tls_advice(details: str) -> str:
@@ -269,7 +273,7 @@ class EtcdConnection:
         Returns etcd's current revision. Raises EtcdUnavailableError naming every endpoint
         tried, or EtcdRejectedError when one answered but refused us.
         """
-        failures = []
+        failures: list[EtcdUnavailableError] = []
         endpoints = self._settings.endpoints
         for attempt in range(len(endpoints)):
             self.close()
@@ -279,14 +283,15 @@ class EtcdConnection:
                 self._open_channel()
                 revision = self.current_revision()
             except EtcdUnavailableError as error:
-                failures.append(str(error))
+                failures.append(error)
                 continue
             self._endpoint_index = index
             return revision
         self._endpoint_index = (self._endpoint_index + 1) % len(endpoints)
         raise EtcdUnavailableError(
-            "no etcd endpoint answered (" + "; ".join(failures) + "); check BRIDGE_ETCD__ENDPOINTS"
-        )
+            "no etcd endpoint answered (" + "; ".join(map(str, failures)) + "); check "
+            "BRIDGE_ETCD__ENDPOINTS"
+        ) from failures[-1]
 
     def failover(self) -> None:
         """Forget the current channel and prefer the next endpoint on the next connect."""
@@ -322,7 +327,7 @@ class EtcdConnection:
             except grpc.RpcError as error:
                 raise translate_rpc_error(
                     error, endpoint=self.endpoint, revision=revision
-                ) from None
+                ) from error
             return RangePage(
                 kvs=response.kvs, revision=int(response.header.revision), more=response.more
             )
@@ -335,7 +340,8 @@ class EtcdConnection:
         response = self._call(etcdrpc.LeaseStub(self._require_channel()).LeaseGrant, request)
         if response.error:
             raise EtcdUnavailableError(
-                f"etcd {self.endpoint}: lease grant failed: {response.error}"
+                f"etcd {self.endpoint}: lease grant failed: {response.error}",
+                endpoint=self.endpoint,
             )
         return int(response.ID)
 
@@ -350,7 +356,7 @@ class EtcdConnection:
             )
             return max((int(response.TTL) for response in responses), default=0)
         except grpc.RpcError as error:
-            raise translate_rpc_error(error, endpoint=self.endpoint) from None
+            raise translate_rpc_error(error, endpoint=self.endpoint) from error
 
     def revoke_lease(self, lease: int) -> None:
         """End a lease now, deleting the keys attached to it."""
@@ -412,7 +418,7 @@ class EtcdConnection:
         try:
             return method(request, timeout=self._settings.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise translate_rpc_error(error, endpoint=self.endpoint, revision=revision) from None
+            raise translate_rpc_error(error, endpoint=self.endpoint, revision=revision) from error
 
     def _require_channel(self) -> grpc.Channel:
         if self._channel is None:
@@ -454,7 +460,7 @@ class EtcdConnection:
                 request, timeout=self._settings.timeout
             )
         except grpc.RpcError as error:
-            raise translate_rpc_error(error, endpoint=self.endpoint) from None
+            raise translate_rpc_error(error, endpoint=self.endpoint) from error
         return str(response.token)
 
 
@@ -612,8 +618,9 @@ class WatchStream:
             if self._stalled:
                 raise EtcdUnavailableError(
                     f"etcd {self._endpoint}: watch stalled (nothing for "
-                    f"{self._stall_timeout:g}s, not even a progress answer)"
-                ) from None
+                    f"{self._stall_timeout:g}s, not even a progress answer)",
+                    endpoint=self._endpoint,
+                ) from error
             if self._closed.is_set():
                 return
             if isinstance(error, grpc.Call) and error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -622,14 +629,16 @@ class WatchStream:
                     limit=self._response_limit,
                     fragmented=self.fragmented,
                     detail=error.details() or "",
-                ) from None
+                ) from error
             raise translate_rpc_error(
                 error, endpoint=self._endpoint, revision=self._start_revision
-            ) from None
+            ) from error
         finally:
             self.close()
         if not self._closed.is_set():
-            raise EtcdUnavailableError(f"etcd {self._endpoint}: the watch stream ended")
+            raise EtcdUnavailableError(
+                f"etcd {self._endpoint}: the watch stream ended", endpoint=self._endpoint
+            )
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -642,11 +651,15 @@ class WatchStream:
         a time, so that the pump's bounded queue also bounds the events alive."""
         if response.compact_revision:
             raise RevisionCompactedError(
-                requested=self._start_revision, compacted=int(response.compact_revision)
+                requested=self._start_revision,
+                compacted=int(response.compact_revision),
+                endpoint=self._endpoint,
             )
         if response.canceled:
             reason = response.cancel_reason or "no reason given"
-            raise EtcdUnavailableError(f"etcd {self._endpoint} cancelled the watch: {reason}")
+            raise EtcdUnavailableError(
+                f"etcd {self._endpoint} cancelled the watch: {reason}", endpoint=self._endpoint
+            )
         header_revision = int(response.header.revision)
         if response.created:
             behind = max(0, header_revision - self._start_revision)

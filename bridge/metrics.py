@@ -2,7 +2,8 @@
 
 Every metric is labelled by ``sink``: each sink has its own pipeline, position and watch, so
 each is observed on its own. Updating a metric is cheap (a lock and an add); the pump updates
-them once per batch or chunk, never per event.
+them once per batch or chunk, never per event. Labels take few values: an error is counted by
+its sink and class (``count_error``), never by the key, revision or endpoint it carries.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -89,3 +90,8 @@ WRITE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10),
     registry=REGISTRY,
 )
+
+
+def count_error(error: BaseException, *, sink: str) -> None:
+    """Count ``error``, met by ``sink``'s pipeline, under its class name."""
+    ERRORS.labels(sink, type(error).__name__).inc()

@@ -4,8 +4,10 @@ Each sink gets its own pipeline: its own position, its own etcd watch, its own t
 slow or broken sink therefore only ever slows its own watch, and fan-out needs no shared
 buffer that could grow while one sink is down.
 
-Within a pipeline a reader thread iterates the ``ChangeSource`` and puts chunks into a
-queue bounded by events and by bytes (a chunk may be a piece of one huge revision); the
+Within a pipeline a reader thread iterates the change source the pipeline was given (a
+``bridge.source.ChangeSourceFactory``: etcd in production, a script in unit tests, opened
+anew from the sink's tail each time the sink is opened) and puts chunks into a queue
+bounded by events and by bytes (a chunk may be a piece of one huge revision); the
 pipeline's thread takes them, drops anything at or below the last position handed to the
 sink, groups chunks into batches, and writes then flushes each batch. A batch ends between
 chunks, so possibly inside a revision: positions are per event, and a sink that must apply a
@@ -17,9 +19,9 @@ control slows the watch: nothing is ever dropped to relieve pressure.
 Positions only move forward, and the sink's durable tail is the last event of a flushed
 batch. On stop, the batch in hand is written and flushed and whatever is still queued is
 left: it is past the durable tail, so the next start reads it again from etcd. A
-``SinkUnavailableError`` closes everything, reopens the sink (which reports its durable tail
-anew) and starts over from there, with backoff; a fatal error stops the pipeline with
-nothing written after the failing event.
+``SinkUnavailableError`` (any retryable error: ``bridge.retry.Retry`` decides) closes
+everything, reopens the sink (which reports its durable tail anew) and starts over from there,
+with backoff; a fatal error stops the pipeline with nothing written after the failing event.
 """
 
 import collections
@@ -32,14 +34,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bridge import metrics
-from bridge.errors import NotLeaderError, SinkUnavailableError
+from bridge.errors import BridgeError, NotLeaderError, SinkError
 from bridge.etcd import Chunk
 from bridge.events import Event, Position
 from bridge.health import Phase, PipelineHealth
-from bridge.retry import Backoff
+from bridge.logs import error_fields
+from bridge.retry import Backoff, Retry
 from bridge.sink import Sink
-from bridge.source import ChangeSource
-from config.settings import Settings
+from bridge.source import ChangeSourceFactory, ChunkStream
+from config.pump import PumpSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,45 +87,34 @@ class Pipeline:
         self,
         sink: Sink,
         *,
-        settings: Settings,
+        source: ChangeSourceFactory,
+        limits: PumpSettings,
         stop: threading.Event,
         health: PipelineHealth,
         may_write: Callable[[], bool],
+        backoff: Backoff | None = None,
     ) -> None:
+        """``source`` opens the changes after a tail; ``may_write`` is asked before every write
+        and flush (False: leadership is lost); ``backoff``: the delays between reopenings
+        (default: 0.2 s doubling to 10 s)."""
         self.sink = sink
-        self._settings = settings
+        self._open_source = source
+        self._limits = limits
         self._stop = stop
         self._may_write = may_write
+        self._retry = Retry(backoff or Backoff(initial=0.2, maximum=10.0), stop=stop)
         self.stats = PipelineStats()
         self.health = health
 
     def run(self) -> None:
-        backoff = Backoff(initial=0.2, maximum=10.0)
+        """Deliver until stopped, reopening the sink after a retryable error (with backoff);
+        raise a fatal one, having written nothing after the event it concerns."""
         try:
-            while not self._stop.is_set():
-                try:
-                    tail = self.sink.open()
-                    log.info(
-                        "sink opened",
-                        extra={
-                            "sink": self.sink.name,
-                            "position": _describe(tail),
-                            "guarantee": self.sink.guarantee,
-                        },
-                    )
-                    self._pump(tail, backoff)
-                except SinkUnavailableError as error:
-                    self.health.enter(Phase.SINK_DOWN)
-                    metrics.ERRORS.labels(self.sink.name, type(error).__name__).inc()
-                    log.warning(
-                        "sink unavailable, reopening",
-                        extra={"sink": self.sink.name, "detail": str(error)},
-                    )
-                    self.sink.close()
-                    backoff.wait(self._stop)
+            for _delivered in self._retry.iterate(self._deliver, on_error=self._reopening):
+                pass  # each delivered batch is progress: the retry resets its backoff
         except BaseException as error:
             self.health.enter(Phase.FAILED)
-            metrics.ERRORS.labels(self.sink.name, type(error).__name__).inc()
+            metrics.count_error(error, sink=self.sink.name)
             raise
         else:
             self.health.enter(Phase.STOPPED)
@@ -137,20 +129,34 @@ class Pipeline:
                 },
             )
 
-    def _pump(self, tail: Event | None, backoff: Backoff) -> None:
-        """Deliver from ``tail`` on until stopped; raises what the sink or reader raised."""
-        halt = threading.Event()
-        etcd, pump = self._settings.etcd, self._settings.pump
-        source = ChangeSource(
-            etcd,
-            tail=tail,
-            stop=halt,
-            health=self.health,
-            watch_response_bytes=etcd.watch_response_bytes_per_pipeline(len(self._settings.sinks)),
+    def _reopening(self, error: BridgeError) -> None:
+        """Before the retry's wait: report the failure and close the sink; the next delivery
+        reopens it and starts over from the tail it reports then."""
+        self.health.enter(Phase.SINK_DOWN if isinstance(error, SinkError) else Phase.ETCD_DOWN)
+        metrics.count_error(error, sink=self.sink.name)
+        log.warning(
+            "sink unavailable, reopening",
+            extra={"sink": self.sink.name, **error_fields(error)},
         )
+        self.sink.close()
+
+    def _deliver(self) -> Iterator[list[Event]]:
+        """Open the sink and deliver from the tail it reports until stopped, yielding each
+        batch once flushed; raises what the sink or the source raised."""
+        tail = self.sink.open()
+        log.info(
+            "sink opened",
+            extra={
+                "sink": self.sink.name,
+                "position": _describe(tail),
+                "guarantee": self.sink.guarantee,
+            },
+        )
+        halt = threading.Event()
+        source = self._open_source(tail, stop=halt, health=self.health)
         chunks = _ChunkQueue(
-            max_events=pump.queue_depth * pump.batch_events,
-            max_bytes=pump.queue_bytes,
+            max_events=self._limits.queue_depth * self._limits.batch_events,
+            max_bytes=self._limits.queue_bytes,
         )
         reader = threading.Thread(
             target=_read, args=(source, chunks, halt), name=f"etcd-{self.sink.name}", daemon=True
@@ -164,15 +170,18 @@ class Pipeline:
                 self.sink.write(batch)
                 self._check_leadership()
                 self.sink.flush()
-                backoff.reset()
                 self._delivered(batch, seconds=time.perf_counter() - started)
+                yield batch
         finally:
+            halt.set()
             source.close()
-            reader.join(self._settings.pump.shutdown_timeout)
+            reader.join(self._limits.shutdown_timeout)
 
     def _check_leadership(self) -> None:
         if not self._may_write():
-            raise NotLeaderError(f"sink {self.sink.name}: leadership lost; not writing")
+            raise NotLeaderError(
+                f"sink {self.sink.name}: leadership lost; not writing", sink=self.sink.name
+            )
 
     def _delivered(self, batch: list[Event], *, seconds: float) -> None:
         sink = self.sink.name
@@ -187,7 +196,7 @@ class Pipeline:
 
     def _batches(self, chunks: "_ChunkQueue", *, last: Position | None) -> Iterator[list[Event]]:
         """Batches of events past ``last``, until ``stop``; raises the reader's failure."""
-        limits = self._settings.pump
+        limits = self._limits
         while not self._stop.is_set():
             try:
                 item: _Item = chunks.get(timeout=_POLL_SECONDS)
@@ -275,7 +284,7 @@ def _after(events: list[Event], last: Position | None) -> list[Event]:
     return [event for event in events if event.position > last]
 
 
-def _read(source: ChangeSource, chunks: "_ChunkQueue", halt: threading.Event) -> None:
+def _read(source: ChunkStream, chunks: "_ChunkQueue", halt: threading.Event) -> None:
     """Reader thread: source -> queue, blocking while the queue is full (backpressure)."""
     try:
         for chunk in source:

@@ -1,13 +1,23 @@
-"""Exponential backoff with jitter, as one small reusable object.
+"""Retrying what may succeed later: a backoff strategy and the one loop that reads ``retryable``.
 
-Every retry loop in the bridge (reconnecting to etcd, rewriting a batch to a sink that is down)
-uses a ``Backoff`` instead of its own ``while True: sleep``, so delays are bounded, jittered
-(instances restarting together do not stampede) and reset after a success.
+Every retry in the bridge (reopening a sink that is down, reconnecting to etcd, campaigning
+for leadership while etcd is away) goes through ``Retry``, in the manner of redis-py's
+``Retry`` object: call the operation; on an error whose ``retryable`` flag is set
+(``bridge.errors``), report it, wait the ``Backoff`` and call again; let every other error
+through. Delays are therefore bounded, jittered (instances restarting together do not
+stampede) and reset after a success, the wait ends at once when the bridge stops, and no
+component hand-writes a ``while True: sleep`` of its own.
 """
 
 import random
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bridge.errors import BridgeError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,3 +44,63 @@ class Backoff:
     @property
     def attempts(self) -> int:
         return self._attempts
+
+
+OnError = Callable[[BridgeError], None]
+"""Told of each retryable error before the wait: logs it, counts it, releases what failed."""
+
+
+class Retry:
+    """Retries an operation on retryable errors with ``backoff``, until ``stop`` is set."""
+
+    def __init__(self, backoff: Backoff, *, stop: threading.Event) -> None:
+        self.backoff = backoff
+        self._stop = stop
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts since the last success (0 while all is well)."""
+        return self.backoff.attempts
+
+    def call(self, operation: Callable[[], T], *, on_error: OnError) -> T | None:
+        """``operation()``'s result; None when ``stop`` was set before it succeeded.
+
+        A retryable error goes to ``on_error``, then the backoff is waited and the operation
+        called again; any other error is raised as it is. A success resets the backoff.
+        """
+        while not self._stop.is_set():
+            try:
+                result = operation()
+            except BridgeError as error:
+                if not error.retryable:
+                    raise
+                self._wait(error, on_error=on_error)
+                continue
+            self.backoff.reset()
+            return result
+        return None
+
+    def iterate(self, operation: Callable[[], Iterator[T]], *, on_error: OnError) -> Iterator[T]:
+        """The items of ``operation()``, which is started again after a retryable error.
+
+        For long-running work that shows progress by its items (chunks read, batches
+        delivered): each item resets the backoff, so a source that failed once an hour waits
+        the first delay, not the longest. Ends when the operation ends or ``stop`` is set; the
+        operation is expected to resume from its own state (the restarted iterator does not
+        repeat what was already yielded unless the operation does).
+        """
+        while not self._stop.is_set():
+            try:
+                for item in operation():
+                    self.backoff.reset()
+                    yield item
+                return
+            except BridgeError as error:
+                if not error.retryable:
+                    raise
+                self._wait(error, on_error=on_error)
+
+    def _wait(self, error: BridgeError, *, on_error: OnError) -> None:
+        """Report a retryable error, then wait the backoff (cut short when stopped)."""
+        on_error(error)
+        self.backoff.wait(self._stop)

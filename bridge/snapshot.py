@@ -21,16 +21,27 @@ caller starts a new snapshot.
 """
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from bridge.etcd import CHUNK_EVENTS, Chunk, EtcdConnection, snapshot_event
+from bridge.etcd import CHUNK_EVENTS, Chunk, RangePage, snapshot_event
 from bridge.events import Event, Op, SnapshotReason, snapshot_marker
 from config.keyspace import KeySpace
 
 _GROWTH = 64
 _MAX_PAGE_KEYS = 100_000
+
+
+class RangeReader(Protocol):
+    """What a snapshot reads etcd with (``bridge.etcd.EtcdConnection.range_page``)."""
+
+    def range_page(
+        self, *, start: bytes, end: bytes, revision: int, limit: int
+    ) -> Callable[[], RangePage]:
+        """Ask for up to ``limit`` keys of ``[start, end)`` at ``revision`` (0: now); the
+        returned call waits for the page."""
+        ...
 
 
 @dataclass
@@ -44,7 +55,7 @@ class SnapshotCursor:
 
 
 def read_snapshot(
-    connection: EtcdConnection, *, keyspace: KeySpace, cursor: SnapshotCursor, page_bytes: int
+    connection: RangeReader, *, keyspace: KeySpace, cursor: SnapshotCursor, page_bytes: int
 ) -> Iterator[Chunk]:
     """Yield the snapshot from ``cursor`` on, bracketed by its begin and end markers, in
     chunks of at most ``CHUNK_EVENTS`` keys, so that the pump's queue bounds the events built

@@ -20,28 +20,98 @@ to the next endpoint with backoff and re-watches from the last revision it yield
 etcd has compacted the revision it needs, it logs an error, counts a resync, and starts a new
 snapshot (reason ``compacted``): consumers see a ``snapshot_begin`` marker with that reason
 and must treat the snapshot as the prefix's new state. Nothing is skipped silently.
+
+The pump does not build its source: the composition root hands it a ``ChangeSourceFactory``
+(``etcd_changes``), and the source reaches etcd only through the narrow ``EtcdClient``
+protocol. Both seams exist so that the pump and these resume rules run in unit tests against
+scripts, in milliseconds; reconnecting is ``bridge.retry.Retry``'s loop, not one of its own.
 """
 
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 
 from bridge import metrics
 from bridge.errors import (
+    BridgeError,
     EtcdRejectedError,
-    EtcdUnavailableError,
     PositionAheadError,
     RevisionCompactedError,
     WatchResponseTooLargeError,
 )
-from bridge.etcd import Chunk, EtcdConnection, WatchStream
+from bridge.etcd import Chunk, EtcdConnection
 from bridge.events import Event, Op, SnapshotReason
 from bridge.health import Phase, PipelineHealth
-from bridge.retry import Backoff
-from bridge.snapshot import SnapshotCursor, read_snapshot
+from bridge.logs import error_fields
+from bridge.retry import Backoff, Retry
+from bridge.snapshot import RangeReader, SnapshotCursor, read_snapshot
 from config.etcd import EtcdSettings
+from config.keyspace import KeySpace
 
 log = logging.getLogger(__name__)
+
+
+class ChunkStream(Protocol):
+    """Chunks in order until the stream ends, fails or is closed (from any thread)."""
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+class ChangeSourceFactory(Protocol):
+    """Opens the changes after a sink's durable ``tail`` (None: it holds nothing yet).
+
+    The pump calls it each time it (re)opens its sink, with the tail the sink reported, an
+    event that ``close`` sets, and the pipeline's health to report phases to. The composition
+    root passes ``etcd_changes``; unit tests pass a scripted source.
+    """
+
+    def __call__(
+        self, tail: Event | None, *, stop: threading.Event, health: PipelineHealth
+    ) -> ChunkStream: ...
+
+
+class EtcdClient(RangeReader, Protocol):
+    """What the source asks of etcd; ``bridge.etcd.EtcdConnection`` is the real one. Narrow,
+    so that a scripted connection drives the resume rules in unit tests."""
+
+    endpoint: str
+
+    def connect(self) -> int:
+        """Reach an endpoint; return etcd's current revision."""
+        ...
+
+    def failover(self) -> None:
+        """Prefer the next endpoint on the next ``connect``."""
+        ...
+
+    def close(self) -> None: ...
+
+    def watch(self, keyspace: KeySpace, *, start_revision: int, fragment: bool) -> ChunkStream:
+        """Watch ``keyspace`` from ``start_revision``, in etcd fragments if ``fragment``."""
+        ...
+
+
+def etcd_changes(settings: EtcdSettings, *, pipelines: int) -> ChangeSourceFactory:
+    """The factory of real change sources: a fresh connection to etcd per opening, with its
+    pipeline's part of the watch response limit (``pipelines`` share it)."""
+    watch_response_bytes = settings.watch_response_bytes_per_pipeline(pipelines)
+
+    def open_changes(
+        tail: Event | None, *, stop: threading.Event, health: PipelineHealth
+    ) -> "ChangeSource":
+        return ChangeSource(
+            EtcdConnection(settings, watch_response_bytes=watch_response_bytes),
+            keyspace=settings.keyspace,
+            page_bytes=settings.snapshot_page_bytes,
+            tail=tail,
+            stop=stop,
+            health=health,
+        )
+
+    return open_changes
 
 
 class ChangeSource:
@@ -49,19 +119,25 @@ class ChangeSource:
 
     def __init__(
         self,
-        settings: EtcdSettings,
+        connection: EtcdClient,
         *,
+        keyspace: KeySpace,
+        page_bytes: int,
         tail: Event | None,
         stop: threading.Event,
         health: PipelineHealth,
-        watch_response_bytes: int,
+        backoff: Backoff | None = None,
     ) -> None:
-        self._settings = settings
+        """``page_bytes``: a snapshot page's target size; ``backoff``: the delays between
+        reconnections (default: 0.1 s doubling to 5 s)."""
+        self._connection = connection
+        self._keyspace = keyspace
+        self._page_bytes = page_bytes
         self._stop = stop
         self._health = health
         self._label = health.sink
-        self._connection = EtcdConnection(settings, watch_response_bytes=watch_response_bytes)
-        self._stream: WatchStream | None = None
+        self._retry = Retry(backoff or Backoff(initial=0.1, maximum=5.0), stop=stop)
+        self._stream: ChunkStream | None = None
         self._lock = threading.Lock()
         self._snapshot: SnapshotCursor | None = None
         self._fragment = False
@@ -81,62 +157,66 @@ class ChangeSource:
             self._watch_from = _resume_revision(tail)
 
     def __iter__(self) -> Iterator[Chunk]:
-        backoff = Backoff(initial=0.1, maximum=5.0)
-        connected = False
+        """Chunks from the tail on until closed; reconnects (with backoff) while etcd is
+        unavailable, to the next endpoint, from the last revision yielded."""
+        try:
+            yield from self._retry.iterate(self._session, on_error=self._reconnecting)
+        finally:
+            self._connection.close()
+
+    def _session(self) -> Iterator[Chunk]:
+        """Connect, then snapshot and watch until closed. A compacted position and a watch
+        response over the limit are handled here, on the same connection."""
+        self._connect()
         while not self._stop.is_set():
             try:
-                if not connected:
-                    revision = self._connection.connect()
-                    connected = True
-                    if self._tail_revision > revision:
-                        raise PositionAheadError(
-                            sink=self._label,
-                            position=self._tail_revision,
-                            current=revision,
-                            endpoint=self._connection.endpoint,
-                        )
-                    log.info(
-                        "connected to etcd",
-                        extra={
-                            "sink": self._label,
-                            "endpoint": self._connection.endpoint,
-                            "revision": revision,
-                        },
-                    )
-                yield from self._snapshot_then_watch(backoff)
+                yield from self._snapshot_then_watch()
             except WatchResponseTooLargeError as error:
                 if error.fragmented:
-                    raise EtcdRejectedError(str(error)) from None
+                    raise EtcdRejectedError(str(error), endpoint=error.endpoint) from error
                 metrics.WATCH_FRAGMENTED.labels(self._label).inc()
                 log.warning(
                     "watch response too large, reading it in fragments",
-                    extra={"sink": self._label, "detail": str(error)},
+                    extra={"sink": self._label, **error_fields(error)},
                 )
                 self._fragment = True
             except RevisionCompactedError as error:
                 metrics.RESYNCS.labels(self._label).inc()
                 log.error(
                     "position compacted, resyncing with a new snapshot",
-                    extra={"sink": self._label, "detail": str(error)},
+                    extra={"sink": self._label, **error_fields(error)},
                 )
                 self._snapshot = SnapshotCursor(reason=SnapshotReason.COMPACTED)
-            except EtcdUnavailableError as error:
-                self._health.enter(Phase.ETCD_DOWN)
-                metrics.RECONNECTS.labels(self._label).inc()
-                metrics.ERRORS.labels(self._label, type(error).__name__).inc()
-                log.warning(
-                    "etcd unavailable, reconnecting",
-                    extra={
-                        "sink": self._label,
-                        "detail": str(error),
-                        "attempt": backoff.attempts + 1,
-                    },
-                )
-                connected = False
-                self._connection.failover()
-                if not backoff.wait(self._stop):
-                    break
-        self._connection.close()
+
+    def _connect(self) -> None:
+        """Reach etcd, refusing a sink that holds revisions etcd never reached."""
+        revision = self._connection.connect()
+        if self._tail_revision > revision:
+            raise PositionAheadError(
+                sink=self._label,
+                position=self._tail_revision,
+                current=revision,
+                endpoint=self._connection.endpoint,
+            )
+        log.info(
+            "connected to etcd",
+            extra={
+                "sink": self._label,
+                "endpoint": self._connection.endpoint,
+                "revision": revision,
+            },
+        )
+
+    def _reconnecting(self, error: BridgeError) -> None:
+        """Before the retry's wait: say etcd is down and turn to the next endpoint."""
+        self._health.enter(Phase.ETCD_DOWN)
+        metrics.RECONNECTS.labels(self._label).inc()
+        metrics.count_error(error, sink=self._label)
+        log.warning(
+            "etcd unavailable, reconnecting",
+            extra={"sink": self._label, **error_fields(error), "attempt": self._retry.attempts + 1},
+        )
+        self._connection.failover()
 
     def close(self) -> None:
         """End the iteration from another thread (cancels a watch that is waiting)."""
@@ -145,8 +225,10 @@ class ChangeSource:
             if self._stream is not None:
                 self._stream.close()
 
-    def _snapshot_then_watch(self, backoff: Backoff) -> Iterator[Chunk]:
-        keyspace = self._settings.keyspace
+    def _snapshot_then_watch(self) -> Iterator[Chunk]:
+        """The snapshot in progress, if any, then the watch from where it (or the tail) ends;
+        returns when closed, or when a fragmented watch has delivered its large response."""
+        keyspace = self._keyspace
         if self._snapshot is not None:
             cursor = self._snapshot
             self._health.enter(Phase.SNAPSHOT)
@@ -164,9 +246,8 @@ class ChangeSource:
                 self._connection,
                 keyspace=keyspace,
                 cursor=cursor,
-                page_bytes=self._settings.snapshot_page_bytes,
+                page_bytes=self._page_bytes,
             ):
-                backoff.reset()
                 self._health.beat()
                 metrics.SNAPSHOT_EVENTS.labels(self._label).inc(len(chunk.events))
                 yield chunk
@@ -200,7 +281,6 @@ class ChangeSource:
         self._health.enter(Phase.WATCHING)
         try:
             for chunk in self._stream:
-                backoff.reset()
                 self._health.beat()
                 if chunk.events:
                     self._watch_from = _resume_revision(chunk.events[-1])

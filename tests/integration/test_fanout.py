@@ -44,7 +44,7 @@ def test_sink_down_for_long_does_not_hold_the_others(
         redis_server.kill()
         for _ in range(10):
             writer.step()
-        wait_for(lambda: "sink unavailable" in bridge.log_text(), timeout=20, what="redis down")
+        wait_for(lambda: bridge.phases()[1]["redis"] == "sink_down", timeout=20, what="redis down")
         memory_before = resident_kib(bridge)
         for _ in range(12000):  # ~18k events: buffering them would cost well over 8 MiB
             writer.step()

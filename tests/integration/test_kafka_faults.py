@@ -52,7 +52,6 @@ def test_kill_9_at_random_moments_leaves_each_change_once(
         "--tombstones",
     ]
     chaos = random.Random(5)  # noqa: S311 - reproducible chaos, not security
-    kills = 0
     for round_number in range(7):
         log = tmp_path / f"driver-{round_number}.log"
         driver = ManagedProcess(command=command, log_path=log)
@@ -68,7 +67,6 @@ def test_kill_9_at_random_moments_leaves_each_change_once(
             )
             assert not lines(log, "done"), "the history ran out before the kills did"
             driver.kill()
-            kills += 1
         finally:
             driver.stop()
     log = tmp_path / "driver-final.log"
@@ -79,8 +77,7 @@ def test_kill_9_at_random_moments_leaves_each_change_once(
         assert driver.process is not None and driver.process.wait(10) == 0
     finally:
         driver.stop()
-    assert kills >= 5
-    check_topic(
+    check_topic(  # what the kills left behind, and the final run delivered: each change once
         read_topic(kafka.bootstrap, topic),
         history,
         partitions=partitions,
