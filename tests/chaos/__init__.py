@@ -1,14 +1,16 @@
 """The chaos suite (issue 5): every sink checked against etcd's own history after a storm.
 
-One run, all on 127.0.0.1 with free ports, starts etcd 3.5, the Kafka-protocol broker (Tansu),
-a persistent Redis (``appendonly yes``, ``appendfsync always``) and two bridge instances with
-the same ``BRIDGE_NAME`` and leader election on, feeding the ``kafka``, ``redis`` and ``file``
-sinks. Once every sink holds its initial snapshot, a writer performs thousands of mixed
-operations on the prefix: puts, updates, deletes, range deletes, multi-key transactions
-(some also touching keys outside the prefix), values that are empty, binary or large, and keys
-bound to 1-2 s leases that etcd itself deletes when they expire. Meanwhile the chaos thread
-SIGKILLs the active bridge (and starts a new instance, so two always exist), SIGSTOPs and
-SIGCONTs etcd, Redis and the broker, and restarts etcd and Redis (same data) once each.
+One run, all on 127.0.0.1 with free ports, starts etcd 3.5, the Kafka-protocol broker (Tansu), a
+persistent Redis (``appendonly yes``, ``appendfsync always``) and two bridge instances with the
+same ``BRIDGE_NAME`` and leader election on, feeding every sink of ``tests.sinks`` (or those
+``--sinks`` names: file, redis, kafka, nats, postgres; the NATS and PostgreSQL servers are
+private ones, paused and restarted like Redis). Once every sink holds its initial snapshot, a
+writer performs thousands of mixed operations on the prefix: puts, updates, deletes, range
+deletes, multi-key transactions (some also touching keys outside the prefix), values that are
+empty, binary or large, and keys bound to 1-2 s leases that etcd itself deletes when they
+expire. Meanwhile the chaos thread SIGKILLs the active bridge (and starts a new instance, so two
+always exist), SIGSTOPs and SIGCONTs etcd, Redis and the broker, and restarts etcd and Redis
+(same data) once each.
 
 Then the bridges catch up to a sentinel put after everything else, are stopped, and each
 sink is read back independently (the file line by line, the Redis stream with XRANGE, every

@@ -15,6 +15,16 @@ from pathlib import Path
 import tests.chaos
 from tests.chaos.common import say
 from tests.chaos.engine import report, run
+from tests.sinks import SINKS
+
+
+def sinks_argument(value: str) -> list[str]:
+    """``--sinks``: names of ``tests.sinks.SINKS``, comma-separated."""
+    sinks = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(sinks) - set(SINKS))
+    if unknown or not sinks:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SINKS)} (not {unknown})")
+    return sinks
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -28,6 +38,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
+    parser.add_argument(
+        "--sinks",
+        type=sinks_argument,
+        default=list(SINKS),
+        help=f"comma-separated sinks to check (default: all, {','.join(SINKS)})",
+    )
     arguments = parser.parse_args(None if argv is None else list(argv))
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
@@ -39,6 +55,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             pause_seconds=(1.0, max(1.0, arguments.max_pause)),
             seed=arguments.seed,
             workdir=workdir,
+            sinks=arguments.sinks,
             catch_up_timeout=arguments.catch_up_timeout,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest

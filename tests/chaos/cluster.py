@@ -1,15 +1,17 @@
 """The servers and bridge instances of one chaos run, and which instance is active.
 
-etcd and every sink's server (``tests.sinks``: the broker, Redis) each have a directory of
-the run's working directory, where etcd and Redis keep the data their restarts resume from;
-each sink writes to its destination named after the pipeline. Bridge instances come and go: a killed
-or crashed one is replaced at once, so two always run and a standby is ready to take over.
-Which one is active is read from etcd (the election key names the holder's pid) and
-confirmed by that instance's own log: the chaos must kill the leader, not a standby.
+etcd and the server of every sink of the run (``tests.sinks``: the broker, Redis, NATS,
+PostgreSQL) each have a directory of the run's working directory, where etcd and the sinks'
+servers keep the data their restarts resume from; each sink writes to its destination named
+after the pipeline. Bridge instances come and go: a killed or crashed one is replaced at once,
+so two always run and a standby is ready to take over. Which one is active is read from etcd
+(the election key names the holder's pid) and confirmed by that instance's own log: the chaos
+must kill the leader, not a standby.
 """
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
@@ -25,20 +27,20 @@ ELECTION_PREFIX = "/bridge-leader/"
 class Cluster:
     """etcd, the sinks' servers and the bridge instances of one run; ``stop`` ends them all."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, sinks: Sequence[str]) -> None:
         self.workdir = workdir
-        for part in ("etcd", "bridges", *SINKS):
+        for part in ("etcd", "bridges", *sinks):
             (workdir / part).mkdir(parents=True, exist_ok=True)
         self.etcd = EtcdServer(version="3.5", workdir=workdir / "etcd")
         self.servers: dict[str, SinkServer] = {}
         """Each sink's server, by sink name (a sink without one has none here)."""
-        for name, kind in SINKS.items():
-            server = kind.server(workdir / name, persistent=True)
+        for name in sinks:
+            server = SINKS[name].server(workdir / name, persistent=True)
             if server is not None:
                 self.servers[name] = server
         self.sinks: dict[str, Destination] = {
-            name: kind.fresh(self.servers.get(name), directory=workdir / name, tag=PIPELINE)
-            for name, kind in SINKS.items()
+            name: SINKS[name].fresh(self.servers.get(name), directory=workdir / name, tag=PIPELINE)
+            for name in sinks
         }
         self.factory = BridgeFactory(workdir / "bridges")
         self.bridges: list[BridgeProcess] = []

@@ -22,6 +22,7 @@ from tests.chaos.common import PIPELINE, PREFIX, say
 from tests.chaos.faults import Action, Chaos, plan_chaos
 from tests.chaos.reference import read_history
 from tests.chaos.writer import Operation, Writer, wait_leases_expired
+from tests.sinks import SINKS
 
 SENTINEL = PREFIX + b"~end"
 """Put after everything else: a sink that holds it holds every earlier change."""
@@ -76,18 +77,20 @@ def run(
     kills: int,
     seed: int,
     workdir: Path,
+    sinks: Sequence[str] = tuple(SINKS),
     pauses: int = 2,
     pause_seconds: tuple[float, float] = (1.0, 4.0),
     initial_keys: int = 300,
     catch_up_timeout: float = 180.0,
 ) -> Figures:
-    """One chaos run in ``workdir``; every process it starts is stopped before it returns."""
+    """One chaos run of ``sinks`` in ``workdir``; every process it starts is stopped before
+    it returns."""
     started = time.monotonic()
     figures = Figures(seed=seed)
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, sinks=sinks)
     chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
-        say(f"starting etcd, the Kafka broker and Redis in {workdir}")
+        say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")
         cluster.start()
         writer = Writer(cluster.etcd, seed=seed)
         writer.populate(initial_keys)

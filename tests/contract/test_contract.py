@@ -1,7 +1,8 @@
 """Every sink, the built-in ones and the sample plug-in, runs the whole contract kit.
 
 One test per (sink, check); a check the harness cannot support (no way to make the file
-system unavailable, nothing the file sink refuses) is reported as skipped, with the reason.
+system unavailable, nothing the file or PostgreSQL sink refuses) is reported as skipped, with
+the reason.
 """
 
 from collections.abc import Callable, Iterator
@@ -13,6 +14,9 @@ from bridge import contract
 from tests.contract.harnesses import (
     FileHarness,
     KafkaHarness,
+    NatsHarness,
+    PostgresChangelogHarness,
+    PostgresMirrorHarness,
     RedisMirrorHarness,
     RedisStreamHarness,
     SqliteHarness,
@@ -31,6 +35,13 @@ HARNESSES: dict[str, Factory] = {
         request.getfixturevalue("redis_server")
     ),
     "kafka": lambda request, _directory: KafkaHarness(request.getfixturevalue("kafka")),
+    "nats": lambda request, _directory: NatsHarness(request.getfixturevalue("nats_pausable")),
+    "postgres-changelog": lambda request, _directory: PostgresChangelogHarness(
+        request.getfixturevalue("postgres_pausable")
+    ),
+    "postgres-mirror": lambda request, _directory: PostgresMirrorHarness(
+        request.getfixturevalue("postgres_pausable")
+    ),
     "sqlite-plugin": lambda _request, directory: SqliteHarness(directory),
 }
 

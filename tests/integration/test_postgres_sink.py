@@ -20,15 +20,20 @@ import pytest
 
 from bridge.contract import History, after, batches
 from bridge.errors import SinkRejectedError, SinkUnavailableError
-from bridge.events import Event, EventType, Op, SnapshotReason
+from bridge.events import Event, Op, SnapshotReason
 from bridge.retry import Backoff
 from bridge.sink import SinkContext
 from config.keyspace import KeySpace
 from config.settings import load_section
-from sinks.postgres.schema import CHANGELOG_COLUMNS
 from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.sink import PostgresSink
-from tests.fixtures.postgres import BINARIES, PostgresDatabase, PostgresFactory
+from tests.fixtures.postgres import (
+    BINARIES,
+    PostgresDatabase,
+    PostgresFactory,
+    changelog_events,
+    mirror_state,
+)
 from tests.fixtures.processes import free_port, wait_for
 
 PREFIX = b"/app/"
@@ -65,32 +70,7 @@ def deliver_and_reopen(
 def changelog(database: PostgresDatabase, *, pipeline: str = PIPELINE) -> list[Event]:
     """The changelog's rows of ``pipeline`` in position order, as events (``more`` too)."""
     with database.connect() as connection:
-        found = connection.execute(
-            f"SELECT {', '.join(CHANGELOG_COLUMNS)} FROM etcd_bridge_changelog "  # noqa: S608
-            "WHERE pipeline = %s ORDER BY revision, index",
-            (pipeline,),
-        ).fetchall()
-    events = []
-    for row in found:
-        fields = dict(zip(CHANGELOG_COLUMNS, row, strict=True))
-        events.append(
-            Event(
-                revision=fields["revision"],
-                index=fields["index"],
-                type=EventType(fields["type"]),
-                op=Op(fields["op"]),
-                key=fields["key"],
-                value=fields["value"],
-                prev_value=fields["prev_value"],
-                mod_revision=fields["mod_revision"],
-                create_revision=fields["create_revision"],
-                version=fields["version"],
-                lease=fields["lease"],
-                reason=None if fields["reason"] is None else SnapshotReason(fields["reason"]),
-                more=fields["more"],
-            )
-        )
-    return events
+        return changelog_events(connection, pipeline=pipeline)
 
 
 def assert_changelog_is(database: PostgresDatabase, events: Sequence[Event]) -> None:
@@ -101,10 +81,7 @@ def assert_changelog_is(database: PostgresDatabase, events: Sequence[Event]) -> 
 
 def mirror(database: PostgresDatabase, *, pipeline: str = PIPELINE) -> dict[bytes, bytes]:
     with database.connect() as connection:
-        found = connection.execute(
-            "SELECT key, value FROM etcd_bridge_mirror WHERE pipeline = %s", (pipeline,)
-        ).fetchall()
-    return {bytes(key): bytes(value) for key, value in found}  # type: ignore[arg-type]
+        return mirror_state(connection, pipeline=pipeline)
 
 
 def consistent_revision(database: PostgresDatabase) -> int | None:

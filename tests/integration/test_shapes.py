@@ -36,6 +36,10 @@ PIPELINE = "shapes"
 HUGE_KEYS = 200_000
 HUGE_KILLS = (0.1, 0.4)
 """Kill once the sink holds over 10% of the huge revision, and again over 40%."""
+SHAPED_SINKS = ("file", "redis", "kafka")
+"""Not yet NATS (its server's max_payload, 1 MB by default, refuses the 1 MiB values: a
+server configured for them is left to do) nor PostgreSQL, whose kill -9 loops are in
+test_postgres_bridge.py; each would add minutes to the suite."""
 BIG_KEYS = 60
 MIB = 1024 * 1024
 RSS_LIMIT = 250_000_000
@@ -77,7 +81,7 @@ def etcd_args() -> tuple[str, ...]:
     return ()
 
 
-@pytest.fixture(params=list(SINKS))
+@pytest.fixture(params=list(SHAPED_SINKS))
 def sink(
     request: pytest.FixtureRequest,
     etcd_args: tuple[str, ...],

@@ -14,10 +14,19 @@ from typing import Any
 from tests.sinks.base import Destination
 from tests.sinks.file import FileDestination
 from tests.sinks.kafka import KafkaDestination
+from tests.sinks.nats import NatsDestination
+from tests.sinks.postgres import PostgresDestination
 from tests.sinks.redis import RedisDestination
 
 SINKS: dict[str, type[Destination]] = {
-    kind.name: kind for kind in (FileDestination, RedisDestination, KafkaDestination)
+    kind.name: kind
+    for kind in (
+        FileDestination,
+        RedisDestination,
+        KafkaDestination,
+        NatsDestination,
+        PostgresDestination,
+    )
 }
 """Every sink by name, in the order runs list them."""
 
