@@ -31,6 +31,7 @@ from bridge.election import Leadership
 from bridge.errors import BridgeError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
+from bridge.logs import error_fields
 from bridge.pump import Pipeline
 from bridge.sink import Sink, SinkContext
 from bridge.source import etcd_changes
@@ -157,7 +158,7 @@ def run(configuration: Configuration) -> int:
             http.stop()
     for error in failures:
         if isinstance(error, BridgeError | ConfigError):
-            log.error(str(error), extra={"error": type(error).__name__})
+            log.error(str(error), extra=error_fields(error))
         else:
             log.error("unexpected failure", exc_info=error)
     return 1 if failures else 0
@@ -259,7 +260,7 @@ def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServ
         raise ConfigError(
             f"BRIDGE_HTTP__PORT: cannot listen on {settings.http.host}:{settings.http.port} "
             f"({error.strerror}); choose another port or set BRIDGE_HTTP__ENABLED=false"
-        ) from None
+        ) from error
     server.start()
     log.info("http endpoint up", extra={"host": settings.http.host, "port": server.port})
     return server

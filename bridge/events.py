@@ -70,6 +70,16 @@ class Position:
         return f"{self.revision}-{self.index}"
 
 
+def past(events: "list[Event]", last: Position | None) -> "list[Event]":
+    """The events after ``last``: what a sink whose durable tail is ``last`` is handed, and the
+    one rule of where delivery resumes, for the pump and the contract kit alike. A batch may
+    then end after any of them: positions are per event (see the module docstring). Cheap in
+    the common case where all of them are past it."""
+    if last is None or not events or events[0].position > last:
+        return events
+    return [event for event in events if event.position > last]
+
+
 @dataclass(slots=True, unsafe_hash=True)
 class Event:
     """One normalized event. ``value`` and ``prev_value`` are None when etcd sent none."""

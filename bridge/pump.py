@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from bridge import metrics
 from bridge.errors import BridgeError, NotLeaderError, SinkError
 from bridge.etcd import Chunk
-from bridge.events import Event, Position
+from bridge.events import Event, Position, past
 from bridge.health import Phase, PipelineHealth
 from bridge.logs import error_fields
 from bridge.retry import Backoff, Retry
@@ -114,6 +114,8 @@ class Pipeline:
                 pass  # each delivered batch is progress: the retry resets its backoff
         except BaseException as error:
             self.health.enter(Phase.FAILED)
+            if isinstance(error, BridgeError) and error.sink is None:
+                error.sink = self.sink.name  # the one place that knows which sink it was
             metrics.count_error(error, sink=self.sink.name)
             raise
         else:
@@ -209,7 +211,7 @@ class Pipeline:
                 if isinstance(item, _Failure):
                     raise item.error
                 self.stats.etcd_revision = max(self.stats.etcd_revision, item.revision)
-                batch.extend(_after(item.events, last))
+                batch.extend(past(item.events, last))
                 size += item.size
                 if len(batch) >= limits.batch_events or size >= limits.batch_bytes:
                     break
@@ -275,13 +277,6 @@ class _ChunkQueue:
             self._bytes -= item.size
         self._changed.notify_all()
         return item
-
-
-def _after(events: list[Event], last: Position | None) -> list[Event]:
-    """The events past ``last``; cheap in the common case where all of them are."""
-    if last is None or not events or events[0].position > last:
-        return events
-    return [event for event in events if event.position > last]
 
 
 def _read(source: ChunkStream, chunks: "_ChunkQueue", halt: threading.Event) -> None:

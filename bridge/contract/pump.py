@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 from bridge.errors import SinkUnavailableError
-from bridge.events import Event
+from bridge.events import Event, past
 from bridge.sink import Sink
 
 SIZES = (7, 1, 30, 3, 12)
@@ -22,10 +22,9 @@ transactions and snapshots as well as between revisions."""
 
 
 def after(events: Sequence[Event], tail: Event | None) -> list[Event]:
-    """The events past ``tail``'s position: what the pump hands a sink that returned ``tail``."""
-    if tail is None:
-        return list(events)
-    return [event for event in events if event.position > tail.position]
+    """The events past ``tail``'s position: what the pump hands a sink that returned ``tail``
+    (``bridge.events.past``, the pump's own rule)."""
+    return past(list(events), None if tail is None else tail.position)
 
 
 def batches(events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> Iterator[list[Event]]:

@@ -78,7 +78,10 @@ class DeliveryFailure:
 
 def rejection(failure: DeliveryFailure) -> SinkRejectedError:
     advice = _ADVICE.get(failure.error.code(), "fix the cause and restart: the bridge resumes here")
+    revision = failure.headers.get(HEADER_REVISION, b"").decode(errors="replace")
     return SinkRejectedError(
         f"kafka: refused for good: {failure.describe()}; nothing after it is checkpointed. "
-        f"To go on: {advice}"
+        f"To go on: {advice}",
+        key=failure.key,
+        revision=int(revision) if revision.isdigit() else None,
     )

@@ -234,5 +234,7 @@ def _too_large(event: Event, *, size: int, limit: int) -> SinkRejectedError:
         f"(index {event.index}) makes a message of {size} bytes (headers and JSON), over the "
         f"{limit} the server accepts (its max_payload, or the stream's max_msg_size); nothing "
         "after it is written. Raise max_payload in nats-server's configuration (and the "
-        "stream's max_msg_size), or store a smaller value"
+        "stream's max_msg_size), or store a smaller value",
+        key=event.key,
+        revision=event.revision,
     )

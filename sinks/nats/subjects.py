@@ -130,7 +130,9 @@ class SubjectRouter:
                     f"nats: key {printable_key(event.key)!r} at revision {event.revision} "
                     f"(index {event.index}) gives a subject of {len(rendered)} bytes, over "
                     f"the {MAX_SUBJECT_BYTES} the sink publishes to; route by fewer or "
-                    "shorter segments in BRIDGE_NATS__SUBJECT"
+                    "shorter segments in BRIDGE_NATS__SUBJECT",
+                    key=event.key,
+                    revision=event.revision,
                 )
             subject = rendered.decode("ascii")
             if len(self._cache) < _CACHE_LIMIT:

@@ -9,8 +9,8 @@ from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent
 from pyetcd.etcdrpc.kv_pb2 import KeyValue
 
 from bridge.etcd import Chunk, EventChunker
-from bridge.events import Event, EventType, Op, Position
-from bridge.pump import _after, _ChunkQueue
+from bridge.events import Event, EventType, Op, Position, past
+from bridge.pump import _ChunkQueue
 from bridge.retry import Backoff
 from bridge.snapshot import _next_page_keys
 
@@ -40,10 +40,10 @@ def event(revision: int, index: int) -> Event:
 
 def test_filter_drops_what_the_sink_holds() -> None:
     events = [event(5, 0), event(5, 1), event(6, 0)]
-    assert _after(events, None) == events
-    assert _after(events, Position(4, 9)) == events
-    assert _after(events, Position(5, 0)) == events[1:]
-    assert _after(events, Position(6, 0)) == []
+    assert past(events, None) == events
+    assert past(events, Position(4, 9)) == events
+    assert past(events, Position(5, 0)) == events[1:]
+    assert past(events, Position(6, 0)) == []
 
 
 def test_backoff_grows_caps_and_resets() -> None:
