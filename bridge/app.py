@@ -65,26 +65,36 @@ class Configuration:
 
 def configure(environ: Mapping[str, str] = os.environ) -> Configuration:
     """Read and check every setting; ConfigError with one line per problem, each naming its
-    variable: unknown variables, the root's, then each selected sink's."""
-    installed, unloadable = _installed_sinks()
-    known = variables(Settings, ENV_PREFIX)
-    for name, sink_class in installed.items():
-        known += variables(sink_class.settings_model, section_prefix(name))
-    problems = unknown_variables(
-        set_variables(environ), known=known, open_prefixes=[section_prefix(n) for n in unloadable]
-    )
+    variable: unknown variables, the root's, then each selected sink's.
+
+    Only the selected sinks are imported (a sink's client library costs start-up time and
+    memory); the variables of an installed sink that is not selected are accepted unread, since
+    they change nothing, and checked once it is selected."""
+    selected: list[str] = []
+    problems: list[str] = []
     try:
-        settings = load_settings()
+        settings: Settings | None = load_settings()
     except ConfigError as error:
-        raise ConfigError("\n".join([*problems, str(error)])) from error
-    sinks: list[tuple[type[Sink], BaseModel]] = []
-    for name in settings.sinks:
+        settings, problems = None, [str(error)]
+    sink_classes: dict[str, type[Sink]] = {}
+    for name in settings.sinks if settings is not None else []:
         try:
-            sink_class = plugins.load(name)
+            sink_classes[name] = plugins.load(name)
+        except ConfigError as error:
+            problems.append(str(error))
+        selected.append(name)
+    known = variables(Settings, ENV_PREFIX)
+    for name, sink_class in sink_classes.items():
+        known += variables(sink_class.settings_model, section_prefix(name))
+    unselected = [section_prefix(name) for name in plugins.available() if name not in selected]
+    problems[:0] = unknown_variables(set_variables(environ), known=known, open_prefixes=unselected)
+    sinks: list[tuple[type[Sink], BaseModel]] = []
+    for name, sink_class in sink_classes.items():
+        try:
             sinks.append((sink_class, load_section(name, sink_class.settings_model)))
         except ConfigError as error:
             problems.append(str(error))
-    if problems:
+    if problems or settings is None:
         raise ConfigError("\n".join(problems))
     return Configuration(settings=settings, sinks=tuple(sinks))
 

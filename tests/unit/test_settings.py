@@ -107,19 +107,21 @@ def test_a_missing_required_sink_setting_names_its_variable(
 
 
 @pytest.mark.parametrize(
-    ("variable", "nearest"),
+    ("variable", "nearest", "sinks"),
     [
-        ("BRIDGE_SINK", "BRIDGE_SINKS"),
-        ("BRIDGE_ETCD__ENDPOINT", "BRIDGE_ETCD__ENDPOINTS"),
-        ("BRIDGE_ETCD_ENDPOINTS", "BRIDGE_ETCD__ENDPOINTS"),
-        ("BRIDGE_REDIS__URLL", "BRIDGE_REDIS__URL"),
-        ("BRIDGE_FILE__PATHS", "BRIDGE_FILE__PATH"),
-        ("bridge_sink", "BRIDGE_SINKS"),
+        ("BRIDGE_SINK", "BRIDGE_SINKS", "stdout"),
+        ("BRIDGE_ETCD__ENDPOINT", "BRIDGE_ETCD__ENDPOINTS", "stdout"),
+        ("BRIDGE_ETCD_ENDPOINTS", "BRIDGE_ETCD__ENDPOINTS", "stdout"),
+        ("BRIDGE_REDIS__URLL", "BRIDGE_REDIS__URL", "redis"),
+        ("BRIDGE_FILE__PATHS", "BRIDGE_FILE__PATH", "stdout,file"),
+        ("bridge_sink", "BRIDGE_SINKS", "stdout"),
     ],
 )
 def test_a_misspelled_variable_stops_the_start_naming_the_nearest(
-    monkeypatch: pytest.MonkeyPatch, variable: str, nearest: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, nearest: str, sinks: str
 ) -> None:
+    monkeypatch.setenv("BRIDGE_SINKS", sinks)
+    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
     monkeypatch.setenv(variable, "kafka")
     with pytest.raises(ConfigError) as caught:
         configure()
@@ -145,10 +147,35 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
         configure()
     lines = str(caught.value).splitlines()
     assert lines[0] == "BRIDGE_SINK: unknown variable; did you mean BRIDGE_SINKS?"
-    assert lines[1] == "BRIDGE_FILE__PATH: Field required"
-    assert lines[2].startswith("BRIDGE_REDIS__MODE: ")
-    assert lines[3].startswith("BRIDGE_SINKS: unknown sink 'pulsar'; installed sinks: file,")
+    assert lines[1].startswith("BRIDGE_SINKS: unknown sink 'pulsar'; installed sinks: file,")
+    assert lines[2] == "BRIDGE_FILE__PATH: Field required"
+    assert lines[3].startswith("BRIDGE_REDIS__MODE: ")
     assert len(lines) == 4
+
+
+def test_only_the_selected_sinks_are_imported_and_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A sink that is not selected costs nothing at start, and its variables change nothing."""
+    script = (
+        "import sys\n"
+        "from bridge.app import configure\n"
+        "configure()\n"
+        "print(','.join(sorted(m for m in ('confluent_kafka', 'redis', 'nats', 'psycopg') "
+        "if m in sys.modules)))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+    environment |= {"BRIDGE_SINKS": "redis", "BRIDGE_KAFKA__TOPICK": "ignored"}
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert finished.stdout.strip() == "redis"
 
 
 def test_settings_lists_every_variable_with_secrets_masked(
