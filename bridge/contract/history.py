@@ -117,6 +117,14 @@ class History:
         """The prefix now: key -> value."""
         return {key: entry.value for key, entry in self.state.items()}
 
+    def seed(self, keys: int = 20) -> list[Event]:
+        """``keys`` puts of ``<prefix>seed/<nnn>`` = ``s<n>``, one revision each: a prefix
+        that already holds something before a test's own changes."""
+        events: list[Event] = []
+        for number in range(keys):
+            events += self.put(self.prefix + f"seed/{number:03d}".encode(), f"s{number}".encode())
+        return events
+
     def random_changes(self, *, count: int, seed: int, keys: int = 50) -> list[Event]:
         """``count`` random puts, deletes and transactions of 2-5 keys over ``keys`` keys
         ``<prefix>g<n % 4>/k<n>``, the same for the same arguments in any process."""

@@ -96,8 +96,7 @@ def consistent_revision(database: PostgresDatabase) -> int | None:
 
 def seeded_history(keys: int = 20) -> History:
     history = History(prefix=PREFIX, revision=1)
-    for number in range(keys):
-        history.put(PREFIX + f"seed/{number:03d}".encode(), f"s{number}".encode())
+    history.seed(keys)
     return history
 
 

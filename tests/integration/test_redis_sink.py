@@ -67,8 +67,7 @@ def stream_entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[byt
 
 def seeded_history(keys: int = 20) -> History:
     history = History(prefix=PREFIX, revision=1)
-    for number in range(keys):
-        history.put(PREFIX + f"seed/{number:03d}".encode(), f"s{number}".encode())
+    history.seed(keys)
     return history
 
 

@@ -164,17 +164,8 @@ def test_only_the_selected_sinks_are_imported_and_checked(
         "print(','.join(sorted(m for m in ('confluent_kafka', 'redis', 'nats', 'psycopg') "
         "if m in sys.modules)))\n"
     )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
-    environment |= {"BRIDGE_SINKS": "redis", "BRIDGE_KAFKA__TOPICK": "ignored"}
-    finished = subprocess.run(
-        [sys.executable, "-c", script],
-        env=environment,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    finished = run_python(script, tmp_path, BRIDGE_SINKS="redis", BRIDGE_KAFKA__TOPICK="ignored")
+    assert finished.returncode == 0, finished.stderr
     assert finished.stdout.strip() == "redis"
 
 
@@ -213,16 +204,7 @@ def test_a_sink_whose_extra_is_missing_names_the_extra(tmp_path: Path) -> None:
         "from bridge.__main__ import main\n"
         "sys.exit(main(['check']))\n"
     )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
-    environment["BRIDGE_SINKS"] = "kafka"
-    finished = subprocess.run(
-        [sys.executable, "-c", script],
-        env=environment,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = run_python(script, tmp_path, BRIDGE_SINKS="kafka")
     assert finished.returncode == 2
     assert finished.stderr.splitlines() == [
         "etcd-bridge: BRIDGE_SINKS: sink 'kafka' cannot load its client library (import of "
@@ -234,3 +216,16 @@ def test_a_sink_whose_extra_is_missing_names_the_extra(tmp_path: Path) -> None:
 def test_variable_names_follow_the_nesting() -> None:
     assert variable_name(("etcd", "endpoints", 0)) == "BRIDGE_ETCD__ENDPOINTS"
     assert variable_name(("name",)) == "BRIDGE_NAME"
+
+
+def run_python(script: str, directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter in ``directory``, with only ``variables`` of BRIDGE_*."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment | variables,
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
