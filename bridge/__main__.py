@@ -11,6 +11,7 @@ import sys
 
 from bridge import app
 from bridge.allocator import release_large_buffers
+from bridge.collector import collect_cycles_less_often
 from bridge.errors import BridgeError
 from bridge.logs import configure_logging
 from config.errors import ConfigError
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(configuration.settings.log)
     release_large_buffers()
+    collect_cycles_less_often()
     if arguments.command == "check":
         fine, problems = app.check(configuration)
         for line in fine:
