@@ -70,19 +70,18 @@ def configure(environ: Mapping[str, str] = os.environ) -> Configuration:
     Only the selected sinks are imported (a sink's client library costs start-up time and
     memory); the variables of an installed sink that is not selected are accepted unread, since
     they change nothing, and checked once it is selected."""
-    selected: list[str] = []
     problems: list[str] = []
     try:
         settings: Settings | None = load_settings()
     except ConfigError as error:
         settings, problems = None, [str(error)]
+    selected = settings.sinks if settings is not None else []
     sink_classes: dict[str, type[Sink]] = {}
-    for name in settings.sinks if settings is not None else []:
+    for name in selected:
         try:
             sink_classes[name] = plugins.load(name)
         except ConfigError as error:
             problems.append(str(error))
-        selected.append(name)
     known = variables(Settings, ENV_PREFIX)
     for name, sink_class in sink_classes.items():
         known += variables(sink_class.settings_model, section_prefix(name))

@@ -6,8 +6,8 @@ our own sinks run. Its parts:
 
 - ``History``: an in-memory etcd prefix that emits the events the pump hands a sink, and
   ``applied_state``, what a consumer applying whole revisions holds;
-- ``after``/``batches``/``deliver``/``pump``: a stand-in for ``bridge.pump`` (positions past the
-  tail, batches cut anywhere, reopen on ``SinkUnavailableError``);
+- ``after``/``batches``/``feed``/``deliver``/``pump``: a stand-in for ``bridge.pump``
+  (positions past the tail, batches cut anywhere, reopen on ``SinkUnavailableError``);
 - ``SinkHarness``: what a sink's tests provide, one fresh destination per check and a reader
   of it that does not go through the sink;
 - ``CHECKS``: the checks, plain functions of a harness that raise ``ContractViolation`` (an
@@ -40,7 +40,7 @@ from bridge.contract.checks import (
 )
 from bridge.contract.harness import KEYSPACE, PREFIX, SinkHarness
 from bridge.contract.history import Entry, History, applied_state
-from bridge.contract.pump import SIZES, after, batches, deliver, pump
+from bridge.contract.pump import SIZES, after, batches, deliver, feed, pump
 
 __all__ = [
     "CHECKS",
@@ -59,6 +59,7 @@ __all__ = [
     "binary_keys_and_values_round_trip",
     "check_id",
     "deliver",
+    "feed",
     "empty_sink_has_no_tail",
     "markers_frame_snapshots_and_resyncs",
     "pump",

@@ -37,13 +37,19 @@ def batches(events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> Iterato
         start += size
 
 
-def deliver(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> Event | None:
-    """Open ``sink``, then write and flush, batch by batch, the events past the tail it
-    returned; that tail is returned. Errors are the sink's (nothing is retried)."""
-    tail = sink.open()
-    for batch in batches(after(events, tail), sizes=sizes):
+def feed(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> None:
+    """Write and flush ``events`` batch by batch on an open ``sink``, as they are: nothing the
+    sink holds is skipped, so a test can replay on purpose. Errors are the sink's."""
+    for batch in batches(events, sizes=sizes):
         sink.write(batch)
         sink.flush()
+
+
+def deliver(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> Event | None:
+    """Open ``sink``, then ``feed`` it the events past the tail it returned; that tail is
+    returned. Errors are the sink's (nothing is retried)."""
+    tail = sink.open()
+    feed(sink, after(events, tail), sizes=sizes)
     return tail
 
 

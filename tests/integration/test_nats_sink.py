@@ -15,25 +15,23 @@ from typing import Any
 
 import pytest
 
-from bridge.contract import History, after, batches
+from bridge.contract import History, after, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
-from bridge.sink import SinkContext
+from bridge.sink import Sink
 from config.keyspace import KeySpace
-from config.settings import load_section
 from sinks.nats.messages import headers_of, message_size
-from sinks.nats.settings import NatsSettings
-from sinks.nats.sink import NatsSink
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer
 from tests.fixtures.processes import free_port, wait_for
 from tests.history import RecordingWriter, assert_exactly_once
+from tests.sinks.base import build
 
 PREFIX = b"/app/"
 
 
-def make_sink(url: str, names: NatsNames, **overrides: Any) -> NatsSink:
+def make_sink(url: str, names: NatsNames, **overrides: Any) -> Sink:
     options: dict[str, Any] = {
         "servers": url,
         "stream": names.stream,
@@ -41,15 +39,11 @@ def make_sink(url: str, names: NatsNames, **overrides: Any) -> NatsSink:
         "timeout": 2,
         **overrides,
     }
-    settings = load_section("nats", NatsSettings, **options)
-    context = SinkContext(pipeline=names.pipeline, keyspace=KeySpace.of([PREFIX]))
-    return NatsSink.from_settings(settings, context=context)
+    return build("nats", pipeline=names.pipeline, keyspace=KeySpace.of([PREFIX]), **options)
 
 
-def deliver(sink: NatsSink, events: Sequence[Event], *, size: int = 50) -> None:
-    for batch in batches(events, sizes=(size,)):
-        sink.write(batch)
-        sink.flush()
+def deliver(sink: Sink, events: Sequence[Event], *, size: int = 50) -> None:
+    feed(sink, events, sizes=(size,))
 
 
 def tail_of(url: str, names: NatsNames, **overrides: Any) -> Event | None:
@@ -361,14 +355,16 @@ def test_kill_9_of_the_bridge_leaves_the_stream_exactly_once(
         "BRIDGE_NATS__SUBJECT": nats_names.routed,
         "BRIDGE_PUMP__BATCH_EVENTS": "7",
     }
-    settings = {"subject": nats_names.routed}
-    context = SinkContext(pipeline=nats_names.pipeline, keyspace=KeySpace.of([prefix.encode()]))
 
     def durable_revision() -> int:
-        config = load_section(
-            "nats", NatsSettings, servers=nats_server.url, stream=nats_names.stream, **settings
-        )
-        with NatsSink.from_settings(config, context=context) as sink:
+        with build(
+            "nats",
+            pipeline=nats_names.pipeline,
+            keyspace=KeySpace.of([prefix.encode()]),
+            servers=nats_server.url,
+            stream=nats_names.stream,
+            subject=nats_names.routed,
+        ) as sink:
             tail = sink.open()
         return 0 if tail is None else tail.revision
 

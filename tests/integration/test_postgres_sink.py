@@ -18,14 +18,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.contract import History, after, batches
+from bridge.contract import History, after, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.retry import Backoff
-from bridge.sink import SinkContext
+from bridge.sink import Sink
 from config.keyspace import KeySpace
-from config.settings import load_section
-from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.sink import PostgresSink
 from tests.fixtures.postgres import (
     BINARIES,
@@ -35,6 +33,7 @@ from tests.fixtures.postgres import (
     mirror_state,
 )
 from tests.fixtures.processes import free_port, wait_for
+from tests.sinks.base import build
 
 PREFIX = b"/app/"
 PIPELINE = "default"
@@ -43,16 +42,12 @@ RIGHT_PASSWORD = "right-one"  # noqa: S105 - a test server's password
 WRONG_PASSWORD = "wrong-one"  # noqa: S105 - must never show in a message
 
 
-def make_sink(dsn: str, *, pipeline: str = PIPELINE, **settings: Any) -> PostgresSink:
-    own = load_section("postgres", PostgresSettings, dsn=dsn, **settings)
-    context = SinkContext(pipeline=pipeline, keyspace=KeySpace.of([PREFIX]))
-    return PostgresSink.from_settings(own, context=context)
+def make_sink(dsn: str, *, pipeline: str = PIPELINE, **settings: Any) -> Sink:
+    return build("postgres", pipeline=pipeline, keyspace=KeySpace.of([PREFIX]), dsn=dsn, **settings)
 
 
-def deliver(sink: PostgresSink, events: Sequence[Event], *, size: int = 50) -> None:
-    for batch in batches(events, sizes=(size,)):
-        sink.write(batch)
-        sink.flush()
+def deliver(sink: Sink, events: Sequence[Event], *, size: int = 50) -> None:
+    feed(sink, events, sizes=(size,))
 
 
 def deliver_and_reopen(

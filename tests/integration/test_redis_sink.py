@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.contract import PREFIX, History, after, batches, deliver
+from bridge.contract import PREFIX, History, after, deliver, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
@@ -40,14 +40,6 @@ def make_sink(url: str, names: RedisNames, **settings: Any) -> Sink:
     kit's key space."""
     own = {"url": url, "stream": names.stream, **settings}
     return build("redis", pipeline=names.pipeline, **own)
-
-
-def feed(sink: Sink, events: Sequence[Event], *, sizes: Sequence[int] = SIZES) -> None:
-    """Write and flush ``events`` batch by batch on an open sink, as they are: unlike
-    ``deliver``, nothing the sink already holds is skipped, so a test can replay it."""
-    for batch in batches(events, sizes=sizes):
-        sink.write(batch)
-        sink.flush()
 
 
 def deliver_and_reopen(
