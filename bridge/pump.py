@@ -137,7 +137,7 @@ class Pipeline:
         self.health.enter(Phase.SINK_DOWN if isinstance(error, SinkError) else Phase.ETCD_DOWN)
         metrics.count_error(error, sink=self.sink.name)
         log.warning(
-            "sink unavailable, reopening",
+            "reopening after a retryable error",
             extra={"sink": self.sink.name, **error_fields(error)},
         )
         self.sink.close()
