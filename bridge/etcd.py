@@ -396,7 +396,7 @@ class EtcdConnection:
             call=call,
             metadata=self._metadata,
             endpoint=self.endpoint,
-            keep=keyspace.prefixes if keyspace.needs_filter else None,
+            keep=keyspace if keyspace.needs_filter else None,
             create=_WatchCreateRequest(
                 key=start,
                 range_end=end,
@@ -476,6 +476,10 @@ def _watch_limit_config(limit: int) -> str:
     )
 
 
+_NO_PREV = (0, 0, 0, 0)
+"""``prev_kv``'s revisions, version and lease when etcd sent no ``prev_kv``."""
+
+
 class EventChunker:
     """Raw etcd events of one watch, in arrival order, to chunks of ``Event``s.
 
@@ -484,7 +488,7 @@ class EventChunker:
     follow. One per watch stream: a new stream starts numbering afresh.
     """
 
-    def __init__(self, *, keep: tuple[bytes, ...] | None) -> None:
+    def __init__(self, *, keep: KeySpace | None) -> None:
         self._keep = keep
         self._revision = 0
         self._next_index = 0
@@ -495,7 +499,8 @@ class EventChunker:
         """Build events, numbering each within its revision (a revision may span chunks and
         fragments) and setting ``more`` on all but the last of each revision.
 
-        With several prefixes, keys between them (in the covering range) are dropped first.
+        Keys the keyspace does not watch (between several prefixes in the covering range, or
+        left out by its include / exclude patterns) are dropped first, before numbering.
         The last event built is held back until the next kept event, or the end of its
         revision, says whether more of its revision follow: setting ``more`` only on events
         of revisions that continue would leave it wrong when the rest of a revision is all
@@ -514,10 +519,15 @@ class EventChunker:
             if mod_revision != revision:
                 revision, index = mod_revision, 0
             key = kv.key
-            if keep is not None and not key.startswith(keep):
+            if keep is not None and key not in keep:
                 continue
             version = kv.version
-            prev_value = raw.prev_kv.value if raw.HasField("prev_kv") else None
+            if raw.HasField("prev_kv"):
+                prev = raw.prev_kv
+                prev_value = prev.value
+                prev_fields = (prev.mod_revision, prev.create_revision, prev.version, prev.lease)
+            else:
+                prev_value, prev_fields = None, _NO_PREV
             if raw.type == _PUT:
                 value = kv.value
                 event = Event(
@@ -532,6 +542,9 @@ class EventChunker:
                     kv.create_revision,
                     version,
                     kv.lease,
+                    None,
+                    False,
+                    *prev_fields,
                 )
                 event_size = len(key) + len(value) + (len(prev_value) if prev_value else 0)
             else:
@@ -547,6 +560,9 @@ class EventChunker:
                     kv.create_revision,
                     version,
                     kv.lease,
+                    None,
+                    False,
+                    *prev_fields,
                 )
                 event_size = len(key) + (len(prev_value) if prev_value else 0)
             if held is not None:
@@ -581,7 +597,7 @@ class WatchStream:
         call: Any,
         metadata: tuple[tuple[str, str], ...],
         endpoint: str,
-        keep: tuple[bytes, ...] | None,
+        keep: KeySpace | None,
         create: Any,
         stall_timeout: float,
         response_limit: int,

@@ -99,6 +99,13 @@ class Event:
     more: bool = field(default=False, compare=False)
     """Further changes of this revision follow this one (watched changes only). Not part of
     equality: it says how the stream was cut, not what changed."""
+    prev_mod_revision: int = field(default=0, compare=False)
+    """The rest of etcd's ``prev_kv`` (0 when etcd sent none): what Debezium's ``before`` row
+    carries. Not in the native format, hence not part of equality: a native record read back
+    has none of them."""
+    prev_create_revision: int = field(default=0, compare=False)
+    prev_version: int = field(default=0, compare=False)
+    prev_lease: int = field(default=0, compare=False)
 
     @property
     def position(self) -> Position:

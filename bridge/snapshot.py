@@ -65,6 +65,7 @@ def read_snapshot(
     position across all of them.
     """
     label = keyspace.describe()
+    filtered = keyspace.filtered
     limit = 1
     ranges = _ranges_after(keyspace, cursor.after_key)
     for number, (key, end) in enumerate(ranges, start=1):
@@ -97,13 +98,16 @@ def read_snapshot(
                     events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_BEGIN))
                 size = 0
                 for kv in itertools.islice(remaining, CHUNK_EVENTS):
+                    # Keys left out by the key filters are read past, never numbered.
+                    if filtered and kv.key not in keyspace:
+                        continue
                     events.append(
                         snapshot_event(kv, revision=cursor.revision, index=cursor.next_index)
                     )
                     cursor.next_index += 1
                     size += len(kv.key) + len(kv.value)
                 if kvs:
-                    cursor.after_key = events[-1].key
+                    cursor.after_key = kvs[min(len(kvs), start + CHUNK_EVENTS) - 1].key
                 if last and start + CHUNK_EVENTS >= len(kvs):
                     events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
                 yield Chunk(events=events, revision=page.revision, size=size)

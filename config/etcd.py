@@ -26,6 +26,17 @@ class EtcdSettings(BaseModel):
         description="The watched key prefix (UTF-8), or several, comma-separated; they are "
         "streamed as one, in revision order. Empty means the whole keyspace.",
     )
+    include: CommaList = Field(
+        default=[],
+        description="Comma-separated shell-style patterns on the key below its prefix (* any "
+        "characters, / included; ? one byte; [...] a set): only matching keys are streamed. "
+        "Empty: every key. Changing filters for an existing destination is like changing the "
+        "prefix: give it a new one.",
+    )
+    exclude: CommaList = Field(
+        default=[],
+        description="Comma-separated patterns, as for include: matching keys are not streamed.",
+    )
     timeout: PositiveFloat = Field(
         default=10.0, description="Deadline of one unary request (range, status), seconds."
     )
@@ -76,7 +87,11 @@ class EtcdSettings(BaseModel):
 
     @property
     def keyspace(self) -> KeySpace:
-        return KeySpace.of(prefix.encode("utf-8") for prefix in self.prefix)
+        return KeySpace.of(
+            (prefix.encode("utf-8") for prefix in self.prefix),
+            include=self.include,
+            exclude=self.exclude,
+        )
 
     @property
     def tls_files(self) -> tuple[Path | None, Path | None, Path | None]:

@@ -26,6 +26,7 @@ from config.etcd import EtcdSettings
 from config.ha import HaSettings
 from config.http import HttpSettings
 from config.logging import LogSettings
+from config.output import ValuesMode
 from config.pump import PumpSettings
 from config.types import CommaList
 
@@ -60,13 +61,24 @@ class Settings(BaseSettings):
         default=["stdout"],
         description="Comma-separated names of installed sinks; `etcd-bridge settings` lists them.",
     )
+    cluster: str = Field(
+        default="etcd",
+        description="A logical name of the etcd cluster, as Debezium's topic.prefix names a "
+        "database server: the CloudEvents source and the Debezium source block carry it.",
+    )
+    values: ValuesMode = Field(
+        default=ValuesMode.BYTES,
+        description="How values are embedded in every sink's records: bytes (UTF-8 text, "
+        "else base64) or json (a value that parses as JSON is embedded as JSON; one that does "
+        "not is delivered as with bytes and marked); docs/formats.md.",
+    )
     etcd: EtcdSettings = EtcdSettings()
     pump: PumpSettings = PumpSettings()
     http: HttpSettings = HttpSettings()
     ha: HaSettings = HaSettings()
     log: LogSettings = LogSettings()
 
-    @field_validator("name")
+    @field_validator("name", "cluster")
     @classmethod
     def _name_is_a_token(cls, name: str) -> str:
         if not _NAME_PATTERN.match(name):

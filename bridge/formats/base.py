@@ -1,0 +1,69 @@
+"""The contract between a sink and the shape of its records.
+
+A format turns an event into the bytes of one record and, for the sinks that read their
+durable tail back from their own data (the file's last line, the stream's last entry), a
+record back into an event. The sink stays in charge of where records go and how they are made
+durable; the format only says what a record holds, so that every sink, a third party's
+included, offers every format the same way: it declares them in ``Sink.formats`` and uses
+the ``EventFormat`` it is handed in its ``SinkContext``.
+"""
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bridge.events import Event
+from config.keyspace import KeySpace
+from config.output import FormatName, ValuesMode
+
+
+@dataclass(frozen=True, slots=True)
+class FormatContext:
+    """What a format may name in its records besides the event."""
+
+    pipeline: str
+    """``BRIDGE_NAME``: in record ids and Debezium's ``source.name``."""
+    cluster: str
+    """``BRIDGE_CLUSTER``: the logical name of the etcd cluster."""
+    keyspace: KeySpace
+    """The watched prefixes: in CloudEvents' ``source`` and Debezium's ``source.prefix``."""
+    values: ValuesMode = ValuesMode.BYTES
+    """How values are embedded (``bridge.formats.values``)."""
+
+
+class EventFormat(abc.ABC):
+    """How an event becomes one record; see the module docstring."""
+
+    name: ClassVar[FormatName]
+    content_type: ClassVar[str] = "application/json"
+    """The media type of ``encode``'s output."""
+
+    @abc.abstractmethod
+    def encode(self, event: Event) -> bytes:
+        """The record of ``event`` as one JSON document without a newline: what the file,
+        stdout, Redis and NATS sinks write, and the Kafka sink unless it says otherwise."""
+
+    @abc.abstractmethod
+    def decode(self, record: bytes) -> Event:
+        """The event ``encode`` made ``record`` of, as far as a sink reading its tail back
+        needs it: position, op, key and snapshot reason always, exactly; values as the format
+        carries them (bytes exact with ``values=bytes``). ValueError if ``record`` is not a
+        record of this format."""
+
+    def encode_lines(self, batch: Sequence[Event]) -> bytes:
+        """One record per event, each ending in a newline, in batch order (JSON lines)."""
+        encode = self.encode
+        return b"".join([encode(event) + b"\n" for event in batch])
+
+    def record_key(self, event: Event) -> bytes:
+        """The key of a keyed record (a Kafka record key): the etcd key unless the format's
+        consumers expect another shape."""
+        return event.key
+
+    def record_value(self, event: Event) -> bytes | None:
+        """The value of a keyed record: ``encode(event)``, or None where the format's
+        consumers expect a record they skip (a Debezium marker: Flink and RisingWave skip a
+        null value as they skip a tombstone). Only sinks whose records carry headers beside
+        the value use it, since the marker then travels in the headers."""
+        return self.encode(event)
