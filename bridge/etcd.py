@@ -544,6 +544,7 @@ class EventChunker:
                     kv.lease,
                     None,
                     False,
+                    False,
                     *prev_fields,
                 )
                 event_size = len(key) + len(value) + (len(prev_value) if prev_value else 0)
@@ -561,6 +562,7 @@ class EventChunker:
                     version,
                     kv.lease,
                     None,
+                    False,
                     False,
                     *prev_fields,
                 )

@@ -99,6 +99,9 @@ class Event:
     more: bool = field(default=False, compare=False)
     """Further changes of this revision follow this one (watched changes only). Not part of
     equality: it says how the stream was cut, not what changed."""
+    closes_snapshot: bool = field(default=False, compare=False)
+    """The last key of a snapshot: its ``snapshot_end`` marker follows (Debezium's
+    ``snapshot: "last"``). Not in the native format, which frames snapshots by markers."""
     prev_mod_revision: int = field(default=0, compare=False)
     """The rest of etcd's ``prev_kv`` (0 when etcd sent none): what Debezium's ``before`` row
     carries. Not in the native format, hence not part of equality: a native record read back

@@ -109,6 +109,8 @@ def read_snapshot(
                 if kvs:
                     cursor.after_key = kvs[min(len(kvs), start + CHUNK_EVENTS) - 1].key
                 if last and start + CHUNK_EVENTS >= len(kvs):
+                    if events and events[-1].op is Op.SNAPSHOT:
+                        events[-1].closes_snapshot = True
                     events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_END))
                 yield Chunk(events=events, revision=page.revision, size=size)
             if not page.more:

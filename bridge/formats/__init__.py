@@ -19,5 +19,5 @@ __all__ = ["EventFormat", "FormatContext", "build_format"]
 def build_format(output: OutputSettings, *, context: FormatContext) -> EventFormat:
     """The format ``output`` selects, for a pipeline described by ``context``."""
     if output.format is FormatName.NATIVE:
-        return NativeFormat(context)
+        return NativeFormat(context, output)
     raise NotImplementedError(output.format)

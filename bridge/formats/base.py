@@ -36,6 +36,8 @@ class EventFormat(abc.ABC):
     """How an event becomes one record; see the module docstring."""
 
     name: ClassVar[FormatName]
+    """Formats are built as ``FormatClass(context, output)`` by ``bridge.formats.build_format``
+    (``output``: the sink's ``OutputSettings``, for the format's own options)."""
     content_type: ClassVar[str] = "application/json"
     """The media type of ``encode``'s output."""
 

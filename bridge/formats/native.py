@@ -13,7 +13,7 @@ from bridge.encoding import encode_field
 from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.formats.base import EventFormat, FormatContext
 from bridge.formats.values import embed_fields, extract_fields
-from config.output import FormatName, ValuesMode
+from config.output import FormatName, OutputSettings, ValuesMode
 
 _VALUE_FIELDS = ("value", "prev_value")
 
@@ -23,7 +23,8 @@ class NativeFormat(EventFormat):
 
     name = FormatName.NATIVE
 
-    def __init__(self, context: FormatContext) -> None:
+    def __init__(self, context: FormatContext, output: OutputSettings) -> None:
+        del output  # the native format has no options of its own
         self._values = context.values
         if context.values is ValuesMode.BYTES:
             # The default path: no wrapper call per event.
