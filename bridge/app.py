@@ -33,7 +33,7 @@ from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.logs import error_fields
 from bridge.pump import Pipeline
-from bridge.sink import Sink, SinkContext
+from bridge.sink import Sink
 from bridge.source import etcd_changes
 from config.errors import ConfigError
 from config.settings import ENV_PREFIX, Settings, load_section, load_settings
@@ -50,16 +50,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Configuration:
-    """The root settings and, for each selected sink, its class and its own settings."""
+    """The root settings and, for each selected sink, its name and its loaded section."""
 
     settings: Settings
-    sinks: tuple[tuple[type[Sink], BaseModel], ...]
+    sinks: tuple[tuple[str, BaseModel], ...]
 
     def build_sinks(self) -> list[Sink]:
-        context = SinkContext(pipeline=self.settings.name, keyspace=self.settings.etcd.keyspace)
+        settings = self.settings
         return [
-            sink_class.from_settings(settings, context=context)
-            for sink_class, settings in self.sinks
+            plugins.build_sink(
+                name,
+                section,
+                pipeline=settings.name,
+                keyspace=settings.etcd.keyspace,
+                cluster=settings.cluster,
+                values=settings.values,
+            )
+            for name, section in self.sinks
         ]
 
 
@@ -84,13 +91,15 @@ def configure(environ: Mapping[str, str] = os.environ) -> Configuration:
             problems.append(str(error))
     known = variables(Settings, ENV_PREFIX)
     for name, sink_class in sink_classes.items():
-        known += variables(sink_class.settings_model, section_prefix(name))
+        known += variables(plugins.settings_model(sink_class), section_prefix(name))
     unselected = [section_prefix(name) for name in plugins.available() if name not in selected]
     problems[:0] = unknown_variables(set_variables(environ), known=known, open_prefixes=unselected)
-    sinks: list[tuple[type[Sink], BaseModel]] = []
+    sinks: list[tuple[str, BaseModel]] = []
     for name, sink_class in sink_classes.items():
         try:
-            sinks.append((sink_class, load_section(name, sink_class.settings_model)))
+            section = load_section(name, plugins.settings_model(sink_class))
+            plugins.output_settings(name, sink_class, section)
+            sinks.append((name, section))
         except ConfigError as error:
             problems.append(str(error))
     if problems or settings is None:
@@ -106,7 +115,8 @@ def describe_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
     installed, unloadable = _installed_sinks()
     for name, sink_class in installed.items():
         lines.append(f"# sink {name} ({sink_class.guarantee})")
-        lines += _describe(variables(sink_class.settings_model, section_prefix(name)), given)
+        model = plugins.settings_model(sink_class)
+        lines += _describe(variables(model, section_prefix(name)), given)
     for name, problem in unloadable.items():
         lines.append(f"# sink {name} cannot be loaded: {problem}")
     return lines

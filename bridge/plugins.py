@@ -5,15 +5,27 @@ is one path for all of them: a package that declares
 ``[project.entry-points."etcd_bridge.sinks"] mysink = "mypkg.sink:MySink"`` is selectable as
 ``BRIDGE_SINKS=mysink`` once installed, without touching this code.
 
+Every sink's section holds, besides the sink's own ``settings_model``, the fields of
+``config.output.OutputSettings`` (``BRIDGE_<NAME>__FORMAT``...): ``settings_model`` here gives
+the model with both, and ``build_sink`` hands the sink the format they select, so a third
+party's sink gets formats exactly as ours do.
+
 A sink's client library is an install extra of the package that provides the sink (ours are
 ``etcd-bridge[kafka]``, ``etcd-bridge[redis]``...): a sink whose extra is missing fails to
 import, and that becomes one line naming what to install, not a traceback.
 """
 
+import functools
 from importlib.metadata import EntryPoint, entry_points
 
-from bridge.sink import Sink
+from pydantic import BaseModel, create_model
+
+from bridge.formats import FormatContext, build_format
+from bridge.sink import Sink, SinkContext
 from config.errors import ConfigError
+from config.keyspace import KeySpace
+from config.output import OutputSettings, ValuesMode
+from config.settings import variable_name
 
 GROUP = "etcd_bridge.sinks"
 
@@ -56,3 +68,47 @@ def _install_hint(entry: EntryPoint) -> str:
     if entry.name in extras:
         return f"{distribution.name}[{entry.name}]"
     return distribution.name
+
+
+@functools.cache
+def settings_model(sink_class: type[Sink]) -> type[BaseModel]:
+    """The model of a sink's whole section: its own ``settings_model`` and the output fields
+    every sink has."""
+    own = sink_class.settings_model
+    combined: type[BaseModel] = create_model(own.__name__, __base__=(own, OutputSettings))
+    return combined
+
+
+def output_settings(name: str, sink_class: type[Sink], section: BaseModel) -> OutputSettings:
+    """The output fields of a sink's loaded section; ConfigError naming
+    ``BRIDGE_<NAME>__FORMAT`` if the sink does not write the format chosen."""
+    output = OutputSettings.model_validate(
+        {field: getattr(section, field) for field in OutputSettings.model_fields}
+    )
+    if output.format not in sink_class.formats:
+        offered = ", ".join(sorted(sink_class.formats))
+        raise ConfigError(
+            f"{variable_name((name, 'format'))}: the {name} sink does not write "
+            f"{output.format.value} records (it writes: {offered})"
+        )
+    return output
+
+
+def build_sink(
+    name: str,
+    section: BaseModel,
+    *,
+    pipeline: str,
+    keyspace: KeySpace,
+    cluster: str = "etcd",
+    values: ValuesMode = ValuesMode.BYTES,
+) -> Sink:
+    """The sink registered as ``name``, built from its loaded ``section`` (``settings_model``)
+    with the format the section selects: how the bridge builds every sink, and the tests too."""
+    sink_class = load(name)
+    output = output_settings(name, sink_class, section)
+    context = FormatContext(pipeline=pipeline, cluster=cluster, keyspace=keyspace, values=values)
+    sink_context = SinkContext(
+        pipeline=pipeline, keyspace=keyspace, format=build_format(output, context=context)
+    )
+    return sink_class.from_settings(section, context=sink_context)

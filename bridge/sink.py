@@ -49,7 +49,15 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict
 
 from bridge.events import Event
+from bridge.formats import EventFormat, FormatContext
+from bridge.formats.native import NativeFormat
 from config.keyspace import KeySpace
+from config.output import FormatName, OutputSettings
+
+NATIVE = NativeFormat(
+    FormatContext(pipeline="", cluster="", keyspace=KeySpace.of([])), OutputSettings()
+)
+"""The default format: native records with byte values, which name nothing of the pipeline."""
 
 
 class NoSettings(BaseModel):
@@ -66,6 +74,10 @@ class SinkContext:
     """``BRIDGE_NAME``: namespaces whatever the sink keeps per pipeline (checkpoints)."""
     keyspace: KeySpace
     """The watched prefixes, for routing by key segment (``bridge.keytemplate``)."""
+    format: EventFormat = NATIVE
+    """What the sink's records look like (``BRIDGE_<NAME>__FORMAT``, ``BRIDGE_VALUES``): a
+    sink that declares more than the native format in ``Sink.formats`` encodes with it, and
+    reads its tail back with it where it reads records back."""
 
 
 class Sink(abc.ABC):
@@ -77,6 +89,11 @@ class Sink(abc.ABC):
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     """The sink's own settings, read from ``BRIDGE_<NAME>__<FIELD>`` (nested models add
     ``__<FIELD>``); field descriptions are what ``etcd-bridge settings`` prints."""
+
+    formats: ClassVar[frozenset[FormatName]] = frozenset({FormatName.NATIVE})
+    """The record formats the sink writes through ``context.format``; selecting another one
+    is a configuration error. A sink that writes events as records (rather than rows or
+    state) should accept every ``FormatName``."""
 
     guarantee: str = "exactly-once"
     """What a consumer gets across crashes (``exactly-once``, ``at-least-once``, ...); a sink

@@ -9,7 +9,7 @@ third-party sink gets them the same way as ours.
 
 import enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 
 class FormatName(enum.StrEnum):
@@ -31,9 +31,8 @@ class ValuesMode(enum.StrEnum):
 
 
 class OutputSettings(BaseModel):
-    """The fields every sink's section has besides its own."""
-
-    model_config = ConfigDict(extra="forbid")
+    """The fields every sink's section has besides its own (it keeps the sink model's
+    configuration: unknown variables are refused by ``config.variables`` for all alike)."""
 
     format: FormatName = Field(
         default=FormatName.NATIVE,

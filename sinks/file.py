@@ -1,5 +1,7 @@
 """The ``file`` sink: JSON lines appended to a file, exactly once across crashes.
 
+Each line is one record of the sink's format (``BRIDGE_FILE__FORMAT``, docs/formats.md).
+
 The file is its own checkpoint: on open, the last complete line is read back (from the end,
 so opening costs the same whatever the file's size) and is the durable position. A line is
 complete when its newline is there; a crash in the middle of a write leaves a torn last line,
@@ -16,8 +18,9 @@ from pydantic import BaseModel, Field
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event
-from bridge.sink import Sink, SinkContext
-from sinks.lines import encode_lines
+from bridge.formats import EventFormat
+from bridge.sink import NATIVE, Sink, SinkContext
+from config.output import FormatName
 
 _READ_BACK_CHUNK = 64 * 1024
 
@@ -38,15 +41,19 @@ class FileSink(Sink):
 
     name = "file"
     settings_model = FileSettings
+    formats = frozenset(FormatName)
 
-    def __init__(self, *, path: Path, fsync: bool = True) -> None:
+    def __init__(
+        self, *, path: Path, fsync: bool = True, record_format: EventFormat = NATIVE
+    ) -> None:
         self.path = path
         self._fsync = fsync
+        self._format = record_format
         self._descriptor: int | None = None
 
     @classmethod
     def from_settings(cls, settings: FileSettings, *, context: SinkContext) -> Self:
-        return cls(path=settings.path, fsync=settings.fsync)
+        return cls(path=settings.path, fsync=settings.fsync, record_format=context.format)
 
     def open(self) -> Event | None:
         self.close()
@@ -62,16 +69,17 @@ class FileSink(Sink):
         if last_line is None:
             return None
         try:
-            return Event.from_json(last_line)
-        except (ValueError, KeyError) as error:
+            return self._format.decode(last_line)
+        except (ValueError, KeyError, TypeError) as error:
             raise SinkRejectedError(
-                f"file: the last line of {self.path} is not an etcd-bridge event ({error}); "
-                "point BRIDGE_FILE__PATH at a file of this pipeline"
+                f"file: the last line of {self.path} is not an etcd-bridge "
+                f"{self._format.name.value} record ({error}); point BRIDGE_FILE__PATH at a "
+                "file of this pipeline, or set BRIDGE_FILE__FORMAT to the format it holds"
             ) from error
 
     def write(self, batch: Sequence[Event]) -> None:
         descriptor = self._require_open()
-        payload = memoryview(encode_lines(batch))
+        payload = memoryview(self._format.encode_lines(batch))
         try:
             while payload:
                 written = os.write(descriptor, payload)

@@ -40,6 +40,9 @@ class EventFormat(abc.ABC):
     (``output``: the sink's ``OutputSettings``, for the format's own options)."""
     content_type: ClassVar[str] = "application/json"
     """The media type of ``encode``'s output."""
+    has_binary_mode: ClassVar[bool] = False
+    """Whether ``binary`` differs from a keyed record's value (CloudEvents' binary content
+    mode, where attributes travel as headers)."""
 
     @abc.abstractmethod
     def encode(self, event: Event) -> bytes:
@@ -69,3 +72,8 @@ class EventFormat(abc.ABC):
         null value as they skip a tombstone). Only sinks whose records carry headers beside
         the value use it, since the marker then travels in the headers."""
         return self.encode(event)
+
+    def binary(self, event: Event) -> tuple[list[tuple[str, bytes]], bytes | None]:
+        """The record in a binary content mode: headers carrying the format's attributes, and
+        the value. Formats without one (``has_binary_mode`` False) have no headers to add."""
+        return [], self.record_value(event)

@@ -53,7 +53,9 @@ def rank_in(headers: dict[str, bytes], *, tombstone: bool) -> Rank:
     revision = int(headers[HEADER_REVISION])
     index = int(headers[HEADER_INDEX])
     op = Op(headers[HEADER_OP].decode())
-    return (revision, op in SNAPSHOT_OPS, index, tombstone)
+    # Only a DELETE's null value is a tombstone; a marker's is its record in a format whose
+    # consumers skip markers (Debezium).
+    return (revision, op in SNAPSHOT_OPS, index, tombstone and op is Op.DELETE)
 
 
 def headers_of(event: Event, *, pipeline: bytes) -> Headers:

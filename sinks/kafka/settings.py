@@ -65,6 +65,12 @@ class KafkaSettings(BaseModel):
         description="Follow each DELETE by a null-value record for the same key, so a "
         "compacted topic mirrors the prefix.",
     )
+    content_mode: Literal["binary", "structured"] = Field(
+        default="binary",
+        description="With BRIDGE_KAFKA__FORMAT=cloudevents: binary (attributes in ce_ "
+        "headers, the data as the value, the key as the partition key) or structured (the "
+        "whole event as the value); the other formats have one mode.",
+    )
     partitions: int | None = Field(
         default=None,
         ge=1,

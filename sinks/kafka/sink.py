@@ -47,9 +47,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op, SnapshotReason
-from bridge.sink import Sink, SinkContext
+from bridge.formats import EventFormat
+from bridge.sink import NATIVE, Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
+from config.output import FormatName
 from sinks.kafka.clients import Clients
 from sinks.kafka.failures import DeliveryFailure, rejection
 from sinks.kafka.records import (
@@ -77,7 +79,16 @@ class KafkaSink(Sink):
     name = "kafka"
     settings_model = KafkaSettings
 
-    def __init__(self, *, settings: KafkaSettings, pipeline: str, keyspace: KeySpace) -> None:
+    formats = frozenset(FormatName)
+
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        pipeline: str,
+        keyspace: KeySpace,
+        record_format: EventFormat = NATIVE,
+    ) -> None:
         if not settings.bootstrap_servers:
             raise ConfigError(
                 "BRIDGE_KAFKA__BOOTSTRAP_SERVERS is required when BRIDGE_SINKS includes kafka"
@@ -90,6 +101,8 @@ class KafkaSink(Sink):
         self.pipeline = pipeline
         self.keyspace = keyspace
         self.router = TopicRouter(settings.template, keyspace=keyspace)
+        self._format = record_format
+        self._binary = settings.content_mode == "binary" and record_format.has_binary_mode
         self._clients = Clients(
             settings, servers=settings.bootstrap_servers, on_error=self._on_error
         )
@@ -116,7 +129,12 @@ class KafkaSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings, *, context: SinkContext) -> Self:
-        return cls(settings=settings, pipeline=context.pipeline, keyspace=context.keyspace)
+        return cls(
+            settings=settings,
+            pipeline=context.pipeline,
+            keyspace=context.keyspace,
+            record_format=context.format,
+        )
 
     # --- the contract -----------------------------------------------------------------------
 
@@ -198,7 +216,8 @@ class KafkaSink(Sink):
                 if topic not in self._in_use:
                     self._start_using(topic)
                 partition = partition_for(event.key, partitions=self._partitions[topic])
-                self._produce(topic, partition, event=event, value=event.to_json())
+                extra, value = self._record(event)
+                self._produce(topic, partition, event=event, value=value, extra=extra)
                 if tombstones and event.type is EventType.DELETE:
                     self._produce(topic, partition, event=event, value=None, tombstone=True)
             if self._rejected is not None:
@@ -328,12 +347,18 @@ class KafkaSink(Sink):
 
     def _broadcast(self, marker: Event, *, topics: Iterable[str] | None = None) -> None:
         """A marker goes to every partition of every topic in use (or of ``topics``)."""
-        value = marker.to_json()
+        extra, value = self._record(marker)
         for topic in sorted(self._in_use) if topics is None else topics:
             for partition in range(self._partitions[topic]):
-                self._produce(topic, partition, event=marker, value=value)
+                self._produce(topic, partition, event=marker, value=value, extra=extra)
                 if self._rejected is not None:
                     return
+
+    def _record(self, event: Event) -> tuple[Sequence[tuple[str, bytes]], bytes | None]:
+        """The format's headers (binary content mode) and value of ``event``'s record."""
+        if self._binary:
+            return self._format.binary(event)
+        return (), self._format.record_value(event)
 
     def _produce(
         self,
@@ -342,6 +367,7 @@ class KafkaSink(Sink):
         *,
         event: Event,
         value: bytes | None,
+        extra: Sequence[tuple[str, bytes]] = (),
         tombstone: bool = False,
     ) -> None:
         where = (topic, partition)
@@ -353,12 +379,13 @@ class KafkaSink(Sink):
             del self._tails[where]  # past the tail: every later record is too
         producer = self._require_producer()
         headers = headers_of(event, pipeline=self._pipeline_header)
+        if extra:
+            headers += extra
+        key = self._format.record_key(event)
         deadline: float | None = None
         while True:
             try:
-                producer.produce(
-                    topic, value=value, key=event.key, partition=partition, headers=headers
-                )
+                producer.produce(topic, value=value, key=key, partition=partition, headers=headers)
                 self.produced += 1
                 return
             except BufferError:  # the local queue is full: let deliveries make room

@@ -47,9 +47,12 @@ from redis.retry import Retry
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
+from bridge.formats import EventFormat
 from bridge.keytemplate import KeyTemplate
 from bridge.sink import Sink, SinkContext
+from config.errors import ConfigError
 from config.keyspace import KeySpace
+from config.output import FormatName
 from sinks.redis import lua
 from sinks.redis.settings import RedisMode, RedisSettings
 
@@ -123,8 +126,9 @@ class _StreamLayout(_Layout):
 
     script = _STREAM
 
-    def __init__(self, *, stream: bytes, maxlen: int | None) -> None:
+    def __init__(self, *, stream: bytes, maxlen: int | None, record_format: EventFormat) -> None:
         self.stream = stream
+        self.format = record_format
         self.maxlen = "" if maxlen is None else str(maxlen)
         self.target = f"stream {stream.decode(errors='replace')!r}"
         self.names = [f"key {stream.decode(errors='replace')!r}"]
@@ -143,11 +147,12 @@ class _StreamLayout(_Layout):
                 "field: the stream is not etcd-bridge's; choose another BRIDGE_REDIS__STREAM"
             )
         try:
-            event = Event.from_json(_bytes(raw))
-        except (ValueError, KeyError) as error:
+            event = self.format.decode(_bytes(raw))
+        except (ValueError, KeyError, TypeError) as error:
             raise SinkRejectedError(
-                f"redis: the last entry of stream {name!r} is not an etcd-bridge event "
-                f"({error}); choose another BRIDGE_REDIS__STREAM"
+                f"redis: the last entry of stream {name!r} is not an etcd-bridge "
+                f"{self.format.name.value} record ({error}); choose another "
+                "BRIDGE_REDIS__STREAM, or set BRIDGE_REDIS__FORMAT to the format it holds"
             ) from error
         if str(event.position) != entry_id:
             raise SinkRejectedError(
@@ -158,8 +163,9 @@ class _StreamLayout(_Layout):
 
     def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
         args: list[bytes | str | int] = [self.maxlen]
+        encode = self.format.encode
         for event in chunk:
-            args += (event.revision, event.index, event.op.value, event.key, event.to_json())
+            args += (event.revision, event.index, event.op.value, event.key, encode(event))
         return [self.stream], args
 
 
@@ -169,9 +175,16 @@ class _RoutedLayout(_Layout):
     script = _ROUTED
 
     def __init__(
-        self, *, template: KeyTemplate, keyspace: KeySpace, maxlen: int | None, checkpoint: str
+        self,
+        *,
+        template: KeyTemplate,
+        keyspace: KeySpace,
+        maxlen: int | None,
+        checkpoint: str,
+        record_format: EventFormat,
     ) -> None:
         self.template = template
+        self.format = record_format
         self.keyspace = keyspace
         self.maxlen = "" if maxlen is None else str(maxlen)
         self.checkpoint = checkpoint
@@ -194,13 +207,14 @@ class _RoutedLayout(_Layout):
             for stream in sorted(self.known):
                 slots[stream] = len(slots) + 3
         args: list[bytes | str | int] = [self.maxlen, chunk[-1].to_json() if chunk else b""]
+        encode = self.format.encode
         for event in chunk:
             if event.type is EventType.MARKER:
                 slot = 0
             else:
                 stream = self.template.render(event.key, keyspace=self.keyspace)
                 slot = slots.setdefault(stream, len(slots) + 3)
-            args += (slot, event.revision, event.index, event.op.value, event.key, event.to_json())
+            args += (slot, event.revision, event.index, event.op.value, event.key, encode(event))
         return [self.checkpoint, self.known_set, *slots], args
 
     def committed(self, chunk: Sequence[Event]) -> None:
@@ -214,8 +228,9 @@ class _PubSubLayout(_Layout):
 
     script = _PUBSUB
 
-    def __init__(self, *, channel: str, checkpoint: str) -> None:
+    def __init__(self, *, channel: str, checkpoint: str, record_format: EventFormat) -> None:
         self.channel = channel
+        self.format = record_format
         self.checkpoint = checkpoint
         self.target = f"channel {channel!r}"
         self.names = [f"key {checkpoint!r}", f"channel {channel!r}"]
@@ -225,8 +240,9 @@ class _PubSubLayout(_Layout):
 
     def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
         args: list[bytes | str | int] = [self.channel, chunk[-1].to_json() if chunk else b""]
+        encode = self.format.encode
         for event in chunk:
-            args += (event.revision, event.index, event.to_json())
+            args += (event.revision, event.index, encode(event))
         return [self.checkpoint], args
 
 
@@ -275,16 +291,28 @@ def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
 
 def _layout(own: RedisSettings, *, context: SinkContext) -> _Layout:
     checkpoint = checkpoint_key(own, pipeline=context.pipeline)
+    record_format = context.format
     if own.mode is RedisMode.PUBSUB:
-        return _PubSubLayout(channel=own.channel, checkpoint=checkpoint)
+        return _PubSubLayout(
+            channel=own.channel, checkpoint=checkpoint, record_format=record_format
+        )
     if own.mode is RedisMode.MIRROR:
+        if record_format.name is not FormatName.NATIVE:
+            raise ConfigError(
+                "BRIDGE_REDIS__FORMAT: the mirror mode holds the prefix's state, not records; "
+                "it has no format (leave it native)"
+            )
         return _MirrorLayout(mirror_key=own.mirror_key, checkpoint=checkpoint)
     template = own.template
     if template.routed:
         return _RoutedLayout(
-            template=template, keyspace=context.keyspace, maxlen=own.maxlen, checkpoint=checkpoint
+            template=template,
+            keyspace=context.keyspace,
+            maxlen=own.maxlen,
+            checkpoint=checkpoint,
+            record_format=record_format,
         )
-    return _StreamLayout(stream=template.name, maxlen=own.maxlen)
+    return _StreamLayout(stream=template.name, maxlen=own.maxlen, record_format=record_format)
 
 
 def cut_point(events: Sequence[Event], *, limit: int) -> int:
@@ -300,6 +328,7 @@ class RedisSink(Sink):
 
     name = "redis"
     settings_model = RedisSettings
+    formats = frozenset(FormatName)
 
     def __init__(self, *, settings: RedisSettings, layout: _Layout) -> None:
         self._settings = settings

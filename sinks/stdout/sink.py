@@ -1,5 +1,8 @@
 """The ``stdout`` sink: JSON lines on standard output, the embedded default.
 
+Each line is one record of the sink's format (``BRIDGE_STDOUT__FORMAT``, docs/formats.md);
+the checkpoint file holds a native event whatever the format.
+
 What went into a pipe cannot be read back, so the position lives in a checkpoint file saved
 after each flush (``sinks.stdout.checkpoint``): at-least-once. A crash between a flush and its
 checkpoint repeats that batch on restart; use the ``file`` sink for exactly once.
@@ -14,8 +17,9 @@ from pydantic import BaseModel, Field
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event
-from bridge.sink import Sink, SinkContext
-from sinks.lines import encode_lines
+from bridge.formats import EventFormat
+from bridge.sink import NATIVE, Sink, SinkContext
+from config.output import FormatName
 from sinks.stdout.checkpoint import FileCheckpoint
 
 
@@ -35,9 +39,17 @@ class StdoutSink(Sink):
     name = "stdout"
     settings_model = StdoutSettings
     guarantee = "at-least-once"
+    formats = frozenset(FormatName)
 
-    def __init__(self, *, checkpoint: FileCheckpoint, stream: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        checkpoint: FileCheckpoint,
+        stream: BinaryIO | None = None,
+        record_format: EventFormat = NATIVE,
+    ) -> None:
         self._checkpoint = checkpoint
+        self._format = record_format
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._last_written: Event | None = None
 
@@ -46,14 +58,14 @@ class StdoutSink(Sink):
         checkpoint = FileCheckpoint(
             directory=settings.checkpoint_dir, pipeline=context.pipeline, sink=cls.name
         )
-        return cls(checkpoint=checkpoint)
+        return cls(checkpoint=checkpoint, record_format=context.format)
 
     def open(self) -> Event | None:
         return self._checkpoint.load()
 
     def write(self, batch: Sequence[Event]) -> None:
         try:
-            self._stream.write(encode_lines(batch))
+            self._stream.write(self._format.encode_lines(batch))
         except BrokenPipeError as error:
             raise SinkRejectedError("stdout: the reader closed the pipe") from error
         self._last_written = batch[-1]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 from bridge import plugins
 from bridge.events import Event
-from bridge.sink import Sink, SinkContext
+from bridge.sink import Sink
 from config.keyspace import KeySpace
 from config.settings import load_section
 from tests.fixtures.processes import ManagedProcess
@@ -72,9 +72,8 @@ class SinkReader(Protocol):
 def build(name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any) -> Sink:
     """The sink registered as ``name``, built as the bridge builds it: its settings section
     validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
-    sink_class = plugins.load(name)
-    section = load_section(name, sink_class.settings_model, **settings)
-    return sink_class.from_settings(section, context=SinkContext(pipeline, keyspace))
+    section = load_section(name, plugins.settings_model(plugins.load(name)), **settings)
+    return plugins.build_sink(name, section, pipeline=pipeline, keyspace=keyspace)
 
 
 def refuse(text: str) -> None:

@@ -13,6 +13,7 @@ from bridge.events import Event, EventType, Op, Position, past
 from bridge.pump import _ChunkQueue
 from bridge.retry import Backoff
 from bridge.snapshot import _next_page_keys
+from config.keyspace import KeySpace
 
 
 def test_pages_are_sized_by_bytes() -> None:
@@ -96,9 +97,19 @@ def test_a_revision_continues_across_chunks_and_fragments() -> None:
     assert events[0].type is EventType.DELETE and events[0].prev_value == b"old"
 
 
+def test_filtered_keys_are_dropped_before_numbering() -> None:
+    """Excluded keys take no index: positions are the same whatever etcd interleaves."""
+    chunker = EventChunker(keep=KeySpace.of([b"/a/"], exclude=["*.lock"]))
+    chunked = chunk(
+        chunker, [raw(4, b"/a/x.lock"), raw(4, b"/a/1"), raw(4, b"/a/y.lock"), raw(4, b"/a/2")]
+    )
+    assert [(event.key, event.index) for event in chunked.events] == [(b"/a/1", 0), (b"/a/2", 1)]
+    assert [event.more for event in chunked.events] == [True, False]
+
+
 def test_more_is_unset_when_the_rest_of_a_revision_is_dropped_keys() -> None:
     """With several prefixes, a revision whose last changes are between them still ends."""
-    chunker = EventChunker(keep=(b"/a/", b"/c/"))
+    chunker = EventChunker(keep=KeySpace.of([b"/a/", b"/c/"]))
     first = chunk(chunker, [raw(4, b"/a/1"), raw(4, b"/b/1")], ends=False)
     last = chunk(chunker, [raw(4, b"/b/2"), raw(4, b"/c/1"), raw(4, b"/b/3")], ends=True)
     assert positions(first.events + last.events) == [(4, 0, True), (4, 1, False)]

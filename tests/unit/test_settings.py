@@ -91,11 +91,44 @@ def test_a_sink_reads_its_own_section(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("BRIDGE_FILE__FSYNC", "false")
     monkeypatch.setenv("BRIDGE_STDOUT__CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     configuration = configure()
-    (file_class, file_settings), (stdout_class, stdout_settings) = configuration.sinks
-    assert (file_class.name, stdout_class.name) == ("file", "stdout")
-    assert file_settings == FileSettings(path=tmp_path / "out.jsonl", fsync=False)
-    assert stdout_settings == StdoutSettings(checkpoint_dir=tmp_path / "checkpoints")
+    (file_name, file_settings), (stdout_name, stdout_settings) = configuration.sinks
+    assert (file_name, stdout_name) == ("file", "stdout")
+    assert isinstance(file_settings, FileSettings) and isinstance(stdout_settings, StdoutSettings)
+    assert (file_settings.path, file_settings.fsync) == (tmp_path / "out.jsonl", False)
+    assert stdout_settings.checkpoint_dir == tmp_path / "checkpoints"
     assert [sink.name for sink in configuration.build_sinks()] == ["file", "stdout"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"BRIDGE_FILE__FORMAT": "xml"},
+            "BRIDGE_FILE__FORMAT: Input should be 'native', 'debezium' or 'cloudevents'",
+        ),
+        (
+            {"BRIDGE_SINKS": "sqlite", "BRIDGE_SQLITE__FORMAT": "debezium"},
+            "BRIDGE_SQLITE__FORMAT: the sqlite sink does not write debezium records "
+            "(it writes: native)",
+        ),
+        ({"BRIDGE_VALUES": "yaml"}, "BRIDGE_VALUES: Input should be 'bytes' or 'json'"),
+        ({"BRIDGE_CLUSTER": "a b"}, "BRIDGE_CLUSTER: use letters, digits"),
+    ],
+)
+def test_output_settings_are_checked_per_sink(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """Every sink's section has FORMAT, a third party's too; one it cannot write is refused
+    with one line naming the variable."""
+    monkeypatch.setenv("BRIDGE_SINKS", "file")
+    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
+    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        configure()
+    assert str(caught.value).startswith(message)
+    assert len(str(caught.value).splitlines()) == 1
 
 
 def test_a_missing_required_sink_setting_names_its_variable(
