@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
+import orjson
+
 from bridge import plugins
 from bridge.events import Event
 from bridge.sink import Sink
@@ -50,8 +52,35 @@ class Progress:
     last_op: str = ""
 
 
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as the sink holds it, not decoded: what a format's own consumer reads."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+
+
 Seen = tuple[int, str]
 """A record read back from a sink: its event's revision and op."""
+
+_DEBEZIUM_OPS = {"c": "create", "u": "update", "d": "delete", "r": "snapshot"}
+
+
+def seen_in(record: bytes) -> Seen:
+    """The revision and op of one record in any format (docs/formats.md), cheaply, without
+    knowing which: what a benchmark's reader notes of a line."""
+    document = orjson.loads(record)
+    if "schema" in document and "payload" in document:
+        document = document["payload"]
+    if "source" in document:
+        op = document["op"]
+        if op == "m":
+            return int(document["source"]["revision"]), str(document["message"]["content"]["op"])
+        return int(document["source"]["revision"]), _DEBEZIUM_OPS[op]
+    if "specversion" in document:
+        return int(document["revision"]), str(document["type"]).rsplit(".", 1)[1]
+    return int(document["revision"]), str(document["op"])
 
 
 class SinkReader(Protocol):
@@ -138,6 +167,11 @@ class Destination(abc.ABC):
     def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
         """Everything held, as streams each in the order the sink holds it (one, or one per
         partition); whatever is malformed is told to ``flaw`` and left out or kept as read."""
+
+    def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
+        """Everything held, undecoded, as streams each in the order the sink holds it (one,
+        or one per partition); for sinks that write records in a format (docs/formats.md)."""
+        raise NotImplementedError(f"the {self.name} sink holds rows or state, not records")
 
     def events(self, *, pipeline: str) -> list[Event]:
         """Everything held, as one stream in the sink's order; anything malformed fails."""

@@ -11,11 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import orjson
-
 from bridge.events import Event
 from tests.fixtures.bridge import last_event
-from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer
+from tests.sinks.base import (
+    Destination,
+    Flaw,
+    Progress,
+    RawRecord,
+    Seen,
+    SinkServer,
+    seen_in,
+)
 
 POLL_SECONDS = 0.0002
 
@@ -32,6 +38,12 @@ class FileDestination(Destination):
 
     def settings(self) -> dict[str, Any]:
         return {"path": self.path}
+
+    def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
+        path = Path(self.path)
+        content = path.read_bytes() if path.exists() else b""
+        assert not content or content.endswith(b"\n"), "the file ends with a torn line"
+        return {"file": [RawRecord(line) for line in content.splitlines()]}
 
     def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
         path = Path(self.path)
@@ -51,11 +63,6 @@ class FileDestination(Destination):
 
     def reader(self) -> "FileReader":
         return FileReader(Path(self.path))
-
-
-def _seen_in_line(line: bytes) -> Seen:
-    document = orjson.loads(line)
-    return int(document["revision"]), str(document["op"])
 
 
 class FileReader:
@@ -86,7 +93,7 @@ class FileReader:
         if data:
             self._progress.records += data.count(b"\n")
             start = data.rfind(b"\n", 0, len(data) - 1) + 1
-            self._progress.last_revision, self._progress.last_op = _seen_in_line(data[start:])
+            self._progress.last_revision, self._progress.last_op = seen_in(data[start:])
         return Progress(**vars(self._progress))
 
     def follow(self, *, timeout: float) -> list[Seen]:
@@ -94,7 +101,7 @@ class FileReader:
         while True:
             data = self._complete_lines()
             if data:
-                return [_seen_in_line(line) for line in data.splitlines()]
+                return [seen_in(line) for line in data.splitlines()]
             if time.monotonic() >= deadline:
                 return []
             time.sleep(POLL_SECONDS)

@@ -31,7 +31,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from bridge.events import Event, EventType
 from config.keyspace import KeySpace
 from tests.fixtures.kafka import KafkaBroker, TopicFollower, read_topic, topic_events
-from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer, build
+from tests.sinks.base import (
+    Destination,
+    Flaw,
+    Progress,
+    RawRecord,
+    Seen,
+    SinkServer,
+    build,
+)
 
 PARTITIONS = 3
 TRUE = ("1", "true", "yes", "on")
@@ -71,6 +79,14 @@ class KafkaDestination(Destination):
             "topic": self.topic,
             "partitions": self.partitions,
         }
+
+    def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
+        streams: dict[str, list[RawRecord]] = {f"partition {p}": [] for p in range(self.partitions)}
+        for record in read_topic(self.bootstrap, self.topic):
+            streams[f"partition {record.partition}"].append(
+                RawRecord(record.value, key=record.key, headers=record.headers)
+            )
+        return streams
 
     def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
         records = read_topic(self.bootstrap, self.topic)

@@ -35,7 +35,7 @@ from tests.fixtures.nats import (
     last_message,
     run_on,
 )
-from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer
+from tests.sinks.base import Destination, Flaw, Progress, RawRecord, Seen, SinkServer
 
 FOLLOW_BATCH = 20_000
 
@@ -64,13 +64,27 @@ class NatsDestination(Destination):
     def settings(self) -> dict[str, Any]:
         return {"servers": self.url, "stream": self.stream, "subject": self.subject}
 
-    def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
+    def messages(self) -> list[StoredMessage]:
+        """Every message of the stream, in stream order (none if it does not exist yet)."""
         try:
-            messages = run_on(self.url, drain, stream=self.stream)
+            return run_on(self.url, drain, stream=self.stream)
         except nats.js.errors.NotFoundError:
-            messages = []
+            return []
+
+    def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
+        return {
+            "nats": [
+                RawRecord(
+                    message.data,
+                    headers={name: value.encode() for name, value in message.headers.items()},
+                )
+                for message in self.messages()
+            ]
+        }
+
+    def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
         events = []
-        for message in messages:
+        for message in self.messages():
             event = message.event()
             if not self._well_formed(message, event, pipeline=pipeline):
                 flaw(f"message {message.sequence} holds {event.position} {event.key!r}")

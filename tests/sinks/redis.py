@@ -6,6 +6,7 @@ event it holds, or whose ``key`` field is not its key, is a flaw. Its tail is th
 BLOCK.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -14,7 +15,7 @@ import redis
 
 from bridge.events import Event
 from tests.fixtures.redis import RedisServer
-from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer
+from tests.sinks.base import Destination, Flaw, Progress, RawRecord, Seen, SinkServer
 
 PAGE = 5000
 
@@ -43,20 +44,32 @@ class RedisDestination(Destination):
     def client(self, *, timeout: float = 10) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=timeout)
 
-    def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
-        events = []
+    def entries(self) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        """Every entry of the stream: (id, fields), read with XRANGE a page at a time."""
         with self.client() as client:
             start = "-"
             while True:
                 entries = client.xrange(self.stream, min=start, max="+", count=PAGE)
-                for entry_id, fields in entries:
-                    event = Event.from_json(fields[b"event"])
-                    if entry_id.decode() != str(event.position) or fields[b"key"] != event.key:
-                        flaw(f"entry {entry_id!r} holds {event.position} {event.key!r}")
-                    events.append(event)
+                yield from entries
                 if len(entries) < PAGE:
                     break
                 start = "(" + entries[-1][0].decode()
+
+    def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
+        return {
+            "redis": [
+                RawRecord(fields[b"event"], key=fields[b"key"], headers={"id": entry_id})
+                for entry_id, fields in self.entries()
+            ]
+        }
+
+    def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
+        events = []
+        for entry_id, fields in self.entries():
+            event = Event.from_json(fields[b"event"])
+            if entry_id.decode() != str(event.position) or fields[b"key"] != event.key:
+                flaw(f"entry {entry_id!r} holds {event.position} {event.key!r}")
+            events.append(event)
         return {"redis": events}
 
     def tail(self, *, pipeline: str, prefix: bytes) -> Event | None:
