@@ -20,7 +20,13 @@ benchmark's own process (responses parsed, nothing else done) shows how fast etc
 replay: every rate here is bounded by it, since etcd looks the previous value of each
 replayed event up separately. Target: >= 50,000 events/s into Kafka and Redis on 2 cores.
 
+With ``--formats native,debezium,cloudevents`` each sink is replayed once per record format
+(docs/formats.md), each into a target of its own holding its snapshot in that format; a
+non-native format's row gives its rate over the same sink's native rate in the same run.
+Target: at most 15% slower than native (ratio >= 0.87).
+
     .venv/bin/python -m bench.burst [--transactions 2000] [--sinks file,kafka,redis]
+        [--formats native,debezium,cloudevents]
 """
 
 import argparse
@@ -48,6 +54,9 @@ from tests.sinks.base import Destination
 
 PREFIX = "/burst/"
 TARGET_RATE = 50_000
+FORMAT_COST = 1.15
+"""A non-native format may take at most 15% longer than native for the same replay."""
+NATIVE = "native"
 TARGET_SINKS = ("kafka", "redis")
 TXN_KEYS = 100
 WATCHING = " watching "
@@ -55,13 +64,28 @@ WATCHING = " watching "
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One sink written in one record format."""
+
+    sink: str
+    format: str = NATIVE
+
+    @property
+    def label(self) -> str:
+        return self.sink if self.format == NATIVE else f"{self.sink} [{self.format}]"
+
+    def settings(self) -> dict[str, str]:
+        return {f"BRIDGE_{self.sink.upper()}__FORMAT": self.format}
+
+
+@dataclass(frozen=True)
 class History:
     """The prepared history and the sinks positioned just before it."""
 
-    targets: dict[str, list[Destination]]
-    """Per sink, one target per repetition, each holding the snapshot taken at R0."""
-    snapshot_records: dict[str, int]
-    """Records each sink holds before the replay (the snapshot and its markers)."""
+    targets: dict[Variant, list[Destination]]
+    """Per variant, one target per repetition, each holding the snapshot taken at R0."""
+    snapshot_records: dict[Variant, int]
+    """Records each variant holds before the replay (the snapshot and its markers)."""
     start_revision: int
     events: int
     load_seconds: float
@@ -69,7 +93,7 @@ class History:
 
 @dataclass(frozen=True)
 class Replay:
-    sink: str
+    variant: Variant
     events: int
     replay_seconds: float
     total_seconds: float
@@ -91,24 +115,25 @@ class Replay:
 
 
 def prepare(
-    lab: Lab, sinks: list[str], *, keys: int, transactions: int, repeat: int = 1
+    lab: Lab, variants: list[Variant], *, keys: int, transactions: int, repeat: int = 1
 ) -> History:
-    """Load the keys, give every sink (``repeat`` times over) their snapshot, then write the
+    """Load the keys, give every variant (``repeat`` times over) its snapshot, then write the
     history."""
     prefix = PREFIX.encode()
     write_transactions(lab.endpoint, prefix=prefix, keys=keys, transactions=keys // TXN_KEYS)
-    targets: dict[str, list[Destination]] = {}
-    held: dict[str, int] = {}
-    for sink in sinks:
+    targets: dict[Variant, list[Destination]] = {}
+    held: dict[Variant, int] = {}
+    for variant in variants:
         for attempt in range(repeat):
-            target = lab.target(sink, tag=f"burst-{sink}-{attempt}")
-            bridge = lab.bridge(target, prefix=PREFIX, name=f"burst-{sink}-{attempt}").start()
+            name = _name(variant, attempt)
+            target = lab.target(variant.sink, tag=name)
+            bridge = lab.bridge(target, prefix=PREFIX, name=name, **variant.settings()).start()
             reader = target.reader()
-            held[sink] = keys + 2 * target.marker_records
-            wait_for_records(reader, records=held[sink], timeout=120, bridge=bridge)
+            held[variant] = keys + 2 * target.marker_records
+            wait_for_records(reader, records=held[variant], timeout=120, bridge=bridge)
             reader.close()
             bridge.stop()
-            targets.setdefault(sink, []).append(target)
+            targets.setdefault(variant, []).append(target)
     start_revision = current_revision(lab.endpoint) + 1
     loaded = write_transactions(
         lab.endpoint,
@@ -148,23 +173,29 @@ def baseline(lab: Lab, history: History) -> BaselineRun:
     )
 
 
+def _name(variant: Variant, attempt: int) -> str:
+    """The pipeline (and target tag) of one variant's ``attempt``-th replay."""
+    return f"burst-{variant.sink}-{variant.format}-{attempt}"
+
+
 def replay(
     lab: Lab,
     history: History,
-    sink: str,
+    variant: Variant,
     *,
     attempt: int = 0,
     startup_cpu: float | None = None,
     attach: Callable[[Bridge], Callable[[], None]] | None = None,
 ) -> Replay:
-    """Replay the history into ``sink`` (its ``attempt``-th target). The start-up cost is
+    """Replay the history into ``variant`` (its ``attempt``-th target). The start-up cost is
     measured unless given. ``attach`` (a profiler) is called with the started bridge and
     returns what to call once the replay is complete."""
-    target = history.targets[sink][attempt]
-    name = f"burst-{sink}-{attempt}"
+    target = history.targets[variant][attempt]
+    name = _name(variant, attempt)
+    settings = variant.settings()
     reader = target.reader()
-    wanted = history.snapshot_records[sink] + history.events
-    bridge = lab.bridge(target, prefix=PREFIX, name=name).start()
+    wanted = history.snapshot_records[variant] + history.events
+    bridge = lab.bridge(target, prefix=PREFIX, name=name, **settings).start()
     detach = attach(bridge) if attach is not None else None
     watching_at = 0.0
 
@@ -183,12 +214,12 @@ def replay(
     reader.close()
     if startup_cpu is None:
         # the start-up cost alone: the same bridge on the caught-up sink, until it watches
-        again = lab.bridge(target, prefix=PREFIX, name=name).start()
+        again = lab.bridge(target, prefix=PREFIX, name=name, **settings).start()
         again.wait_log(WATCHING, timeout=60)
         startup_cpu = again.cpu_seconds()
         again.stop()
     return Replay(
-        sink=sink,
+        variant=variant,
         events=history.events,
         replay_seconds=last_seen - (watching_at or bridge.started_at),
         total_seconds=last_seen - bridge.started_at,
@@ -213,15 +244,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="replays per sink (and baseline runs); medians"
     )
+    parser.add_argument(
+        "--formats",
+        type=lambda value: [part.strip() for part in value.split(",") if part.strip()],
+        default=[NATIVE],
+        help="record formats to replay each sink in (default: native); the first must be native",
+    )
     add_common_arguments(parser)
     arguments = parser.parse_args(argv)
+    if arguments.formats[0] != NATIVE:
+        parser.error("--formats: list native first, the baseline of the others")
+    variants = [Variant(sink, name) for sink in arguments.sinks for name in arguments.formats]
     clock = Stopwatch()
     describe_machine("Burst decode (measurement 2)")
     print_settings(arguments)
     with Lab.for_run("burst", arguments) as lab:
         history = prepare(
             lab,
-            arguments.sinks,
+            variants,
             keys=arguments.keys,
             transactions=arguments.transactions,
             repeat=arguments.repeat,
@@ -242,19 +282,19 @@ def main(argv: list[str] | None = None) -> None:
         go_rates = [events / run.seconds for run in go_runs]
         go_rate = median(go_rates)
         print(f"  etcdctl watch: {go_rate:,.0f} events/s", flush=True)
-        replays: dict[str, list[Replay]] = {}
+        replays: dict[Variant, list[Replay]] = {}
         for attempt in range(arguments.repeat):
-            for sink in arguments.sinks:
-                first = replays.get(sink, [None])[0]
+            for variant in variants:
+                first = replays.get(variant, [None])[0]
                 result = replay(
                     lab,
                     history,
-                    sink,
+                    variant,
                     attempt=attempt,
                     startup_cpu=None if first is None else first.startup_cpu_seconds,
                 )
-                print(f"  bridge → {sink}: {result.rate:,.0f} events/s", flush=True)
-                replays.setdefault(sink, []).append(result)
+                print(f"  bridge → {variant.label}: {result.rate:,.0f} events/s", flush=True)
+                replays.setdefault(variant, []).append(result)
     print()
     rows: list[list[object]] = [
         [
@@ -280,11 +320,19 @@ def main(argv: list[str] | None = None) -> None:
             "(baseline)",
         ],
     ]
-    for sink, results in replays.items():
+    for variant, results in replays.items():
         rate = median([r.rate for r in results])
+        if variant.format == NATIVE:
+            target = verdict(rate >= TARGET_RATE) if variant.sink in TARGET_SINKS else "-"
+        else:
+            native = median([r.rate for r in replays[Variant(variant.sink)]])
+            target = (
+                f"{rate / native:.2f} of native "
+                f"{verdict(rate * FORMAT_COST >= native)} (>= {1 / FORMAT_COST:.2f})"
+            )
         rows.append(
             [
-                f"bridge → {sink}",
+                f"bridge → {variant.label}",
                 rate,
                 spread([r.rate for r in results]),
                 median([r.rate_with_startup for r in results]),
@@ -292,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
                 median([r.cpu_per_100k(net=True) for r in results]),
                 max(r.peak_rss_mib for r in results),
                 f"{rate / go_rate:.2f}",
-                verdict(rate >= TARGET_RATE) if sink in TARGET_SINKS else "-",
+                target,
             ]
         )
     print_table(
@@ -305,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             "CPU-s per 100k net of start-up",
             "peak RSS (MiB)",
             "rate / etcdctl",
-            f"target >= {TARGET_RATE:,}/s",
+            f"target >= {TARGET_RATE:,}/s (formats: vs native)",
         ],
         rows,
     )
@@ -313,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{events:,} events replayed from revision {history.start_revision}, "
         f"{arguments.repeat} time(s) per consumer (medians; peak RSS: the highest); bridge "
         "start-up CPU: "
-        + ", ".join(f"{sink} {r[0].startup_cpu_seconds:.2f} s" for sink, r in replays.items())
+        + ", ".join(f"{v.label} {r[0].startup_cpu_seconds:.2f} s" for v, r in replays.items())
         + f"; total {clock}"
     )
     print(lab.load_summary)

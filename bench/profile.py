@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.burst import prepare, replay
+from bench.burst import NATIVE, Variant, prepare, replay
 from bench.common import (
     Bridge,
     Lab,
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--save", type=Path, help="directory to keep the raw profiles in")
+    parser.add_argument("--format", default=NATIVE, help="record format (docs/formats.md)")
     add_common_arguments(parser)
     arguments = parser.parse_args(argv)
     py_spy()
@@ -188,13 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     describe_machine("CPU profile of the burst replay (measurement 5)")
     print_settings(arguments)
     with Lab.for_run("profile", arguments) as lab:
-        history = prepare(
-            lab, arguments.sinks, keys=arguments.keys, transactions=arguments.transactions
-        )
-        for sink in arguments.sinks:
-            output = lab.directory("profiles") / f"burst-{sink}.txt"
+        variants = [Variant(sink, arguments.format) for sink in arguments.sinks]
+        history = prepare(lab, variants, keys=arguments.keys, transactions=arguments.transactions)
+        for variant in variants:
+            sink = variant.label
+            output = lab.directory("profiles") / f"burst-{variant.sink}-{variant.format}.txt"
             result = replay(
-                lab, history, sink, startup_cpu=0.0, attach=attacher(output, rate=arguments.rate)
+                lab, history, variant, startup_cpu=0.0, attach=attacher(output, rate=arguments.rate)
             )
             print(
                 f"  bridge → {sink} under py-spy: {result.rate:,.0f} events/s, "
