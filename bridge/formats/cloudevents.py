@@ -28,16 +28,17 @@ Three spec rules shape the attributes beyond the obvious:
   may sit at the revision of watched changes already delivered (same revision and index):
   hence the ``s`` in a snapshot event's id.
 
-``encode`` is on the hot path: the constant attributes are computed once, the common event
-(UTF-8 key and values, ``values=bytes``, not a marker) is built inline as two dict literals
-for one ``orjson.dumps``, and ``time`` is formatted at most once per millisecond; every other
-event takes the general path (``_encode_any``), which does the same by the book.
+``encode`` is on the hot path: the common event (UTF-8 key and values, ``values=bytes``, not
+a marker) is built inline, its ``data`` one dict literal for ``orjson.dumps``, joined with the
+constant parts of the record, serialized once per format; ``time`` is formatted at most once
+per millisecond. Every other event takes the general path (``_encode_any``, ``_binary_any``),
+which makes the same record by the book, more slowly; the unit tests hold the two together.
 """
 
 import base64
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from time import time_ns
 from typing import Any, Final
 from urllib.parse import quote
@@ -160,8 +161,8 @@ class CloudEventsFormat(EventFormat):
 
     def encode(self, event: Event) -> bytes:
         """The structured-mode record: attributes at the top level, ``data`` a JSON value."""
-        # The common event inline, for speed: ``_common_data`` is the same code, and the unit
-        # tests check that both content modes carry the same data.
+        # The common event (see ``_common_data``) inline: calls cost a fifth of the time here. The
+        # unit tests check it against ``_encode_any``, the same record by the book.
         if not self._fast or event.reason is not None:
             return self._encode_any(event)
         key, value, prev = event.key, event.value, event.prev_value
@@ -206,7 +207,7 @@ class CloudEventsFormat(EventFormat):
         if millisecond != self._millisecond:
             self._tick(millisecond)
         # Joined around two orjson documents rather than one dict for the whole record: the
-        # constant parts are serialized once, which saves a fifth of the time.
+        # constant parts were serialized once (``__init__``), which saves a fifth of the time.
         return b"".join(
             [
                 self._id_head,
@@ -226,6 +227,15 @@ class CloudEventsFormat(EventFormat):
                 b"}",
             ]
         )
+
+    def encode_lines(self, batch: Sequence[Event]) -> bytes:
+        """One structured record per event, each ending in a newline (JSON lines)."""
+        if not batch:
+            return b""
+        encode = self.encode
+        lines = [encode(event) for event in batch]
+        lines.append(b"")
+        return b"\n".join(lines)
 
     def binary(self, event: Event) -> tuple[Headers, bytes]:
         """The Kafka binary-mode record: ``ce_`` headers (each attribute's canonical string,
@@ -261,13 +271,13 @@ class CloudEventsFormat(EventFormat):
             ("ce_revision", revision),
             ("ce_index", index),
             self._pipeline_header,
-        ], orjson.dumps(data)
+        ], data
 
     @staticmethod
-    def _common_data(event: Event) -> dict[str, Any] | None:
-        """``data`` of the common event with ``values=bytes`` (key and values UTF-8, the key
-        a non-empty printable String, not a marker), whose subject is its key; None for any
-        other event, which ``_data`` handles."""
+    def _common_data(event: Event) -> bytes | None:
+        """The ``data`` JSON of the common event with ``values=bytes``: key and values UTF-8,
+        the key a non-empty printable String (the subject), not a marker. None for any other
+        event, which ``_data`` handles (the same fields, by the book, more slowly)."""
         if event.reason is not None:
             return None
         key, value, prev = event.key, event.value, event.prev_value
@@ -280,23 +290,34 @@ class CloudEventsFormat(EventFormat):
         if not subject or not subject.isprintable():
             return None
         op = event.op
-        data: dict[str, Any] = {
-            "key": subject,
-            "value": value_text,
-            "prev_value": prev_text,
-            "create_revision": event.create_revision,
-            "mod_revision": event.mod_revision,
-            "version": event.version,
-            "lease": event.lease,
-        }
+        # One literal per shape: cheaper than adding the previous key-value's fields.
         if prev is not None and (op is _UPDATE or op is _DELETE):
-            data["prev_create_revision"] = event.prev_create_revision
-            data["prev_mod_revision"] = event.prev_mod_revision
-            data["prev_version"] = event.prev_version
-            data["prev_lease"] = event.prev_lease
+            data = {
+                "key": subject,
+                "value": value_text,
+                "prev_value": prev_text,
+                "create_revision": event.create_revision,
+                "mod_revision": event.mod_revision,
+                "version": event.version,
+                "lease": event.lease,
+                "prev_create_revision": event.prev_create_revision,
+                "prev_mod_revision": event.prev_mod_revision,
+                "prev_version": event.prev_version,
+                "prev_lease": event.prev_lease,
+            }
+        else:
+            data = {
+                "key": subject,
+                "value": value_text,
+                "prev_value": prev_text,
+                "create_revision": event.create_revision,
+                "mod_revision": event.mod_revision,
+                "version": event.version,
+                "lease": event.lease,
+            }
         if event.more:
             data["more"] = True
-        return data
+        return orjson.dumps(data)
 
     def _encode_any(self, event: Event) -> bytes:
         """``encode`` for every event."""

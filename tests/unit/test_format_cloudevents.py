@@ -514,6 +514,12 @@ def test_encode_lines_are_json_lines() -> None:
     lines = cloudevents().encode_lines(events).split(b"\n")
     assert lines[-1] == b""
     assert [cloudevents().decode(line) for line in lines[:-1]] == events
+    assert cloudevents().encode_lines([]) == b""
+    mixed = [EVENTS["binary key"], EVENTS["snapshot_begin"], EVENTS["update"]]
+    assert cloudevents().encode_lines(mixed).count(b"\n") == 3
+    assert [
+        cloudevents().decode(line) for line in cloudevents().encode_lines(mixed).split(b"\n")[:-1]
+    ] == mixed
 
 
 def test_cloudevents_strings() -> None:
