@@ -20,6 +20,8 @@ from tests.formats.cloudevents_consumer import (
     change_of,
     from_kafka,
     from_structured,
+    read_kafka,
+    read_structured,
 )
 
 PIPELINE = "orders"
@@ -557,3 +559,16 @@ def test_the_fast_path_writes_what_the_general_path_writes(name: str) -> None:
     assert [h for h in fast_headers if h[0] != "ce_time"] == [
         h for h in headers if h[0] != "ce_time"
     ]
+
+
+def test_a_structured_kafka_record_reads_back_with_the_sdk() -> None:
+    """Kafka in structured mode: the binding's content-type header, the record as value."""
+    record_format, event = cloudevents(), EVENTS["update"]
+    headers = [("content-type", record_format.content_type.encode())]
+    sdk_event = from_kafka(headers, record_format.encode(event), key=event.key)
+    check_attributes(sdk_event, event)
+    check_data(sdk_event.get_data(), event)
+    assert sdk_event.get_extension("partitionkey") == "/app/a"
+    assert read_kafka(headers, record_format.encode(event)) == read_structured(
+        record_format.encode(event)
+    )
