@@ -103,6 +103,13 @@ class KafkaSink(Sink):
         self.router = TopicRouter(settings.template, keyspace=keyspace)
         self._format = record_format
         self._binary = settings.content_mode == "binary" and record_format.has_binary_mode
+        # A format with content modes names its media type in structured mode (the
+        # CloudEvents Kafka binding's ``content-type`` header); one without has no header.
+        self._structured_headers: Sequence[tuple[str, bytes]] = (
+            [("content-type", record_format.content_type.encode())]
+            if record_format.has_binary_mode and not self._binary
+            else ()
+        )
         self._clients = Clients(
             settings, servers=settings.bootstrap_servers, on_error=self._on_error
         )
@@ -358,7 +365,7 @@ class KafkaSink(Sink):
         """The format's headers (binary content mode) and value of ``event``'s record."""
         if self._binary:
             return self._format.binary(event)
-        return (), self._format.record_value(event)
+        return self._structured_headers, self._format.record_value(event)
 
     def _produce(
         self,
