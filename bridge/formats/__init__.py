@@ -11,6 +11,7 @@
 
 from bridge.formats.base import EventFormat, FormatContext
 from bridge.formats.cloudevents import CloudEventsFormat
+from bridge.formats.debezium import DebeziumFormat
 from bridge.formats.native import NativeFormat
 from config.output import FormatName, OutputSettings
 
@@ -21,6 +22,8 @@ def build_format(output: OutputSettings, *, context: FormatContext) -> EventForm
     """The format ``output`` selects, for a pipeline described by ``context``."""
     if output.format is FormatName.NATIVE:
         return NativeFormat(context, output)
+    if output.format is FormatName.DEBEZIUM:
+        return DebeziumFormat(context, output)
     if output.format is FormatName.CLOUDEVENTS:
         return CloudEventsFormat(context, output)
     raise NotImplementedError(output.format)
