@@ -50,6 +50,7 @@ _SNAPSHOT = Op.SNAPSHOT
 _OP_CODES = {Op.CREATE: "c", Op.UPDATE: "u", Op.DELETE: "d", Op.SNAPSHOT: "r"}
 _CODE_OPS = {code: op for op, code in _OP_CODES.items()}
 _CODE_TYPES = {"c": EventType.PUT, "u": EventType.PUT, "r": EventType.PUT, "d": EventType.DELETE}
+_NO_BEFORE = frozenset({Op.CREATE, Op.SNAPSHOT})
 _MARKER_CODE = "m"
 _SNAPSHOT_FLAGS = frozenset({"first", "true", "last", "false"})
 _Row = dict[str, Any]
@@ -352,6 +353,8 @@ def _event_of(payload: dict[str, Any], *, values: ValuesMode) -> Event:
     if flag not in _SNAPSHOT_FLAGS:
         raise ValueError(f"unknown snapshot flag {flag!r}")
     before, after = payload["before"], payload["after"]
+    if (after is None) != (op is Op.DELETE) or (before is not None and op in _NO_BEFORE):
+        raise ValueError(f"an {code!r} record with before {before} and after {after}")
     named = after if after is not None else before if before is not None else source
     key = extract_fields(named, _KEY, mode=ValuesMode.BYTES)["key"]
     if key is None:
