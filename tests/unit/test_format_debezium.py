@@ -633,13 +633,11 @@ def test_threads_encoding_at_once_get_their_own_records() -> None:
     assert not failures
 
 
-def test_build_format_builds_debezium_and_not_yet_cloudevents() -> None:
+def test_build_format_builds_debezium() -> None:
     assert isinstance(
         build_format(OutputSettings(format=FormatName.DEBEZIUM), context=context()),
         DebeziumFormat,
     )
-    with pytest.raises(NotImplementedError):
-        build_format(OutputSettings(format=FormatName.CLOUDEVENTS), context=context())
 
 
 def test_a_binary_prefix_is_readable_in_the_source_block() -> None:
