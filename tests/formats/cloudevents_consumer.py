@@ -13,10 +13,7 @@ bytes, so a non-UTF-8 key is not handed to the SDK (the key travels in ``subject
 """
 
 import base64
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka
@@ -24,25 +21,9 @@ from cloudevents.core.formats.json import JSONFormat
 
 from bridge.events import Op, Position
 from config.output import ValuesMode
+from tests.formats.fields import Change, field_bytes
 
 TYPE_PREFIX = "io.etcd.bridge."
-
-
-@dataclass(frozen=True)
-class Change:
-    """What a consumer learns from one record."""
-
-    position: Position
-    op: Op
-    key: bytes
-    value: bytes | None
-    """As carried: a value embedded as JSON (``values=json``) comes back re-serialized
-    compactly (compare it with ``canonical_json`` of the bytes written to etcd)."""
-
-
-def canonical_json(raw: bytes) -> bytes:
-    """``raw`` (a JSON document) as ``read_value`` returns an embedded value."""
-    return _compact(json.loads(raw))
 
 
 def from_structured(record: bytes) -> BaseCloudEvent:
@@ -77,7 +58,7 @@ def change_of(event: BaseCloudEvent, *, values: ValuesMode = ValuesMode.BYTES) -
         raise ValueError(f"not an etcd-bridge event type: {kind}")
     subject = event.get_subject()
     if subject is None:
-        key = _field(data, "key", values=ValuesMode.BYTES)
+        key = field_bytes(data, "key", values=ValuesMode.BYTES)
         if key is None:
             raise ValueError("an event without subject must have data.key")
     elif event.get_extension("keyencoding") == "base64":
@@ -88,7 +69,8 @@ def change_of(event: BaseCloudEvent, *, values: ValuesMode = ValuesMode.BYTES) -
         position=Position(int(event.get_extension("revision")), int(event.get_extension("index"))),
         op=Op(kind.removeprefix(TYPE_PREFIX)),
         key=key,
-        value=_field(data, "value", values=values),
+        value=field_bytes(data, "value", values=values),
+        prev_value=field_bytes(data, "prev_value", values=values),
     )
 
 
@@ -104,21 +86,6 @@ def read_kafka(
     values: ValuesMode = ValuesMode.BYTES,
 ) -> Change:
     return change_of(from_kafka(headers, value, key=key), values=values)
-
-
-def _field(data: dict[str, Any], name: str, *, values: ValuesMode) -> bytes | None:
-    embedded = data.get(name)
-    if embedded is None:
-        return None
-    if name in data.get("b64", ()):
-        return base64.b64decode(embedded, validate=True)
-    if isinstance(embedded, str) and (values is ValuesMode.BYTES or name in data.get("raw", ())):
-        return embedded.encode()
-    return _compact(embedded)
-
-
-def _compact(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _is_utf8(raw: bytes) -> bool:

@@ -21,6 +21,11 @@ from typing import Any
 import orjson
 
 from bridge.encoding import decode_field
+from bridge.events import Op, Position
+from config.output import ValuesMode
+from tests.formats.fields import Change, field_bytes
+
+OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE, "r": Op.SNAPSHOT}
 
 Row = dict[str, Any]
 
@@ -103,3 +108,38 @@ def apply(
     for record in records:
         consumer.apply(record)
     return table
+
+
+def read(record: bytes | None, *, values: ValuesMode = ValuesMode.BYTES) -> Change | None:
+    """The change one record describes, by docs/formats.md ("debezium") alone: the position
+    from ``source``, the key and values from the rows; a message event's marker op from its
+    content. None for a null record (a Kafka marker or tombstone)."""
+    if not record:
+        return None
+    document = orjson.loads(record)
+    if set(document) == {"schema", "payload"}:
+        document = document["payload"]
+    source = document["source"]
+    position = Position(int(source["revision"]), int(source["index"]))
+    if document["op"] == "m":
+        content = document["message"]["content"]
+        key = decode_field(content["key"], is_base64="key" in content.get("b64", ()))
+        return Change(position, Op(content["op"]), key, None)
+    before, after = document.get("before"), document.get("after")
+    row = after if after is not None else before
+    if row is None:
+        raise ChangelogError(f"a change without rows: {document}")
+    return Change(
+        position=position,
+        op=OPS[document["op"]],
+        key=key_of(row),
+        value=None if after is None else field_bytes(after, "value", values=values),
+        prev_value=None if before is None else field_bytes(before, "value", values=values),
+    )
+
+
+def values_of(
+    table: dict[bytes, Row], *, values: ValuesMode = ValuesMode.BYTES
+) -> dict[bytes, bytes | None]:
+    """Each key's value in ``table``, read back as ``read`` reads values."""
+    return {key: field_bytes(row, "value", values=values) for key, row in table.items()}
