@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from nats.js.api import DiscardPolicy
 
 from bridge.contract import History, after, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
 from config.keyspace import KeySpace
-from sinks.nats.messages import headers_of, message_size
+from sinks.nats.messages import Framer
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer
@@ -204,18 +205,23 @@ def test_the_size_check_is_exact_at_a_streams_max_msg_size(
     nats_server.run(create)
     history = History(prefix=PREFIX)
 
-    def sized(size: int, *, sequence: int, previous: str | None) -> list[Event]:
+    framer = Framer(nats_names.pipeline)
+
+    def sized(size: int, *, sequence: int, previous: bytes | None) -> list[Event]:
         """A put whose message (with the headers it will be sent with) is ``size`` bytes."""
         events = history.put(PREFIX + b"k", b"")
         event = events[0]
-        headers = headers_of(
-            event, pipeline=nats_names.pipeline, expected_sequence=sequence, previous_id=previous
+        block = framer.header_block(
+            event,
+            msg_id=framer.msg_id(event),
+            expected_sequence=sequence,
+            previous_id=previous,
         )
-        event.value = b"v" * (size - message_size(headers, event.to_json()))
+        event.value = b"v" * (size - len(block) - len(event.to_json()))
         return events
 
     exact = sized(limit, sequence=0, previous=None)
-    over = sized(limit + 1, sequence=1, previous=f"{nats_names.pipeline}:{exact[0].position}")
+    over = sized(limit + 1, sequence=1, previous=framer.msg_id(exact[0]))
     with make_sink(nats_server.url, nats_names) as sink:
         sink.open()
         deliver(sink, exact)  # the server takes a message of exactly its limit
@@ -223,6 +229,41 @@ def test_the_size_check_is_exact_at_a_streams_max_msg_size(
         with pytest.raises(SinkRejectedError, match=f"over the {limit} the server accepts"):
             sink.flush()
     assert nats_server.stream_events(nats_names.stream) == exact
+
+
+def test_a_message_refused_inside_a_batch_is_named_after_one_reopen(
+    nats_server: NatsServer, nats_names: NatsNames
+) -> None:
+    """Only each batch's last message is acknowledged: a message refused for a reason of its
+    own (here a stream full with ``discard: new``) first shows as the broken chain of the
+    last one; the reopened session has every message of its first batch acknowledged, and
+    names the refused one and the server's reason."""
+
+    async def create(js: Any) -> None:
+        await js.add_stream(
+            name=nats_names.stream,
+            subjects=[nats_names.subject],
+            max_msgs=5,
+            discard=DiscardPolicy.NEW,
+        )
+
+    nats_server.run(create)
+    events = History(prefix=PREFIX).random_changes(count=8, seed=2)
+    with make_sink(nats_server.url, nats_names) as sink:
+        sink.open()
+        sink.write(events)
+        with pytest.raises(SinkUnavailableError, match="wrong last sequence") as first:
+            sink.flush()
+        assert f"at revision {events[-1].revision} " in str(first.value)  # the batch's last
+        sink.close()
+        assert sink.open() == events[4]
+        sink.write(events[5:])
+        with pytest.raises(SinkUnavailableError) as named:
+            sink.flush()
+    message = str(named.value)
+    assert f"at revision {events[5].revision} (index {events[5].index})" in message, message
+    assert "maximum messages exceeded" in message
+    assert nats_server.stream_events(nats_names.stream) == events[:5]
 
 
 def test_binary_keys_and_values_round_trip_bytes_exact(
