@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from nats.js.api import DiscardPolicy
 
-from bridge.contract import History, after, feed
+from bridge.contract import History, deliver_with_retries, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
@@ -53,17 +53,9 @@ def tail_of(url: str, names: NatsNames, **overrides: Any) -> Event | None:
 
 
 def deliver_resuming(url: str, names: NatsNames, events: Sequence[Event], **overrides: Any) -> int:
-    """Deliver what ``events`` holds past the stream's tail as the pump does: reopen after a
-    ``SinkUnavailableError`` (a bounded number of times) and go on from the tail read back.
-    Returns how many reopens it took."""
-    for reopens in range(20):
-        try:
-            with make_sink(url, names, **overrides) as sink:
-                deliver(sink, after(events, sink.open()))
-            return reopens
-        except SinkUnavailableError:
-            continue
-    raise AssertionError("still unavailable after 20 reopens")
+    """Deliver what ``events`` holds past the stream's tail as the pump does, with a new sink
+    after each ``SinkUnavailableError``; how many reopens it took."""
+    return deliver_with_retries(lambda: make_sink(url, names, **overrides), events, sizes=(50,))
 
 
 def mixed_events(history: History) -> list[Event]:
