@@ -255,7 +255,7 @@ class Publisher:
 
     async def settle(self, *, timeout: float) -> SinkError | None:
         """Wait until every acknowledgement asked for has arrived (or the connection is gone,
-        or ``timeout`` passed) and forget them;
+        or the server reported a permission violation, or ``timeout`` passed) and forget them;
         the error for the first message not stored where the chain says, else the rejection
         that stopped ``publish``, else None. A flush that succeeds ends ``careful``."""
         awaited = list(self._awaited.items())
@@ -263,7 +263,7 @@ class Publisher:
             connection = self.connection
             waiters = [
                 asyncio.ensure_future(event.wait())
-                for event in (self._all_acked, connection.closed)
+                for event in (self._all_acked, connection.closed, connection.denied)
             ]
             await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
             for waiter in waiters:

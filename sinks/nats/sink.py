@@ -29,7 +29,10 @@ order between subjects unguarded). Snapshot markers go to the template's marker 
 **Acknowledgements.** The chain makes one acknowledgement per batch enough: the last message
 held where the chain says proves every message before it is (``sinks.nats.publisher``). After
 a failed flush the next session has every message of its first batch acknowledged, so that a
-message the server refuses for a reason of its own is named.
+message the server refuses for a reason of its own is named. A publish the user may not make
+is dropped by the server with a permission violation, which fails the flush at once with
+``SinkRejectedError`` naming the subject, instead of waiting for an acknowledgement that
+never comes.
 
 **Sizes.** A message larger than the server's ``max_payload`` would make the server close the
 connection, so each one is measured before it is sent; the first that is too large is
@@ -142,13 +145,21 @@ class NatsSink(Sink):
 
     def flush(self) -> None:
         """Return once every message written is stored where the chain says; raise the
-        error of the first that is not (``sinks.nats.publisher``)."""
+        error of the first that is not (``sinks.nats.publisher``), or ``SinkRejectedError``
+        when the server reported a permission violation."""
         publisher = self._require_publisher()
         timeout = self.settings.flush_timeout
         count = publisher.pending
-        failure = self._run(
-            publisher.settle(timeout=timeout), doing=f"waiting for {count} acknowledgements"
-        )
+        doing = f"waiting for {count} acknowledgements"
+        failure = self._run(publisher.settle(timeout=timeout), doing=doing)
+        connection = self._connection
+        if connection is not None and connection.denied.is_set():
+            failure = translate(
+                connection.permission_error() or failure or SinkUnavailableError(doing),
+                settings=self.settings,
+                doing=doing,
+                connection=connection,
+            )
         if failure is not None:
             self._fail()
             raise failure

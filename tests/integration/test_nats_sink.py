@@ -24,7 +24,7 @@ from config.keyspace import KeySpace
 from sinks.nats.messages import Framer
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
-from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer
+from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer, NatsSetup
 from tests.fixtures.processes import free_port, wait_for
 from tests.history import RecordingWriter, assert_exactly_once
 from tests.sinks.base import build
@@ -294,7 +294,7 @@ def test_wrong_credentials_are_rejected_without_showing_them(
     nats_factory: NatsFactory, nats_names: NatsNames
 ) -> None:
     right = f"right-{nats_names.tag}"
-    server = nats_factory.start(user="bridge", password=right)
+    server = nats_factory.start(NatsSetup.password("bridge", right))
     secret = f"wrong-{nats_names.tag}"
     with make_sink(server.url, nats_names, user="bridge", password=secret) as sink:
         with pytest.raises(SinkRejectedError) as raised:
