@@ -839,8 +839,7 @@ def bridge_settings(value: str) -> dict[str, str]:
 
 
 DEFAULT_SINKS = ("file", "redis", "kafka")
-"""The sinks BENCHMARKS.md's tables follow run by default; nats and postgres on request (shape 2
-needs a nats-server configured for 1 MiB payloads, which the bench does not start yet)."""
+"""The sinks BENCHMARKS.md's tables follow run by default; nats and postgres on request."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,11 @@
 """The NATS sink's destination: a JetStream stream and subject of its own on a nats-server.
 
-Read back through a pull consumer of the test's own (``tests.fixtures.nats.drain``), never
-through the sink: a message whose ``Nats-Msg-Id`` is not ``<pipeline>:<position>`` of the
-event it holds, whose revision, op or pipeline header disagrees with it, or whose subject is
-not the destination's, is a flaw. Its tail is the stream's last message (``STREAM.MSG.GET``
-of the last sequence), which is also the sink's own durable position. The server keeps file
+Its server is one of the tests' own, taking messages up to ``MAX_PAYLOAD``. Read back through
+a pull consumer of the test's own (``tests.fixtures.nats.drain``), never through the sink: a
+message whose ``Nats-Msg-Id`` is not ``<pipeline>:<position>`` of the event it holds, whose
+revision, op or pipeline header disagrees with it, or whose subject is not the
+destination's, is a flaw. Its tail is the stream's last message (``STREAM.MSG.GET`` of the
+last sequence), which is also the sink's own durable position. The server keeps file
 storage, so the chaos restarts it on its data.
 
 A benchmark counts the stream with its info (messages, last sequence) and its last message's
@@ -39,6 +40,7 @@ from sinks.nats.messages import (
 from sinks.nats.settings import NatsSettings
 from tests.fixtures.nats import (
     NatsServer,
+    NatsSetup,
     StoredMessage,
     dedicated_server,
     drain,
@@ -48,6 +50,10 @@ from tests.fixtures.nats import (
 from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer
 
 FOLLOW_BATCH = 20_000
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""nats-server's default ``max_payload`` (1 MiB) refuses an event carrying a 1 MiB value and a
+1 MiB previous value (about 2.8 MB of JSON, base64), as the data shape tests and benchmarks
+write; 8 MiB is the most nats-server takes without warning that larger is discouraged."""
 ACK_SECONDS = 60.0
 """How long a bare client's batch may wait for its acknowledgements before the copy fails."""
 
@@ -69,8 +75,9 @@ class NatsDestination(Destination):
     @classmethod
     def server(cls, workdir: Path, *, persistent: bool) -> NatsServer:
         """A nats-server of its own, JetStream stored in ``workdir`` whatever ``persistent``
-        says (the sink's streams use file storage by default)."""
-        return dedicated_server(workdir)
+        says (the sink's streams use file storage by default), taking messages up to
+        ``MAX_PAYLOAD``."""
+        return dedicated_server(workdir, NatsSetup(config=f"max_payload: {MAX_PAYLOAD}"))
 
     @classmethod
     def fresh(cls, server: SinkServer | None, *, directory: Path, tag: str) -> Self:
