@@ -11,7 +11,10 @@ process it measures, and prints one JSON line, its result, when done:
 - ``watch``: a bare watcher: one raw gRPC ``Watch`` stream with ``prev_kv``, the same
   library and stubs the bridge uses and nothing else, recording when it saw each revision;
 - ``consume``: a consumer of a sink (``tests.sinks.base.SinkReader.follow``), recording when it
-  saw each change event.
+  saw each change event;
+- ``bare``: the sink's client library on its own (``tests.sinks.base.BareClient``) copying
+  what a bridge wrote into a fresh destination, batch by batch; only the writes are timed
+  (wall and CPU), not the reading of the records, which alternates with them.
 
 Watchers and consumers print ``ready`` once listening and stop after the ``until <revision>
 <timeout>`` line the benchmark sends on stdin. Their per-event records go to ``--out`` as JSON
@@ -20,6 +23,7 @@ Watchers and consumers print ``ready`` once listening and stop after the ``until
 
 import argparse
 import asyncio
+import resource
 import sys
 import threading
 import time
@@ -229,6 +233,32 @@ def consume(*, config: dict[str, Any], out: Path) -> dict[str, Any]:
     return {"events": len(revisions), "records": records, "highest": highest}
 
 
+def bare(
+    *, source: dict[str, Any], target: dict[str, Any], pipeline: str, from_revision: int, batch: int
+) -> dict[str, Any]:
+    """Copy the source's records into the target with the bare client; the seconds and CPU
+    seconds its writes took, summed over the batches."""
+    client = destination_of(target).bare(
+        destination_of(source), pipeline=pipeline, from_revision=from_revision
+    )
+    records, seconds, cpu = 0, 0.0, 0.0
+    try:
+        for records_batch in client.batches(batch):
+            cpu_before, started = _cpu_seconds(), time.monotonic()
+            client.write(records_batch)
+            seconds += time.monotonic() - started
+            cpu += _cpu_seconds() - cpu_before
+            records += len(records_batch)
+    finally:
+        client.close()
+    return {"records": records, "seconds": seconds, "cpu_seconds": cpu}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.agents")
     roles = parser.add_subparsers(dest="role", required=True)
@@ -256,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     role = roles.add_parser("consume")
     role.add_argument("--config", required=True, help="the sink's reader config, JSON")
     role.add_argument("--out", type=Path, required=True)
+    role = roles.add_parser("bare")
+    role.add_argument("--source", required=True, help="the bridge's destination config, JSON")
+    role.add_argument("--target", required=True, help="a fresh destination config, JSON")
+    role.add_argument("--pipeline", required=True)
+    role.add_argument("--from-revision", type=int, default=0)
+    role.add_argument("--batch", type=int, required=True)
     arguments = parser.parse_args(argv)
 
     if arguments.role == "flood":
@@ -295,6 +331,14 @@ def main(argv: list[str] | None = None) -> None:
             prefix=arguments.prefix.encode(),
             start_revision=arguments.start_revision,
             out=arguments.out,
+        )
+    elif arguments.role == "bare":
+        result = bare(
+            source=orjson.loads(arguments.source),
+            target=orjson.loads(arguments.target),
+            pipeline=arguments.pipeline,
+            from_revision=arguments.from_revision,
+            batch=arguments.batch,
         )
     else:
         result = consume(config=orjson.loads(arguments.config), out=arguments.out)

@@ -18,6 +18,13 @@ Why it is shaped like this:
   agent process, ``bench.agents``, so that its own work does not delay the processes it
   times). No code here names a sink: a sink's server, settings and reader come from
   ``tests.sinks``.
+- **The sink's own client as a baseline** (``bare_baseline``): for a sink whose module in
+  ``tests.sinks`` has a bare client (NATS: nats-py's ``publish_async``; PostgreSQL: psycopg's
+  ``COPY``), the records a bridge wrote are copied into a fresh destination on the same server
+  by that client alone, in an agent process, in batches of the bridge's default size, each
+  held durably before the next: the bridge's rate over the copy's says how much of what the
+  client and server allow the bridge reaches. Every benchmark that writes a volume (burst,
+  snapshot) runs it beside the bridge; no code here names a sink.
 - **One clock**: every process stamps with ``time.monotonic()`` (CLOCK_MONOTONIC, shared by
   the whole machine), so a writer's acknowledgement and a consumer's sighting compare.
 """
@@ -47,6 +54,7 @@ import orjson
 from pyetcd import etcdrpc
 
 from config.keyspace import prefix_range
+from config.pump import PumpSettings
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.etcd import EtcdServer, etcdctl_binary, prefix_watch
 from tests.fixtures.processes import wait_for
@@ -462,6 +470,61 @@ class Agent:
         return ""
 
 
+# --- the sink's own client as a baseline ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BareRun:
+    """A bare client's copy of what a bridge wrote: its writes only, summed over batches."""
+
+    client: str
+    records: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def cpu_per_100k(self) -> float:
+        return self.cpu_seconds / self.records * 100_000
+
+
+def bare_baseline(
+    lab: Lab, source: Destination, *, pipeline: str, from_revision: int = 0, tag: str
+) -> BareRun | None:
+    """The records ``source`` holds for ``pipeline`` (from ``from_revision`` on) copied into a
+    fresh destination of its sink, named after ``tag``, by the sink's bare client alone (in
+    batches of the bridge's default size); None for a sink without one. Raises when the copy
+    does not hold as many records as the source."""
+    if not source.bare_client:
+        return None
+    target = lab.target(source.name, tag=tag)
+    agent = lab.agent(
+        "bare",
+        f"--source={orjson.dumps(source.config()).decode()}",
+        f"--target={orjson.dumps(target.config()).decode()}",
+        f"--pipeline={pipeline}",
+        f"--from-revision={from_revision}",
+        f"--batch={PumpSettings().batch_events}",
+    )
+    result = agent.result(timeout=600)
+    copied = target.reader()
+    try:
+        held = copied.progress().records
+    finally:
+        copied.close()
+    if held != result["records"]:
+        raise RuntimeError(f"the bare copy holds {held} records, not {result['records']}")
+    return BareRun(
+        client=source.bare_client,
+        records=result["records"],
+        seconds=result["seconds"],
+        cpu_seconds=result["cpu_seconds"],
+    )
+
+
 # --- loading etcd ---------------------------------------------------------------------------
 
 
@@ -776,8 +839,7 @@ def bridge_settings(value: str) -> dict[str, str]:
 
 
 DEFAULT_SINKS = ("file", "redis", "kafka")
-"""The sinks BENCHMARKS.md's tables follow run by default; nats and postgres on request (shape 2
-needs a nats-server configured for 1 MiB payloads, which the bench does not start yet)."""
+"""The sinks BENCHMARKS.md's tables follow run by default; nats and postgres on request."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -78,7 +78,7 @@ LARGE_VALUE_BYTES = MIB
 TARGET_RSS_MIB = snapshot.TARGET_RSS_MIB
 PUBLISHED_SNAPSHOT_RATES = {"file": 135_590, "kafka": 85_494, "redis": 90_729}
 """keys/s of measurement 3 in BENCHMARKS.md (1,000,000 keys, commit 0d223d0): the reference's
-floor."""
+floor, for the sinks it was published for."""
 ETCDCTL_WATCH_LINES = 5
 """``etcdctl watch --prev-kv`` prints an event as 5 lines: type, previous key and value, key
 and value (empty for a delete)."""
@@ -279,7 +279,7 @@ def small_keys(lab: Lab, sinks: Sequence[str], *, keys: int) -> list[Result]:
                 cpu_seconds=run.cpu_seconds,
                 peak_rss_mib=run.peak_rss_mib,
                 per_sink={sink: run.snapshot_seconds},
-                floor_rate=PUBLISHED_SNAPSHOT_RATES[sink],
+                floor_rate=PUBLISHED_SNAPSHOT_RATES.get(sink, 0.0),
             )
         )
     return results

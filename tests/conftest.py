@@ -1,6 +1,8 @@
-"""Shared fixtures: each module under tests/fixtures starts one kind of real server."""
+"""Shared fixtures: each module under tests/fixtures starts one kind of real server (``tls``
+makes the certificates they use)."""
 
 pytest_plugins = [
+    "tests.fixtures.tls",  # first: the server fixtures import it
     "tests.fixtures.bridge",
     "tests.fixtures.etcd",
     "tests.fixtures.kafka",

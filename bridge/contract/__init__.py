@@ -6,8 +6,9 @@ our own sinks run. Its parts:
 
 - ``History``: an in-memory etcd prefix that emits the events the pump hands a sink, and
   ``applied_state``, what a consumer applying whole revisions holds;
-- ``after``/``batches``/``feed``/``deliver``/``pump``: a stand-in for ``bridge.pump``
-  (positions past the tail, batches cut anywhere, reopen on ``SinkUnavailableError``);
+- ``after``/``batches``/``feed``/``deliver``/``pump``/``deliver_with_retries``: a stand-in
+  for ``bridge.pump`` (positions past the tail, batches cut anywhere, reopen with backoff on
+  ``SinkUnavailableError``);
 - ``SinkHarness``: what a sink's tests provide, one fresh destination per check and a reader
   of it that does not go through the sink;
 - ``CHECKS``: the checks, plain functions of a harness that raise ``ContractViolation`` (an
@@ -40,7 +41,15 @@ from bridge.contract.checks import (
 )
 from bridge.contract.harness import KEYSPACE, PREFIX, SinkHarness
 from bridge.contract.history import Entry, History, applied_state
-from bridge.contract.pump import SIZES, after, batches, deliver, feed, pump
+from bridge.contract.pump import (
+    SIZES,
+    after,
+    batches,
+    deliver,
+    deliver_with_retries,
+    feed,
+    pump,
+)
 
 __all__ = [
     "CHECKS",
@@ -59,6 +68,7 @@ __all__ = [
     "binary_keys_and_values_round_trip",
     "check_id",
     "deliver",
+    "deliver_with_retries",
     "feed",
     "empty_sink_has_no_tail",
     "markers_frame_snapshots_and_resyncs",

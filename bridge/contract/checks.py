@@ -216,10 +216,12 @@ def unavailable_mid_flush_resumes_from_the_tail(harness: SinkHarness) -> None:
 
 
 def server_outage_resumes_from_the_tail(harness: SinkHarness) -> None:
-    """The server becomes unavailable with a batch written: ``flush`` raises
-    ``SinkUnavailableError`` (it neither returns as if durable nor hangs, nor calls it
-    permanent); once the server is back, the pump's close and reopen of the same instance
-    resumes from the tail, exactly once."""
+    """The server becomes unavailable, then a batch is written and flushed: ``write`` or
+    ``flush`` raises ``SinkUnavailableError`` (neither returns as if the batch were durable,
+    hangs, or calls it permanent); once the server is back, the pump's close and reopen of the
+    same instance resumes from the tail, exactly once. The batch is written inside the outage
+    so that this holds for a sink that sends on ``write`` as for one that buffers until
+    ``flush``."""
     outage = harness.outage()
     if outage is None:
         raise NotApplicable("the harness cannot make the server unavailable")
@@ -227,14 +229,16 @@ def server_outage_resumes_from_the_tail(harness: SinkHarness) -> None:
     flushed = len(events) // 2
     with harness.make_sink() as sink:
         deliver(sink, events[:flushed])
-        sink.write(events[flushed : flushed + 20])
         with outage:
             try:
+                sink.write(events[flushed : flushed + 20])
                 sink.flush()
             except SinkUnavailableError:
                 pass
             else:
-                raise ContractViolation("flush() returned while the server was unavailable")
+                raise ContractViolation(
+                    "write() and flush() returned while the server was unavailable"
+                )
         sink.close()
         pump(sink, events)
     with harness.make_sink() as sink:

@@ -15,6 +15,7 @@ record what they saw (``Connection.errors``); the owning code raises.
 """
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ STREAM_NAME_IN_USE = 10058
 """A stream of that name exists with another configuration (a twin created it first)."""
 REPLICAS_UNSUPPORTED = frozenset({10074, 10023})
 """More replicas than the cluster has servers, or replicas without a cluster."""
+_CLOSE_SECONDS = 1.0
+"""How long a client whose connect failed may take to close."""
 
 
 @dataclass
@@ -54,6 +57,9 @@ class Connection:
     """Asynchronous errors the server sent (a permission violation) or the client saw."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the connection is gone; publishes still awaiting an ack will not get one."""
+    denied: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server reported a permission violation: it dropped a publish (which will
+    never be acknowledged) or refused a subscription."""
 
     def permission_error(self) -> Exception | None:
         return next((error for error in self.errors if _is_permission(error)), None)
@@ -110,9 +116,12 @@ async def connect(settings: NatsSettings, *, pipeline: str) -> Connection:
     """Connect within ``settings.timeout``; raise the client's error (``translate`` it)."""
     errors: list[Exception] = []
     closed = asyncio.Event()
+    denied = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
         errors.append(error)
+        if _is_permission(error):
+            denied.set()
 
     async def on_closed() -> None:
         closed.set()
@@ -129,12 +138,19 @@ async def connect(settings: NatsSettings, *, pipeline: str) -> Connection:
             settings.timeout,
         )
     except BaseException as error:
-        await client.close()
+        # Bounded: after a failed TLS handshake nats-py's close waits for ever for the
+        # transport to close (nats-py 2.16); the loop thread's stop cancels what is left.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client.close(), _CLOSE_SECONDS)
         if isinstance(error, nats.errors.NoServersError | asyncio.TimeoutError) and errors:
             raise errors[-1] from error  # what the last attempt met says more
         raise
     return Connection(
-        client=client, js=client.jetstream(timeout=settings.timeout), errors=errors, closed=closed
+        client=client,
+        js=client.jetstream(timeout=settings.timeout),
+        errors=errors,
+        closed=closed,
+        denied=denied,
     )
 
 
@@ -254,7 +270,8 @@ def translate(
     if permission is not None or _is_permission(error):
         return SinkRejectedError(
             f"{where}: {settings.authentication} lacks a permission {doing} "
-            f"({permission or error}); allow the stream's subjects and $JS.API.> for it"
+            f"({permission or error}); allow it to publish to the stream's subjects and "
+            "$JS.API.>, and to subscribe to _INBOX.>"
         )
     detail = str(error).removeprefix("nats: ").strip() or type(error).__name__
     if isinstance(error, nats.errors.AuthorizationError) or "authorization violation" in (

@@ -16,12 +16,19 @@ One message per event: the subject from ``sinks.nats.subjects``, the payload
   relies on the sequence alone, read back with the tail on open).
 
 The key is not a header: keys are arbitrary bytes, headers are text lines.
+
+``Framer`` writes the header block as the server reads it (``NATS/1.0``, one ``Name: value``
+line per header, a blank line), by one %-format per message: the publisher sends it as it is
+(``sinks.nats.publisher``), and its length plus the payload's is exactly what the server
+compares with its ``max_payload``. Every value is a number, an enum's value or the pipeline's
+name, which ``Framer`` checks once: none can hold a line break.
 """
 
+import re
 from collections.abc import Mapping
 
 from bridge.errors import SinkRejectedError
-from bridge.events import Event
+from bridge.events import Event, EventType, Op
 
 HEADER_REVISION = "revision"
 HEADER_INDEX = "index"
@@ -32,7 +39,18 @@ MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 
-_STATUS_LINE = b"NATS/1.0\r\n"
+_BLOCK = (
+    f"NATS/1.0\r\n{HEADER_REVISION}: %d\r\n{HEADER_INDEX}: %d\r\n{HEADER_TYPE}: %s\r\n"
+    f"{HEADER_OP}: %s\r\n{HEADER_PIPELINE}: %s\r\n{MSG_ID}: %s\r\n"
+    f"{EXPECTED_LAST_SEQUENCE}: %d\r\n"
+).encode()
+_PREVIOUS = f"{EXPECTED_LAST_MSG_ID}: %s\r\n\r\n".encode()
+_END = b"\r\n"
+_TYPES = {member: member.value.encode() for member in EventType}
+_OPS = {member: member.value.encode() for member in Op}
+_PIPELINE = re.compile(r"[!-~]+")
+"""What a header value may hold here: printable ASCII, no whitespace (``BRIDGE_NAME`` is
+narrower still)."""
 
 
 def msg_id(event: Event, *, pipeline: str) -> str:
@@ -40,32 +58,34 @@ def msg_id(event: Event, *, pipeline: str) -> str:
     return f"{pipeline}:{event.revision}-{event.index}"
 
 
-def headers_of(
-    event: Event, *, pipeline: str, expected_sequence: int, previous_id: str | None
-) -> dict[str, str]:
-    """The headers of ``event``'s message, published after stream sequence
-    ``expected_sequence`` and, within a session, right after message ``previous_id``."""
-    headers = {
-        HEADER_REVISION: str(event.revision),
-        HEADER_INDEX: str(event.index),
-        HEADER_TYPE: event.type.value,
-        HEADER_OP: event.op.value,
-        HEADER_PIPELINE: pipeline,
-        MSG_ID: msg_id(event, pipeline=pipeline),
-        EXPECTED_LAST_SEQUENCE: str(expected_sequence),
-    }
-    if previous_id is not None:
-        headers[EXPECTED_LAST_MSG_ID] = previous_id
-    return headers
+class Framer:
+    """The header blocks of one pipeline's messages, as bytes on the wire."""
 
+    def __init__(self, pipeline: str) -> None:
+        if not _PIPELINE.fullmatch(pipeline):
+            raise ValueError(f"pipeline name {pipeline!r} cannot be a header value")
+        self.pipeline = pipeline.encode("ascii")
 
-def message_size(headers: Mapping[str, str], payload: bytes) -> int:
-    """What the server compares with its ``max_payload`` (and a stream with its
-    ``max_msg_size``): the header block as sent, plus the payload."""
-    block = len(_STATUS_LINE) + 2  # the status line, then the blank line ending the block
-    for name, value in headers.items():
-        block += len(name.encode()) + 2 + len(value.encode()) + 2
-    return block + len(payload)
+    def msg_id(self, event: Event) -> bytes:
+        """``msg_id`` as bytes."""
+        return b"%s:%d-%d" % (self.pipeline, event.revision, event.index)
+
+    def header_block(
+        self, event: Event, *, msg_id: bytes, expected_sequence: int, previous_id: bytes | None
+    ) -> bytes:
+        """The header block of ``event``'s message (whose id is ``msg_id``), published after
+        stream sequence ``expected_sequence`` and, within a session, right after message
+        ``previous_id``."""
+        block = _BLOCK % (
+            event.revision,
+            event.index,
+            _TYPES[event.type],
+            _OPS[event.op],
+            self.pipeline,
+            msg_id,
+            expected_sequence,
+        )
+        return block + (_END if previous_id is None else _PREVIOUS % previous_id)
 
 
 def read_tail(

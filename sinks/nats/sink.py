@@ -26,6 +26,14 @@ a server-side dedupe sees each event's identity, but nothing relies on the dupli
 subject (``Nats-Expected-Last-Subject-Sequence`` would fence each subject alone and leave the
 order between subjects unguarded). Snapshot markers go to the template's marker subject.
 
+**Acknowledgements.** The chain makes one acknowledgement per batch enough: the last message
+held where the chain says proves every message before it is (``sinks.nats.publisher``). After
+a failed flush the next session has every message of its first batch acknowledged, so that a
+message the server refuses for a reason of its own is named. A publish the user may not make
+is dropped by the server with a permission violation, which fails the flush at once with
+``SinkRejectedError`` naming the subject, instead of waiting for an acknowledgement that
+never comes.
+
 **Sizes.** A message larger than the server's ``max_payload`` would make the server close the
 connection, so each one is measured before it is sent; the first that is too large is
 refused with ``SinkRejectedError`` naming its key and revision, after the events before it
@@ -46,6 +54,7 @@ from bridge.sink import Sink, SinkContext
 from config.keyspace import KeySpace
 from sinks.nats.connection import Connection, connect, open_stream, tail_of, translate
 from sinks.nats.loop import LoopThread, LoopTimeoutError
+from sinks.nats.messages import Framer
 from sinks.nats.publisher import Publisher
 from sinks.nats.settings import NatsSettings
 from sinks.nats.subjects import SubjectRouter
@@ -68,10 +77,14 @@ class NatsSink(Sink):
         self.settings = settings
         self.pipeline = pipeline
         self.router = SubjectRouter(settings.template, keyspace=keyspace)
+        self.framer = Framer(pipeline)
         self._loop: LoopThread | None = None
         self._connection: Connection | None = None
         self._publisher: Publisher | None = None
         self._broken = False
+        self._careful = False
+        """A write or flush failed: the next session acknowledges every message of its first
+        batch (``Publisher.careful``)."""
 
     @classmethod
     def from_settings(cls, settings: NatsSettings, *, context: SinkContext) -> Self:
@@ -105,11 +118,12 @@ class NatsSink(Sink):
         publisher = Publisher(
             connection,
             stream=settings.stream,
-            pipeline=self.pipeline,
+            framer=self.framer,
             router=self.router,
             sequence=tail.sequence,
             tail=None if tail.event is None else tail.event.position,
             max_message_bytes=tail.max_message_bytes,
+            careful=self._careful,
         )
         await publisher.start()
         self._publisher = publisher
@@ -131,16 +145,25 @@ class NatsSink(Sink):
 
     def flush(self) -> None:
         """Return once every message written is stored where the chain says; raise the
-        error of the first that is not (``sinks.nats.publisher``)."""
+        error of the first that is not (``sinks.nats.publisher``), or ``SinkRejectedError``
+        when the server reported a permission violation."""
         publisher = self._require_publisher()
         timeout = self.settings.flush_timeout
         count = publisher.pending
-        failure = self._run(
-            publisher.settle(timeout=timeout), doing=f"waiting for {count} acknowledgements"
-        )
+        doing = f"waiting for {count} acknowledgements"
+        failure = self._run(publisher.settle(timeout=timeout), doing=doing)
+        connection = self._connection
+        if connection is not None and connection.denied.is_set():
+            failure = translate(
+                connection.permission_error() or failure or SinkUnavailableError(doing),
+                settings=self.settings,
+                doing=doing,
+                connection=connection,
+            )
         if failure is not None:
-            self._broken = True
+            self._fail()
             raise failure
+        self._careful = publisher.careful
 
     def close(self) -> None:
         """Close the connection and stop the loop thread; idempotent."""
@@ -166,19 +189,24 @@ class NatsSink(Sink):
         try:
             return loop.run(coroutine, timeout=self._deadline())
         except SinkError:
-            self._broken = True
+            self._fail()
             raise
         except LoopTimeoutError as error:
-            self._broken = True
+            self._fail()
             raise SinkUnavailableError(
                 f"nats at {', '.join(self.settings.servers)} did not answer in time ({error}), "
                 f"{doing}"
             ) from error
         except Exception as error:
-            self._broken = True
+            self._fail()
             raise translate(
                 error, settings=self.settings, doing=doing, connection=self._connection
             ) from error
+
+    def _fail(self) -> None:
+        """After a failure: nothing more until a reopen, whose session is careful."""
+        self._broken = True
+        self._careful = True
 
     def _deadline(self) -> float:
         own = self.settings

@@ -114,12 +114,13 @@ class SubjectRouter:
         self.keyspace = keyspace
         self.marker_subject = template.fill(()).decode("ascii")
         """Where snapshot markers go (every placeholder ``_``); with a fixed subject, everything."""
+        self._routed = template.routed
         self._cache: dict[tuple[bytes, ...], str] = {}
 
     def subject_for(self, event: Event) -> str:
         """The subject of ``event``; SinkRejectedError naming its key and revision when the
         subject would be too long to publish."""
-        if event.type is EventType.MARKER or not self.template.routed:
+        if not self._routed or event.type is EventType.MARKER:
             return self.marker_subject
         segments = self.template.segments(event.key, keyspace=self.keyspace)
         subject = self._cache.get(segments)

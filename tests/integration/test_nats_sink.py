@@ -14,16 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from nats.js.api import DiscardPolicy
 
-from bridge.contract import History, after, feed
+from bridge.contract import History, deliver_with_retries, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
 from config.keyspace import KeySpace
-from sinks.nats.messages import headers_of, message_size
+from sinks.nats.messages import Framer
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
-from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer
+from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer, NatsSetup
 from tests.fixtures.processes import free_port, wait_for
 from tests.history import RecordingWriter, assert_exactly_once
 from tests.sinks.base import build
@@ -52,17 +53,9 @@ def tail_of(url: str, names: NatsNames, **overrides: Any) -> Event | None:
 
 
 def deliver_resuming(url: str, names: NatsNames, events: Sequence[Event], **overrides: Any) -> int:
-    """Deliver what ``events`` holds past the stream's tail as the pump does: reopen after a
-    ``SinkUnavailableError`` (a bounded number of times) and go on from the tail read back.
-    Returns how many reopens it took."""
-    for reopens in range(20):
-        try:
-            with make_sink(url, names, **overrides) as sink:
-                deliver(sink, after(events, sink.open()))
-            return reopens
-        except SinkUnavailableError:
-            continue
-    raise AssertionError("still unavailable after 20 reopens")
+    """Deliver what ``events`` holds past the stream's tail as the pump does, with a new sink
+    after each ``SinkUnavailableError``; how many reopens it took."""
+    return deliver_with_retries(lambda: make_sink(url, names, **overrides), events, sizes=(50,))
 
 
 def mixed_events(history: History) -> list[Event]:
@@ -204,18 +197,23 @@ def test_the_size_check_is_exact_at_a_streams_max_msg_size(
     nats_server.run(create)
     history = History(prefix=PREFIX)
 
-    def sized(size: int, *, sequence: int, previous: str | None) -> list[Event]:
+    framer = Framer(nats_names.pipeline)
+
+    def sized(size: int, *, sequence: int, previous: bytes | None) -> list[Event]:
         """A put whose message (with the headers it will be sent with) is ``size`` bytes."""
         events = history.put(PREFIX + b"k", b"")
         event = events[0]
-        headers = headers_of(
-            event, pipeline=nats_names.pipeline, expected_sequence=sequence, previous_id=previous
+        block = framer.header_block(
+            event,
+            msg_id=framer.msg_id(event),
+            expected_sequence=sequence,
+            previous_id=previous,
         )
-        event.value = b"v" * (size - message_size(headers, event.to_json()))
+        event.value = b"v" * (size - len(block) - len(event.to_json()))
         return events
 
     exact = sized(limit, sequence=0, previous=None)
-    over = sized(limit + 1, sequence=1, previous=f"{nats_names.pipeline}:{exact[0].position}")
+    over = sized(limit + 1, sequence=1, previous=framer.msg_id(exact[0]))
     with make_sink(nats_server.url, nats_names) as sink:
         sink.open()
         deliver(sink, exact)  # the server takes a message of exactly its limit
@@ -223,6 +221,41 @@ def test_the_size_check_is_exact_at_a_streams_max_msg_size(
         with pytest.raises(SinkRejectedError, match=f"over the {limit} the server accepts"):
             sink.flush()
     assert nats_server.stream_events(nats_names.stream) == exact
+
+
+def test_a_message_refused_inside_a_batch_is_named_after_one_reopen(
+    nats_server: NatsServer, nats_names: NatsNames
+) -> None:
+    """Only each batch's last message is acknowledged: a message refused for a reason of its
+    own (here a stream full with ``discard: new``) first shows as the broken chain of the
+    last one; the reopened session has every message of its first batch acknowledged, and
+    names the refused one and the server's reason."""
+
+    async def create(js: Any) -> None:
+        await js.add_stream(
+            name=nats_names.stream,
+            subjects=[nats_names.subject],
+            max_msgs=5,
+            discard=DiscardPolicy.NEW,
+        )
+
+    nats_server.run(create)
+    events = History(prefix=PREFIX).random_changes(count=8, seed=2)
+    with make_sink(nats_server.url, nats_names) as sink:
+        sink.open()
+        sink.write(events)
+        with pytest.raises(SinkUnavailableError, match="wrong last sequence") as first:
+            sink.flush()
+        assert f"at revision {events[-1].revision} " in str(first.value)  # the batch's last
+        sink.close()
+        assert sink.open() == events[4]
+        sink.write(events[5:])
+        with pytest.raises(SinkUnavailableError) as named:
+            sink.flush()
+    message = str(named.value)
+    assert f"at revision {events[5].revision} (index {events[5].index})" in message, message
+    assert "maximum messages exceeded" in message
+    assert nats_server.stream_events(nats_names.stream) == events[:5]
 
 
 def test_binary_keys_and_values_round_trip_bytes_exact(
@@ -261,7 +294,7 @@ def test_wrong_credentials_are_rejected_without_showing_them(
     nats_factory: NatsFactory, nats_names: NatsNames
 ) -> None:
     right = f"right-{nats_names.tag}"
-    server = nats_factory.start(user="bridge", password=right)
+    server = nats_factory.start(NatsSetup.password("bridge", right))
     secret = f"wrong-{nats_names.tag}"
     with make_sink(server.url, nats_names, user="bridge", password=secret) as sink:
         with pytest.raises(SinkRejectedError) as raised:

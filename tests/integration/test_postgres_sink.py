@@ -11,20 +11,18 @@ the server start their own (``postgres_factory``).
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from bridge.contract import History, after, feed
+from bridge.contract import History, after, deliver_with_retries, feed
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
-from bridge.retry import Backoff
 from bridge.sink import Sink
 from config.keyspace import KeySpace
-from sinks.postgres.sink import PostgresSink
 from tests.fixtures.postgres import (
     BINARIES,
     PostgresDatabase,
@@ -464,25 +462,6 @@ class TestFailures:
         assert tables == [("etcd.cfg_mirror",), ("etcd.cfg_positions",), ("etcd.cfg_staging",)]
 
 
-def run_writer(
-    make: Callable[[], PostgresSink], events: list[Event], *, size: int, failures: list[str]
-) -> None:
-    """Deliver ``events`` like the pump: reopen with backoff while PostgreSQL is unavailable,
-    recording each failure in ``failures`` as it happens."""
-    backoff = Backoff(initial=0.05, maximum=0.5)
-    while True:
-        sink = make()
-        try:
-            tail = sink.open()
-            deliver(sink, after(events, tail), size=size)
-            return
-        except SinkUnavailableError as error:
-            failures.append(str(error))
-            backoff.wait(threading.Event())
-        finally:
-            sink.close()
-
-
 def durable_count(dsn: str, events: list[Event], **settings: Any) -> int:
     """How many of ``events`` are durable: what a fresh sink's ``open()`` says."""
     with make_sink(dsn, **settings) as sink:
@@ -519,12 +498,12 @@ class Interruption:
         self.events += self.history.random_changes(count=3000, seed=3, keys=200)
         self.failures: list[str] = []
         self.writer = threading.Thread(
-            target=run_writer,
+            target=deliver_with_retries,
             args=(
                 lambda: make_sink(self.dsn, mode=mode, timeout=1, connect_timeout=1),
                 self.events,
             ),
-            kwargs={"size": 9, "failures": self.failures},
+            kwargs={"sizes": (9,), "on_error": lambda error: self.failures.append(str(error))},
             name="postgres-writer",
         )
 

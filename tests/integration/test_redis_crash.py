@@ -1,11 +1,13 @@
 """Crashes around the Redis sink: the writer killed with SIGKILL, and Redis itself killed.
 
-The writer runs in a subprocess (this module's ``main``) that behaves like the pump: open the
-sink, take its tail, write every event after it in small batches, flush each. The test kills it
-with SIGKILL at several points of a stream of thousands of changes, restarting it each time,
-then checks what a consumer reads: every event exactly once, in position order. The writer
-paces itself a little (a short pause per batch) only so that a kill lands mid-stream rather
-than after the end; the test itself never sleeps, it polls the stream's length.
+The writer runs in a subprocess (this module's ``main``) that behaves like the pump
+(``bridge.contract.deliver_with_retries``): open the sink, take its tail, write every event
+after it in small batches, flush each, reopen with backoff while Redis is unavailable. The
+test kills it with SIGKILL at several points of a stream of thousands of changes, restarting
+it each time, then checks what a consumer reads: every event exactly once, in position order.
+The writer paces itself a little (a short pause per batch) only so that a kill lands
+mid-stream rather than after the end; the test itself never sleeps, it polls the stream's
+length.
 
 The Redis test kills redis-server (AOF, ``appendfsync always``) while an in-process writer is
 busy, restarts it, and expects the writer to reopen with backoff and finish exactly once.
@@ -14,17 +16,12 @@ busy, restarts it, and expects the writer to reopen with backoff and finish exac
 import argparse
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bridge.contract import PREFIX, History, after, batches
-from bridge.errors import SinkUnavailableError
+from bridge.contract import PREFIX, History, deliver_with_retries
 from bridge.events import Event, SnapshotReason
-from bridge.retry import Backoff
-from bridge.sink import Sink
 from tests.fixtures.processes import ManagedProcess, wait_for
 from tests.fixtures.redis import RedisFactory, RedisNames, RedisServer
 from tests.integration.test_redis_sink import make_sink
@@ -54,30 +51,6 @@ def sink_settings(mode: str, names: RedisNames) -> dict[str, str]:
     return {}
 
 
-def run_writer(
-    make: Callable[[], Sink], events: list[Event], *, size: int, pause: float = 0.0
-) -> int:
-    """Deliver ``events`` like the pump; reopen with backoff while Redis is unavailable."""
-    backoff = Backoff(initial=0.05, maximum=0.5)
-    reopens = 0
-    while True:
-        sink = make()
-        try:
-            tail = sink.open()
-            for batch in batches(after(events, tail), sizes=(size,)):
-                sink.write(batch)
-                sink.flush()
-                backoff.reset()
-                if pause:
-                    time.sleep(pause)  # pacing the producer, not waiting for a condition
-            return reopens
-        except SinkUnavailableError:
-            reopens += 1
-            backoff.wait(threading.Event())
-        finally:
-            sink.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="A writer to be killed by test_redis_crash.")
     parser.add_argument("url")
@@ -88,7 +61,9 @@ def main() -> None:
     names = RedisNames(tag=options.tag)
     _, events = history_and_events(options.seed)
     settings = sink_settings(options.mode, names)
-    run_writer(lambda: make_sink(options.url, names, **settings), events, size=10, pause=0.002)
+    deliver_with_retries(
+        lambda: make_sink(options.url, names, **settings), events, sizes=(10,), pace=0.002
+    )
 
 
 def progress(server: RedisServer, mode: str, names: RedisNames, events: list[Event]) -> int:
@@ -190,8 +165,8 @@ def test_redis_killed_and_restarted_mid_stream_resumes_exactly_once(
 
     crasher = threading.Thread(target=crash_redis, daemon=True)
     crasher.start()
-    reopens = run_writer(
-        lambda: make_sink(server.url, redis_names, timeout=2), events, size=10, pause=0.001
+    reopens = deliver_with_retries(
+        lambda: make_sink(server.url, redis_names, timeout=2), events, sizes=(10,), pace=0.001
     )
     crasher.join(60)
     assert restarts == 2

@@ -15,11 +15,6 @@ from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
 PASSWORD = "s3cret-Pa55word-for-grep"  # noqa: S105 - a test server's, grepped for in logs
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return TlsFiles.create(tmp_path_factory.mktemp("tls"))
-
-
 def check(server: EtcdServer, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bridge", "check"],

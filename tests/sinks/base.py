@@ -9,13 +9,18 @@ or ``events``, asserting), or only the durable tail, cheaply enough to poll (``t
 benchmark follows it with a ``SinkReader`` built in another process from ``config()``, so a
 destination is a dataclass of plain values.
 
+A benchmark may also compare the bridge with the sink's client library on its own
+(``bare``): a ``BareClient`` reads back the records a bridge wrote into one destination
+(untimed) and writes the same records into a fresh one the way a plain program using that
+library would, so that the bridge's rate reads as a share of what the client and server allow.
+
 The contract kit's ``SinkHarness`` (bridge.contract) is the in-process counterpart: it drives
 sink instances directly; ``build`` makes one the way the bridge does, for both.
 """
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -98,6 +103,23 @@ class SinkReader(Protocol):
     def close(self) -> None: ...
 
 
+class BareClient(Protocol):
+    """A sink's client library on its own, copying what a bridge wrote: the records of a
+    source destination, read back as the sink stored them, written into a fresh destination
+    batch by batch, each batch held durably (acknowledged, committed) before the next."""
+
+    def batches(self, size: int) -> Iterator[Sequence[Any]]:
+        """The source's records, at most ``size`` at a time, in the order it holds them, ready
+        to be written (anything the copy needs rewritten is done here, outside the timing)."""
+        ...
+
+    def write(self, batch: Sequence[Any]) -> None:
+        """Write ``batch`` into the destination; return once the server holds all of it."""
+        ...
+
+    def close(self) -> None: ...
+
+
 def build(name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any) -> Sink:
     """The sink registered as ``name``, built as the bridge builds it: its settings section
     validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
@@ -125,6 +147,9 @@ class Destination(abc.ABC):
     """Settings under which the sink notices a paused or killed server within seconds."""
     large_values: ClassVar[Mapping[str, str]] = {}
     """Settings the sink needs for events carrying 1 MiB twice (value and previous value)."""
+    bare_client: ClassVar[str] = ""
+    """How ``bare`` writes, as a benchmark's table names it (``nats-py publish_async``); empty
+    when the sink has no bare-client baseline."""
 
     @classmethod
     def server(cls, workdir: Path, *, persistent: bool) -> SinkServer | None:
@@ -197,6 +222,12 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def reader(self) -> SinkReader:
         """A benchmark's reader of this destination."""
+
+    def bare(self, source: Self, *, pipeline: str, from_revision: int) -> BareClient:
+        """A bare client writing into this fresh destination the records ``source`` holds for
+        ``pipeline``, from its first event at or after ``from_revision`` on (see
+        ``bare_client``)."""
+        raise NotImplementedError(f"the {self.name} sink has no bare-client baseline")
 
     def close(self) -> None:  # noqa: B027 - optional hook; most destinations hold nothing
         """Release what reading opened (never the server)."""

@@ -1,20 +1,23 @@
 """The NATS sink's destination: a JetStream stream and subject of its own on a nats-server.
 
-Read back through a pull consumer of the test's own (``tests.fixtures.nats.drain``), never
-through the sink: a message whose ``Nats-Msg-Id`` is not ``<pipeline>:<position>`` of the
-event it holds, whose revision, op or pipeline header disagrees with it, or whose subject is
-not the destination's, is a flaw. Its tail is the stream's last message (``STREAM.MSG.GET``
-of the last sequence), which is also the sink's own durable position. The server keeps file
+Its server is one of the tests' own, taking messages up to ``MAX_PAYLOAD``. Read back through
+a pull consumer of the test's own (``tests.fixtures.nats.drain``), never through the sink: a
+message whose ``Nats-Msg-Id`` is not ``<pipeline>:<position>`` of the event it holds, whose
+revision, op or pipeline header disagrees with it, or whose subject is not the
+destination's, is a flaw. Its tail is the stream's last message (``STREAM.MSG.GET`` of the
+last sequence), which is also the sink's own durable position. The server keeps file
 storage, so the chaos restarts it on its data.
 
 A benchmark counts the stream with its info (messages, last sequence) and its last message's
 headers, or follows it with an ephemeral pull consumer (no acknowledgements), in an event
-loop of the reader's own.
+loop of the reader's own. Its bare client (``NatsBareClient``) is nats-py's own pipelined
+JetStream publisher, ``publish_async``, copying a bridge's messages into a fresh stream.
 """
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -23,12 +26,21 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from bridge.events import Event
-from sinks.nats.messages import HEADER_OP, HEADER_PIPELINE, HEADER_REVISION, MSG_ID
+from sinks.nats.messages import (
+    EXPECTED_LAST_MSG_ID,
+    EXPECTED_LAST_SEQUENCE,
+    HEADER_OP,
+    HEADER_PIPELINE,
+    HEADER_REVISION,
+    MSG_ID,
+)
+from sinks.nats.settings import NatsSettings
 from tests.fixtures.nats import (
     NatsServer,
+    NatsSetup,
     StoredMessage,
     dedicated_server,
     drain,
@@ -38,6 +50,15 @@ from tests.fixtures.nats import (
 from tests.sinks.base import Destination, Flaw, Progress, RawRecord, Seen, SinkServer
 
 FOLLOW_BATCH = 20_000
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""nats-server's default ``max_payload`` (1 MiB) refuses an event carrying a 1 MiB value and a
+1 MiB previous value (about 2.8 MB of JSON, base64), as the data shape tests and benchmarks
+write; 8 MiB is the most nats-server takes without warning that larger is discouraged."""
+ACK_SECONDS = 60.0
+"""How long a bare client's batch may wait for its acknowledgements before the copy fails."""
+
+Message = tuple[dict[str, str], bytes]
+"""A bare client's record: a message's headers and payload."""
 
 
 @dataclass
@@ -45,6 +66,7 @@ class NatsDestination(Destination):
     name = "nats"
     restartable = True
     impatient = {"timeout": "2", "flush_timeout": "3"}
+    bare_client = "nats-py publish_async"
 
     url: str
     stream: str
@@ -53,8 +75,9 @@ class NatsDestination(Destination):
     @classmethod
     def server(cls, workdir: Path, *, persistent: bool) -> NatsServer:
         """A nats-server of its own, JetStream stored in ``workdir`` whatever ``persistent``
-        says (the sink's streams use file storage by default)."""
-        return dedicated_server(workdir)
+        says (the sink's streams use file storage by default), taking messages up to
+        ``MAX_PAYLOAD``."""
+        return dedicated_server(workdir, NatsSetup(config=f"max_payload: {MAX_PAYLOAD}"))
 
     @classmethod
     def fresh(cls, server: SinkServer | None, *, directory: Path, tag: str) -> Self:
@@ -107,6 +130,99 @@ class NatsDestination(Destination):
 
     def reader(self) -> "NatsReader":
         return NatsReader(url=self.url, stream=self.stream)
+
+    def bare(self, source: Self, *, pipeline: str, from_revision: int) -> "NatsBareClient":
+        return NatsBareClient(source=source, target=self, from_revision=from_revision)
+
+
+class NatsBareClient:
+    """nats-py's own pipelined JetStream publisher copying a bridge's stream: each batch
+    published with ``publish_async`` (an acknowledgement requested per message, collected by
+    the library), then every acknowledgement awaited. The copy goes to a stream created as the
+    sink creates one with its default settings; each message keeps its payload and headers,
+    its subject becomes this destination's, and its ``Nats-Expected-Last-Sequence`` is
+    rebased onto the fresh stream (the first message's expected last id is dropped), so that
+    the server checks for the copy what it checks for the bridge."""
+
+    def __init__(self, *, source: NatsDestination, target: NatsDestination, from_revision: int):
+        self._source = source
+        self._target = target
+        self._from_revision = from_revision
+        self._loop = asyncio.new_event_loop()
+        self._client = self._loop.run_until_complete(self._connect(target.url))
+        self._js = self._client.jetstream(timeout=ACK_SECONDS)
+        defaults = NatsSettings()
+        self._loop.run_until_complete(
+            self._js.add_stream(
+                StreamConfig(
+                    name=target.stream,
+                    subjects=[target.subject],
+                    storage=defaults.storage,
+                    num_replicas=defaults.replicas,
+                    duplicate_window=defaults.duplicate_window,
+                    allow_direct=True,
+                )
+            )
+        )
+        self._copied = 0
+
+    @staticmethod
+    async def _connect(url: str) -> Client:
+        return await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+
+    def batches(self, size: int) -> Iterator[Sequence[Message]]:
+        reader = self._loop.run_until_complete(self._connect(self._source.url))
+        try:
+            yield from self._read(reader.jetstream(timeout=10), size=size)
+        finally:
+            self._loop.run_until_complete(reader.close())
+
+    def _read(self, js: JetStreamContext, *, size: int) -> Iterator[list[Message]]:
+        info = self._loop.run_until_complete(js.stream_info(self._source.stream))
+        subscription = self._loop.run_until_complete(
+            js.pull_subscribe(
+                "", stream=self._source.stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+            )
+        )
+        remaining = info.state.messages
+        while remaining:
+            fetched = self._loop.run_until_complete(
+                subscription.fetch(min(size, remaining), timeout=10)
+            )
+            remaining -= len(fetched)
+            batch = [
+                self._rebased(dict(message.headers or {}), message.data)
+                for message in fetched
+                if int((message.headers or {})[HEADER_REVISION]) >= self._from_revision
+            ]
+            if batch:
+                yield batch
+
+    def _rebased(self, headers: dict[str, str], data: bytes) -> Message:
+        headers[EXPECTED_LAST_SEQUENCE] = str(self._copied)
+        if not self._copied:
+            headers.pop(EXPECTED_LAST_MSG_ID, None)
+        self._copied += 1
+        return headers, data
+
+    def write(self, batch: Sequence[Message]) -> None:
+        self._loop.run_until_complete(self._publish(batch))
+
+    async def _publish(self, batch: Sequence[Message]) -> None:
+        acks = [
+            await self._js.publish_async(self._target.subject, data, headers=headers)
+            for headers, data in batch
+        ]
+        # An error acknowledgement leaves its future pending in nats-py 2.16: hence the bound.
+        done = await asyncio.wait_for(asyncio.gather(*acks), ACK_SECONDS)
+        expected = int(batch[-1][0][EXPECTED_LAST_SEQUENCE]) + 1
+        if done[-1].seq != expected:
+            raise RuntimeError(f"the copy's last message went to {done[-1].seq}, not {expected}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(self._client.close())
+        self._loop.close()
 
 
 class NatsReader:

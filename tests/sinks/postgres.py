@@ -11,12 +11,15 @@ restart.
 
 A benchmark counts the rows past the last one it saw (a range of the primary key, once the
 pipeline is known from the first row), or follows them by polling every ``POLL_SECONDS``.
+Its bare client (``PostgresBareClient``) is psycopg's ``COPY`` of the bridge's rows into a
+table like the bridge's.
 """
 
 import atexit
 import hashlib
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -26,6 +29,7 @@ import psycopg.errors
 from psycopg import sql
 
 from bridge.events import Event
+from sinks.postgres.schema import CHANGELOG_COLUMNS
 from tests.fixtures.postgres import Connection, LocalPostgres, changelog_events, changelog_tail
 from tests.sinks.base import Destination, Flaw, Progress, Seen, SinkServer
 
@@ -50,6 +54,7 @@ class PostgresDestination(Destination):
     tail_creates = False
     restartable = True
     impatient = {"timeout": "3", "connect_timeout": "3"}
+    bare_client = "psycopg COPY"
 
     dsn: str
     table_prefix: str
@@ -101,6 +106,74 @@ class PostgresDestination(Destination):
 
     def reader(self) -> "PostgresReader":
         return PostgresReader(self.connect(), table=self._changelog)
+
+    def bare(self, source: Self, *, pipeline: str, from_revision: int) -> "PostgresBareClient":
+        return PostgresBareClient(
+            source=source, target=self, pipeline=pipeline, from_revision=from_revision
+        )
+
+
+Row = tuple[Any, ...]
+"""A changelog row in ``CHANGELOG_COLUMNS`` order, JSON views as text."""
+_JSON_COLUMNS = frozenset({"value_json", "prev_value_json"})
+
+
+class PostgresBareClient:
+    """psycopg alone: the source changelog's rows of the pipeline, read with a server-side
+    cursor in position order (JSON views as text, as the sink sends them), copied into a
+    table created ``LIKE`` the source's (its keys and indexes included) by one ``COPY`` per
+    batch, each batch its own transaction, as the sink commits each of its batches."""
+
+    def __init__(
+        self,
+        *,
+        source: PostgresDestination,
+        target: PostgresDestination,
+        pipeline: str,
+        from_revision: int,
+    ) -> None:
+        self._source = source
+        self._pipeline = pipeline
+        self._from_revision = from_revision
+        self._connection = target.connect()
+        self._connection.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                target._changelog, source._changelog
+            )
+        )
+        columns = sql.SQL(", ").join(map(sql.Identifier, CHANGELOG_COLUMNS))
+        self._copy = sql.SQL("COPY {} ({}) FROM STDIN").format(target._changelog, columns)
+
+    def batches(self, size: int) -> Iterator[Sequence[Row]]:
+        selected = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(column))
+            if column in _JSON_COLUMNS
+            else sql.Identifier(column)
+            for column in CHANGELOG_COLUMNS
+        )
+        query = sql.SQL(
+            "SELECT {} FROM {} WHERE pipeline = %s AND revision >= %s ORDER BY revision, index"
+        ).format(selected, self._source._changelog)
+        with (
+            psycopg.connect(self._source.dsn, connect_timeout=10) as reader,
+            reader.cursor(name="bare-copy") as cursor,
+        ):
+            cursor.itersize = size
+            cursor.execute(query, (self._pipeline, self._from_revision))
+            while rows := cursor.fetchmany(size):
+                yield rows
+
+    def write(self, batch: Sequence[Row]) -> None:
+        with (
+            self._connection.transaction(),
+            self._connection.cursor() as cursor,
+            cursor.copy(self._copy) as copy,
+        ):
+            for row in batch:
+                copy.write_row(row)
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 class PostgresReader:

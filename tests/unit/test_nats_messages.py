@@ -8,8 +8,8 @@ from sinks.nats.messages import (
     EXPECTED_LAST_MSG_ID,
     EXPECTED_LAST_SEQUENCE,
     MSG_ID,
-    headers_of,
-    message_size,
+    Framer,
+    msg_id,
     read_tail,
 )
 
@@ -18,9 +18,22 @@ EVENT = Event(
 )
 
 
+def parse_block(block: bytes) -> dict[str, str]:
+    """A header block as the server reads it: the status line, ``Name: value`` lines, a blank
+    line; every line ends with CRLF."""
+    status, _, rest = block.partition(b"\r\n")
+    assert status == b"NATS/1.0"
+    assert rest.endswith(b"\r\n\r\n")
+    lines = rest[:-4].decode("ascii").split("\r\n")
+    return dict(line.split(": ", 1) for line in lines)
+
+
 def test_headers_carry_the_position_and_the_chain() -> None:
-    first = headers_of(EVENT, pipeline="main", expected_sequence=40, previous_id=None)
-    assert first == {
+    framer = Framer("main")
+    ident = framer.msg_id(EVENT)
+    assert ident.decode() == msg_id(EVENT, pipeline="main") == "main:12-3"
+    first = framer.header_block(EVENT, msg_id=ident, expected_sequence=40, previous_id=None)
+    assert parse_block(first) == {
         "revision": "12",
         "index": "3",
         "type": "DELETE",
@@ -29,14 +42,15 @@ def test_headers_carry_the_position_and_the_chain() -> None:
         MSG_ID: "main:12-3",
         EXPECTED_LAST_SEQUENCE: "40",
     }
-    later = headers_of(EVENT, pipeline="main", expected_sequence=41, previous_id="main:12-2")
-    assert later[EXPECTED_LAST_MSG_ID] == "main:12-2"
+    later = framer.header_block(EVENT, msg_id=ident, expected_sequence=41, previous_id=b"main:12-2")
+    assert parse_block(later)[EXPECTED_LAST_MSG_ID] == "main:12-2"
+    assert parse_block(later)[EXPECTED_LAST_SEQUENCE] == "41"
 
 
-def test_message_size_counts_the_header_block_as_sent() -> None:
-    headers = {"a": "1", "bc": "23"}
-    block = b"NATS/1.0\r\na: 1\r\nbc: 23\r\n\r\n"
-    assert message_size(headers, b"payload") == len(block) + len(b"payload")
+@pytest.mark.parametrize("pipeline", ["", "two words", "line\r\nbreak", "ключ"])
+def test_a_pipeline_name_that_cannot_be_a_header_value_is_refused(pipeline: str) -> None:
+    with pytest.raises(ValueError, match="cannot be a header value"):
+        Framer(pipeline)
 
 
 def tail(**headers: str) -> Event:
