@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,7 +216,12 @@ async def _create_stream(js: JetStreamContext, *, settings: NatsSettings) -> Str
 
 
 async def tail_of(
-    connection: Connection, info: StreamInfo, *, settings: NatsSettings, pipeline: str
+    connection: Connection,
+    info: StreamInfo,
+    *,
+    settings: NatsSettings,
+    pipeline: str,
+    decode: Callable[[bytes], Event],
 ) -> StreamTail:
     """The stream's last sequence and the event its last message holds (None when the stream
     holds no message: new, purged, or every message past ``max_age``)."""
@@ -247,6 +253,7 @@ async def tail_of(
         headers=message.headers,
         data=message.data,
         pipeline=pipeline,
+        decode=decode,
     )
     return StreamTail(sequence=sequence, event=event, max_message_bytes=limit)
 

@@ -1,7 +1,8 @@
 """The sink's messages as JetStream holds them, and the stream's last one read back.
 
-One message per event: the subject from ``sinks.nats.subjects``, the payload
-``Event.to_json()`` (docs/events.md, bytes exact: non-UTF-8 fields are base64) and headers:
+One message per event: the subject from ``sinks.nats.subjects``, the payload one record of
+the sink's format (``BRIDGE_NATS__FORMAT``, docs/formats.md; native by default: docs/events.md)
+and headers:
 
 - ``revision``, ``index``, ``type``, ``op``, ``pipeline``: what a consumer filters on without
   parsing the payload (the Kafka sink's record headers, by the same names), and how the sink
@@ -25,7 +26,7 @@ name, which ``Framer`` checks once: none can hold a line break.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op
@@ -95,9 +96,11 @@ def read_tail(
     headers: Mapping[str, str] | None,
     data: bytes | None,
     pipeline: str,
+    decode: Callable[[bytes], Event],
 ) -> Event:
-    """The event the stream's last message (at ``sequence``) holds; SinkRejectedError when the
-    message is not one of this pipeline's (another pipeline's, or not etcd-bridge's)."""
+    """The event the stream's last message (at ``sequence``) holds, its payload read with
+    ``decode`` (the sink's format); SinkRejectedError when the message is not one of this
+    pipeline's (another pipeline's, not etcd-bridge's, or of another format)."""
     where = f"nats: the last message of stream {stream!r} (sequence {sequence})"
     found = dict(headers or {})
     owner = found.get(HEADER_PIPELINE)
@@ -112,9 +115,11 @@ def read_tail(
             "(BRIDGE_NAME) needs a stream of its own (BRIDGE_NATS__STREAM)"
         )
     try:
-        event = Event.from_json(data or b"")
+        event = decode(data or b"")
     except (ValueError, KeyError, TypeError) as error:
-        raise SinkRejectedError(f"{where} does not hold an etcd-bridge event ({error})") from error
+        raise SinkRejectedError(
+            f"{where} does not hold an etcd-bridge record of BRIDGE_NATS__FORMAT's format ({error})"
+        ) from error
     if found[MSG_ID] != msg_id(event, pipeline=pipeline):
         raise SinkRejectedError(
             f"{where} has id {found[MSG_ID]!r} but holds the event at {event.position}; the "

@@ -31,7 +31,7 @@ leaves the publish's future pending for ever. Here an acknowledgement is parsed 
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -155,8 +155,11 @@ class Publisher:
         tail: Position | None,
         max_message_bytes: int,
         careful: bool,
+        encode: Callable[[Event], bytes],
     ) -> None:
         self.connection = connection
+        self.encode = encode
+        """The sink's format: an event's payload."""
         self.stream = stream
         self.framer = framer
         self.router = router
@@ -198,6 +201,7 @@ class Publisher:
         (every one, if ``careful``) with a reply subject; stop before an event that cannot be
         sent (``rejected``)."""
         framer, router, limit = self.framer, self.router, self.max_message_bytes
+        encode = self.encode
         fresh = past(list(batch), self.last)
         self.skipped += len(batch) - len(fresh)  # a replay of what the stream holds: never twice
         sent: list[tuple[Event, str, bytes, bytes]] = []
@@ -213,7 +217,7 @@ class Publisher:
             block = framer.header_block(
                 event, msg_id=ident, expected_sequence=self.expected, previous_id=self.previous_id
             )
-            payload = event.to_json()
+            payload = encode(event)
             size = len(block) + len(payload)
             if size > limit:
                 self.rejected = _too_large(event, size=size, limit=limit)

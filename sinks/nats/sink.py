@@ -50,8 +50,10 @@ from typing import Any, Self, TypeVar
 
 from bridge.errors import SinkError, SinkUnavailableError
 from bridge.events import Event
-from bridge.sink import Sink, SinkContext
+from bridge.formats import EventFormat
+from bridge.sink import NATIVE, Sink, SinkContext
 from config.keyspace import KeySpace
+from config.output import FormatName
 from sinks.nats.connection import Connection, connect, open_stream, tail_of, translate
 from sinks.nats.loop import LoopThread, LoopTimeoutError
 from sinks.nats.messages import Framer
@@ -72,9 +74,18 @@ class NatsSink(Sink):
 
     name = "nats"
     settings_model = NatsSettings
+    formats = frozenset(FormatName)
 
-    def __init__(self, *, settings: NatsSettings, pipeline: str, keyspace: KeySpace) -> None:
+    def __init__(
+        self,
+        *,
+        settings: NatsSettings,
+        pipeline: str,
+        keyspace: KeySpace,
+        record_format: EventFormat = NATIVE,
+    ) -> None:
         self.settings = settings
+        self.format = record_format
         self.pipeline = pipeline
         self.router = SubjectRouter(settings.template, keyspace=keyspace)
         self.framer = Framer(pipeline)
@@ -88,7 +99,12 @@ class NatsSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: NatsSettings, *, context: SinkContext) -> Self:
-        return cls(settings=settings, pipeline=context.pipeline, keyspace=context.keyspace)
+        return cls(
+            settings=settings,
+            pipeline=context.pipeline,
+            keyspace=context.keyspace,
+            record_format=context.format,
+        )
 
     def open(self) -> Event | None:
         """Connect, find or create the stream, and return the event of its last message."""
@@ -114,7 +130,9 @@ class NatsSink(Sink):
         settings = self.settings
         self._connection = connection = await connect(settings, pipeline=self.pipeline)
         info = await open_stream(connection, settings=settings)
-        tail = await tail_of(connection, info, settings=settings, pipeline=self.pipeline)
+        tail = await tail_of(
+            connection, info, settings=settings, pipeline=self.pipeline, decode=self.format.decode
+        )
         publisher = Publisher(
             connection,
             stream=settings.stream,
@@ -124,6 +142,7 @@ class NatsSink(Sink):
             tail=None if tail.event is None else tail.event.position,
             max_message_bytes=tail.max_message_bytes,
             careful=self._careful,
+            encode=self.format.encode,
         )
         await publisher.start()
         self._publisher = publisher

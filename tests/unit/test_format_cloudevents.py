@@ -16,13 +16,13 @@ from bridge.formats.cloudevents import CloudEventsFormat, is_cloudevents_string
 from config.keyspace import KeySpace
 from config.output import FormatName, OutputSettings, ValuesMode
 from tests.formats.cloudevents_consumer import (
-    canonical_json,
     change_of,
     from_kafka,
     from_structured,
     read_kafka,
     read_structured,
 )
+from tests.formats.fields import canonical_json
 
 PIPELINE = "orders"
 CLUSTER = "prod-eu"

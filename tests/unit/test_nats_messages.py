@@ -54,7 +54,14 @@ def test_a_pipeline_name_that_cannot_be_a_header_value_is_refused(pipeline: str)
 
 
 def tail(**headers: str) -> Event:
-    return read_tail(stream="s", sequence=9, headers=headers, data=EVENT.to_json(), pipeline="main")
+    return read_tail(
+        stream="s",
+        sequence=9,
+        headers=headers,
+        data=EVENT.to_json(),
+        pipeline="main",
+        decode=Event.from_json,
+    )
 
 
 def test_the_last_message_of_the_pipeline_is_its_tail() -> None:
@@ -75,11 +82,12 @@ def test_a_foreign_last_message_is_refused(headers: dict[str, str], problem: str
 
 
 def test_a_last_message_that_is_not_an_event_is_refused() -> None:
-    with pytest.raises(SinkRejectedError, match="does not hold an etcd-bridge event"):
+    with pytest.raises(SinkRejectedError, match="does not hold an etcd-bridge record"):
         read_tail(
             stream="s",
             sequence=1,
             headers={"pipeline": "main", MSG_ID: "main:1-0"},
             data=b"hello",
             pipeline="main",
+            decode=Event.from_json,
         )
