@@ -1,8 +1,8 @@
-"""Several watched prefixes, streamed as one, against a real etcd.
+"""Several watched prefixes, and key filters, streamed as one, against a real etcd.
 
-The keys between and around the prefixes are written too, in the same transactions as
-watched ones, so a bridge that watched the covering range without filtering, or that
-numbered events before filtering, fails here.
+The keys between and around the prefixes (and the keys the filters leave out) are written
+too, in the same transactions as watched ones, so a bridge that watched the covering range
+without filtering, or that numbered events before filtering, fails here.
 """
 
 from pathlib import Path
@@ -115,3 +115,68 @@ def test_kill_9_in_the_second_prefix_of_a_snapshot_resumes_there(
         for number in range(count)
     ]
     assert len({event.revision for event in events}) == 1
+
+
+def test_key_filters_drop_keys_before_numbering_in_snapshot_and_watch_across_kill_9(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    """Only ``apps/*`` keys that are not ``*.tmp`` are streamed; a kill in the middle of the
+    snapshot resumes with the same indexes, and a transaction mixing streamed and filtered
+    keys numbers only the streamed ones."""
+    output = tmp_path / "events.jsonl"
+    streamed = [f"{prefix}apps/{n:06d}".encode() for n in range(20000)]
+    with etcd.client() as client:
+        load_keys(client, prefix=f"{prefix}apps/", count=20000, value=VALUE)
+        load_keys(client, prefix=f"{prefix}other/", count=3000, value=VALUE)
+        for start in range(0, 20000, 700):  # 100 per transaction, interleaved with streamed
+            put_all(
+                client,
+                [
+                    (f"{prefix}apps/{n:06d}.tmp".encode(), b"t")
+                    for n in range(start, start + 700, 7)
+                ],
+            )
+    settings = file_bridge(
+        bridge_factory,
+        etcd,
+        prefix=prefix,
+        path=output,
+        BRIDGE_ETCD__INCLUDE="apps/*",
+        BRIDGE_ETCD__EXCLUDE="*.tmp",
+        BRIDGE_ETCD__SNAPSHOT_PAGE_BYTES=str(64 * 1024),
+        BRIDGE_PUMP__BATCH_EVENTS="100",
+        BRIDGE_FILE__FSYNC="false",
+    )
+    bridge = bridge_factory.start(**settings)
+    wait_for(lambda: b"apps/01" in last_line(output), timeout=30, what="half the snapshot")
+    bridge.kill()
+    assert read_events(output)[-1].op is not Op.SNAPSHOT_END, "snapshot done before the kill"
+    bridge = bridge_factory.start(**settings)
+    wait_for(lambda: b"snapshot_end" in last_line(output), timeout=30, what="the snapshot end")
+    with etcd.client() as client:
+        mixed = put_all(
+            client,
+            [
+                (f"{prefix}apps/a.tmp".encode(), b"left out"),
+                (f"{prefix}apps/new".encode(), b"1"),
+                (f"{prefix}other/new".encode(), b"left out"),
+                (f"{prefix}apps/newer".encode(), b"2"),
+            ],
+        )
+        only_filtered = put_all(client, [(f"{prefix}other/x".encode(), b"nothing streamed")])
+        last = put_all(client, [(f"{prefix}apps/last".encode(), b"3")])
+        wait_for_revision(output, last)
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    snapshot = events[: len(streamed) + 2]
+    assert [event.index for event in snapshot] == list(range(len(streamed) + 2))
+    assert [event.key for event in snapshot[1:-1]] == streamed
+    live = [
+        (event.revision, event.index, event.key, event.more) for event in events[len(snapshot) :]
+    ]
+    assert live == [
+        (mixed, 0, f"{prefix}apps/new".encode(), True),
+        (mixed, 1, f"{prefix}apps/newer".encode(), False),
+        (last, 0, f"{prefix}apps/last".encode(), False),
+    ]
+    assert only_filtered not in {event.revision for event in events}

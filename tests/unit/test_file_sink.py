@@ -6,6 +6,9 @@ import pytest
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event, EventType, Op
+from bridge.formats import FormatContext, build_format
+from config.keyspace import KeySpace
+from config.output import FormatName, OutputSettings
 from sinks import file as file_module
 from sinks.file import FileSink
 
@@ -64,3 +67,27 @@ def test_a_foreign_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
     path.write_bytes(b"hello world\n")
     with FileSink(path=path) as sink, pytest.raises(SinkRejectedError, match="BRIDGE_FILE__PATH"):
         sink.open()
+
+
+@pytest.mark.parametrize("format_name", list(FormatName))
+def test_the_last_line_is_read_back_in_the_sinks_format(tmp_path: Path, format_name: str) -> None:
+    """Exactly once in every format: the tail is decoded with the format that wrote it, and
+    a file of another format is refused naming the setting."""
+    path = tmp_path / "out.jsonl"
+    context = FormatContext(pipeline="p", cluster="c", keyspace=KeySpace.of([b"/"]))
+    record_format = build_format(OutputSettings(format=FormatName(format_name)), context=context)
+    with FileSink(path=path, record_format=record_format) as sink:
+        sink.open()
+        sink.write([change(3), change(3, 1, value=b"\xff binary"), change(4)])
+        sink.flush()
+    lines = path.read_bytes().splitlines()
+    assert [record_format.decode(line).position for line in lines] == [
+        change(3).position,
+        change(3, 1).position,
+        change(4).position,
+    ]
+    with FileSink(path=path, record_format=record_format) as sink:
+        assert sink.open() == change(4)
+    if format_name != FormatName.NATIVE:
+        with FileSink(path=path) as sink, pytest.raises(SinkRejectedError, match="FORMAT"):
+            sink.open()
