@@ -222,11 +222,17 @@ class KafkaSink(Sink):
                 topic = self.router.topic_for(event.key)
                 if topic not in self._in_use:
                     self._start_using(topic)
-                partition = partition_for(event.key, partitions=self._partitions[topic])
+                # Partitioned by the record key, as Kafka's default partitioner would: with
+                # a format whose key is not the etcd key (Debezium's), the topic stays
+                # co-partitioned with others keyed the same way.
+                key = self._format.record_key(event)
+                partition = partition_for(key, partitions=self._partitions[topic])
                 extra, value = self._record(event)
-                self._produce(topic, partition, event=event, value=value, extra=extra)
+                self._produce(topic, partition, event=event, key=key, value=value, extra=extra)
                 if tombstones and event.type is EventType.DELETE:
-                    self._produce(topic, partition, event=event, value=None, tombstone=True)
+                    self._produce(
+                        topic, partition, event=event, key=key, value=None, tombstone=True
+                    )
             if self._rejected is not None:
                 return  # nothing after a refused record is produced
             self._last = event
@@ -355,9 +361,10 @@ class KafkaSink(Sink):
     def _broadcast(self, marker: Event, *, topics: Iterable[str] | None = None) -> None:
         """A marker goes to every partition of every topic in use (or of ``topics``)."""
         extra, value = self._record(marker)
+        key = self._format.record_key(marker)
         for topic in sorted(self._in_use) if topics is None else topics:
             for partition in range(self._partitions[topic]):
-                self._produce(topic, partition, event=marker, value=value, extra=extra)
+                self._produce(topic, partition, event=marker, key=key, value=value, extra=extra)
                 if self._rejected is not None:
                     return
 
@@ -373,6 +380,7 @@ class KafkaSink(Sink):
         partition: int,
         *,
         event: Event,
+        key: bytes,
         value: bytes | None,
         extra: Sequence[tuple[str, bytes]] = (),
         tombstone: bool = False,
@@ -388,7 +396,6 @@ class KafkaSink(Sink):
         headers = headers_of(event, pipeline=self._pipeline_header)
         if extra:
             headers += extra
-        key = self._format.record_key(event)
         deadline: float | None = None
         while True:
             try:
