@@ -139,6 +139,13 @@ class Lab:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    @property
+    def batch_events(self) -> int:
+        """The most events the bridges of the run hand a sink in one batch: the default, or
+        what ``--bridge-env`` sets."""
+        default = PumpSettings().batch_events
+        return int(self.bridge_env.get("BRIDGE_PUMP__BATCH_EVENTS", default))
+
     def directory(self, name: str) -> Path:
         path = self.workdir / name
         path.mkdir(parents=True, exist_ok=True)
@@ -496,8 +503,8 @@ def bare_baseline(
 ) -> BareRun | None:
     """The records ``source`` holds for ``pipeline`` (from ``from_revision`` on) copied into a
     fresh destination of its sink, named after ``tag``, by the sink's bare client alone (in
-    batches of the bridge's default size); None for a sink without one. Raises when the copy
-    does not hold as many records as the source."""
+    batches of the bridge's size, ``Lab.batch_events``); None for a sink without one. Raises
+    when the copy does not hold as many records as the source."""
     if not source.bare_client:
         return None
     target = lab.target(source.name, tag=tag)
@@ -507,7 +514,7 @@ def bare_baseline(
         f"--target={orjson.dumps(target.config()).decode()}",
         f"--pipeline={pipeline}",
         f"--from-revision={from_revision}",
-        f"--batch={PumpSettings().batch_events}",
+        f"--batch={lab.batch_events}",
     )
     result = agent.result(timeout=600)
     copied = target.reader()
