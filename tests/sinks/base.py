@@ -78,13 +78,13 @@ def seen_in(record: bytes) -> Seen:
     document = orjson.loads(record)
     if "schema" in document and "payload" in document:
         document = document["payload"]
-    if "source" in document:
+    if "specversion" in document:  # CloudEvents (whose ``source`` is a string)
+        return int(document["revision"]), str(document["type"]).rsplit(".", 1)[1]
+    if "source" in document:  # Debezium
         op = document["op"]
         if op == "m":
             return int(document["source"]["revision"]), str(document["message"]["content"]["op"])
         return int(document["source"]["revision"]), _DEBEZIUM_OPS[op]
-    if "specversion" in document:
-        return int(document["revision"]), str(document["type"]).rsplit(".", 1)[1]
     return int(document["revision"]), str(document["op"])
 
 
