@@ -81,6 +81,10 @@ class Variant:
         return self.sink if self.format == NATIVE else f"{self.sink} [{self.format}]"
 
     def settings(self) -> dict[str, str]:
+        """The format's variable; none for native, so that ``--bridge-code`` can run a
+        bridge from before formats existed."""
+        if self.format == NATIVE:
+            return {}
         return {f"BRIDGE_{self.sink.upper()}__FORMAT": self.format}
 
 
