@@ -5,11 +5,8 @@ the default costs no call more than before formats existed; with ``values=json``
 are embedded (``bridge.formats.values``) and the other fields are unchanged.
 """
 
-from typing import Any
-
 import orjson
 
-from bridge.encoding import encode_field
 from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.formats.base import EventFormat, FormatContext
 from bridge.formats.values import embed_fields, extract_fields
@@ -32,27 +29,14 @@ class NativeFormat(EventFormat):
             self.decode = Event.from_json  # type: ignore[method-assign,assignment]
 
     def encode(self, event: Event) -> bytes:
-        key, key_is_base64 = encode_field(event.key)
-        document: dict[str, Any] = {
-            "revision": event.revision,
-            "index": event.index,
-            "type": event.type,
-            "op": event.op,
-            "key": key,
-        }
+        """``Event.to_dict`` with the values embedded by ``BRIDGE_VALUES``."""
+        document = event.to_dict()
+        key_is_base64 = "key" in document.pop("b64", ())
         lists = embed_fields(
             document, {"value": event.value, "prev_value": event.prev_value}, mode=self._values
         )
         if key_is_base64:
             lists["b64"] = ["key", *lists.get("b64", ())]
-        document["mod_revision"] = event.mod_revision
-        document["create_revision"] = event.create_revision
-        document["version"] = event.version
-        document["lease"] = event.lease
-        if event.reason is not None:
-            document["reason"] = event.reason
-        if event.more:
-            document["more"] = True
         document.update(lists)
         return orjson.dumps(document)
 

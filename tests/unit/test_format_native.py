@@ -1,0 +1,58 @@
+"""The native format: unchanged with ``values=bytes``; values embedded with ``values=json``."""
+
+import orjson
+import pytest
+
+from bridge.events import Event, EventType, Op
+from bridge.formats import EventFormat, FormatContext, build_format
+from config.keyspace import KeySpace
+from config.output import OutputSettings, ValuesMode
+
+
+def native(values: ValuesMode) -> EventFormat:
+    context = FormatContext(pipeline="p", cluster="c", keyspace=KeySpace.of([]), values=values)
+    return build_format(OutputSettings(), context=context)
+
+
+def update(value: bytes, prev: bytes, *, key: bytes = b"/app/a") -> Event:
+    return Event(7, 0, EventType.PUT, Op.UPDATE, key, value, prev, 7, 5, 2, 0)
+
+
+def test_bytes_values_are_the_event_json_itself() -> None:
+    event = update(b'{"a": 1}', b"\xff")
+    assert native(ValuesMode.BYTES).encode(event) == event.to_json()
+    assert native(ValuesMode.BYTES).decode(event.to_json()) == event
+
+
+@pytest.mark.parametrize(
+    ("raw", "embedded", "listed"),
+    [
+        (
+            b'{"replicas": 3, "labels": {"app": "web"}}',
+            {"replicas": 3, "labels": {"app": "web"}},
+            None,
+        ),
+        (b'"quoted"', "quoted", None),
+        (b"[1, 2]", [1, 2], None),
+        (b"plain text", "plain text", "raw"),
+        (b"null", "null", "raw"),
+        (b"\xff\xfe", "//4=", "b64"),
+    ],
+)
+def test_json_values_are_embedded_and_the_rest_named(
+    raw: bytes, embedded: object, listed: str | None
+) -> None:
+    event = update(raw, b'{"replicas": 2}', key=b"/app/\xff")
+    record = native(ValuesMode.JSON).encode(event)
+    document = orjson.loads(record)
+    assert document["value"] == embedded
+    assert document["prev_value"] == {"replicas": 2}
+    assert document["b64"][0] == "key", "the key is never embedded"
+    names = {name: document.get(name, []) for name in ("b64", "raw")}
+    assert [name for name, fields in names.items() if "value" in fields] == (
+        [] if listed is None else [listed]
+    )
+    back = native(ValuesMode.JSON).decode(record)
+    assert back.position == event.position and back.key == event.key
+    assert back.prev_value == b'{"replicas":2}', "an embedded value comes back re-serialized"
+    assert back.value == (raw if listed else orjson.dumps(embedded))
