@@ -7,7 +7,7 @@ are embedded (``bridge.formats.values``) and the other fields are unchanged.
 
 import orjson
 
-from bridge.events import Event, EventType, Op, SnapshotReason
+from bridge.events import Event
 from bridge.formats.base import EventFormat, FormatContext
 from bridge.formats.values import embed_fields, extract_fields
 from config.output import FormatName, OutputSettings, ValuesMode
@@ -41,24 +41,10 @@ class NativeFormat(EventFormat):
         return orjson.dumps(document)
 
     def decode(self, record: bytes) -> Event:
+        """``Event.from_dict`` with the values read back as ``encode`` embedded them."""
         document = orjson.loads(record)
         fields = extract_fields(document, _VALUE_FIELDS, mode=self._values)
-        key = extract_fields(document, ("key",), mode=ValuesMode.BYTES)["key"]
-        if key is None:
-            raise ValueError("event has no key")
-        reason = document.get("reason")
-        return Event(
-            revision=int(document["revision"]),
-            index=int(document["index"]),
-            type=EventType(document["type"]),
-            op=Op(document["op"]),
-            key=key,
-            value=fields["value"],
-            prev_value=fields["prev_value"],
-            mod_revision=int(document["mod_revision"]),
-            create_revision=int(document["create_revision"]),
-            version=int(document["version"]),
-            lease=int(document["lease"]),
-            reason=None if reason is None else SnapshotReason(reason),
-            more=bool(document.get("more", False)),
-        )
+        document.update(value=None, prev_value=None)
+        event = Event.from_dict(document)
+        event.value, event.prev_value = fields["value"], fields["prev_value"]
+        return event
