@@ -5,6 +5,8 @@ the default costs no call more than before formats existed; with ``values=json``
 are embedded (``bridge.formats.values``) and the other fields are unchanged.
 """
 
+import operator
+
 import orjson
 
 from bridge.events import Event
@@ -13,6 +15,8 @@ from bridge.formats.values import embed_fields, extract_fields
 from config.output import FormatName, OutputSettings, ValuesMode
 
 _VALUE_FIELDS = ("value", "prev_value")
+_KEY = operator.attrgetter("key")
+"""``record_key`` of the native format, the etcd key, without a Python call."""
 
 
 class NativeFormat(EventFormat):
@@ -24,9 +28,12 @@ class NativeFormat(EventFormat):
         del output  # the native format has no options of its own
         self._values = context.values
         if context.values is ValuesMode.BYTES:
-            # The default path: no wrapper call per event.
+            # The default path: no wrapper call per event (a Kafka record asks for its key
+            # and value, a line for its encoding, each time).
             self.encode = Event.to_json  # type: ignore[method-assign,assignment]
+            self.record_value = Event.to_json  # type: ignore[method-assign,assignment]
             self.decode = Event.from_json  # type: ignore[method-assign,assignment]
+        self.record_key = _KEY  # type: ignore[method-assign,assignment]
 
     def encode(self, event: Event) -> bytes:
         """``Event.to_dict`` with the values embedded by ``BRIDGE_VALUES``."""

@@ -209,6 +209,7 @@ class KafkaSink(Sink):
             if fresh:
                 self._prepare_topics(sorted(fresh))
         tombstones = self.settings.tombstones
+        record_key = self._format.record_key
         for event in batch:
             if event.type is EventType.MARKER:
                 self._broadcast(event)
@@ -225,7 +226,7 @@ class KafkaSink(Sink):
                 # Partitioned by the record key, as Kafka's default partitioner would: with
                 # a format whose key is not the etcd key (Debezium's), the topic stays
                 # co-partitioned with others keyed the same way.
-                key = self._format.record_key(event)
+                key = record_key(event)
                 partition = partition_for(key, partitions=self._partitions[topic])
                 extra, value = self._record(event)
                 self._produce(topic, partition, event=event, key=key, value=value, extra=extra)
