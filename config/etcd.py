@@ -1,5 +1,6 @@
 """How to reach etcd and what to read from it (``BRIDGE_ETCD__*``)."""
 
+import functools
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,8 +86,10 @@ class EtcdSettings(BaseModel):
         four times its size in memory while it is parsed and handed on, in every pipeline."""
         return max(_MIN_WATCH_RESPONSE_BYTES, self.watch_response_bytes // max(1, pipelines))
 
-    @property
+    @functools.cached_property
     def keyspace(self) -> KeySpace:
+        """Built once: with key filters it compiles their patterns, and etcd's current
+        revision is asked for through it."""
         return KeySpace.of(
             (prefix.encode("utf-8") for prefix in self.prefix),
             include=self.include,
