@@ -1,5 +1,5 @@
-"""The ``etcd-bridge`` command: ``run`` the service, ``check`` its configuration, or list
-every ``settings`` variable.
+"""The ``etcd-bridge`` command: ``run`` the service, ``check`` its configuration, show each
+sink's ``status``, or list every ``settings`` variable.
 
 Configuration comes from ``BRIDGE_*`` environment variables (and ``.env``); a malformed or
 unknown one stops the command at once with one line naming it, exit code 2.
@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
     commands.add_parser("check", help="validate the settings, reach etcd and every sink, then exit")
     commands.add_parser(
+        "status",
+        help="each sink's durable position (read from the sink, without changing it), etcd's "
+        "revision, the lag, and each pipeline's phase if a bridge answers here",
+    )
+    commands.add_parser(
         "settings",
         help="list every variable of the core and of each installed sink: default, value set "
         "(secrets masked), meaning",
@@ -47,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(configuration.settings.log)
     release_large_buffers()
     collect_cycles_less_often()
+    if arguments.command == "status":
+        lines, problems = app.status(configuration)
+        print("\n".join(lines), flush=True)
+        for line in problems:
+            print(f"etcd-bridge: {line}", file=sys.stderr)
+        return 1 if problems else 0
     if arguments.command == "check":
         fine, problems = app.check(configuration)
         for line in fine:

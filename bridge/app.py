@@ -20,13 +20,15 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+import orjson
 from pydantic import BaseModel
 
-from bridge import plugins
+from bridge import metrics, plugins
 from bridge.election import Leadership
 from bridge.errors import BridgeError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
@@ -165,7 +167,10 @@ def run(configuration: Configuration) -> int:
             "ha": settings.ha.enabled,
         },
     )
-    healths = [PipelineHealth(sink=name) for name in settings.sinks]
+    healths = [
+        PipelineHealth(sink=name, format=plugins.section_format(section))
+        for name, section in configuration.sinks
+    ]
     http = _start_http(settings, healths)
     try:
         if settings.ha.enabled:
@@ -193,12 +198,15 @@ def _run_elected(
     """Standby until elected, active until the lease is lost, and again, until stopped."""
     settings = configuration.settings
     leadership = Leadership(settings.etcd, ha=settings.ha, pipeline=settings.name)
+    leader = metrics.HA_LEADER.labels(settings.name)
     try:
         while True:
             for health in healths:
                 health.enter(Phase.STANDBY)
+            leader.set(0)
             if not leadership.acquire(stop):
                 return []
+            leader.set(1)
             term = threading.Event()
             threading.Thread(
                 target=_end_term_when,
@@ -214,6 +222,7 @@ def _run_elected(
             leadership.resign()
             log.warning("leadership lost, back to standby", extra={"pipeline": settings.name})
     finally:
+        leader.set(0)
         leadership.release()
 
 
@@ -269,11 +278,13 @@ def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServ
     if not settings.http.enabled:
         return None
     try:
+        token = settings.http.admin_token
         server = HealthServer(
             healths,
             host=settings.http.host,
             port=settings.http.port,
             silence_limit=3 * settings.etcd.stall_timeout,
+            admin_token=None if token is None else token.get_secret_value(),
         )
     except OSError as error:
         raise ConfigError(
@@ -281,8 +292,91 @@ def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServ
             f"({error.strerror}); choose another port or set BRIDGE_HTTP__ENABLED=false"
         ) from error
     server.start()
-    log.info("http endpoint up", extra={"host": settings.http.host, "port": server.port})
+    log.info(
+        "http endpoint up",
+        extra={
+            "host": settings.http.host,
+            "port": server.port,
+            "admin": "on" if settings.http.admin_token is not None else "off",
+        },
+    )
     return server
+
+
+def status(configuration: Configuration) -> tuple[list[str], list[str]]:
+    """``etcd-bridge status``: each sink's durable position, read from the sink itself without
+    changing it (``Sink.peek``: it works while the bridge is down, and beside a running one),
+    against etcd's current revision, with each pipeline's phase when a bridge answers on this
+    machine's HTTP port. Returns the lines to print and one line per problem (etcd or a sink
+    unreadable)."""
+    settings = configuration.settings
+    problems: list[str] = []
+    connection = EtcdConnection(settings.etcd)
+    try:
+        revision: int | None = connection.connect()
+    except EtcdError as error:
+        revision = None
+        problems.append(str(error))
+    finally:
+        connection.close()
+    phases = _running_phases(settings)
+    rows = [("SINK", "POSITION", "ETCD REVISION", "LAG", "PHASE", "GUARANTEE", "FORMAT")]
+    sinks = configuration.build_sinks()
+    for (name, section), sink in zip(configuration.sinks, sinks, strict=True):
+        try:
+            tail = sink.peek()
+        except (BridgeError, ConfigError) as error:
+            problems.append(str(error))
+            position, lag = "unreadable", "-"
+        else:
+            held = 0 if tail is None else tail.revision
+            position = "empty" if tail is None else f"{tail.position} ({tail.op.value})"
+            lag = "-" if revision is None else str(max(0, revision - held))
+        rows.append(
+            (
+                name,
+                position,
+                "-" if revision is None else str(revision),
+                lag,
+                phases.get(name, "-"),
+                sink.guarantee,
+                plugins.section_format(section),
+            )
+        )
+    lines = _table(rows)
+    if not phases and settings.http.enabled:
+        lines.append(f"(no bridge answers at {_local_url(settings)}: down, or running elsewhere)")
+    return lines, problems
+
+
+def _local_url(settings: Settings) -> str:
+    host = settings.http.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - where a bridge listening everywhere answers
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.http.port}"
+
+
+def _running_phases(settings: Settings) -> dict[str, str]:
+    """Each pipeline's phase, as the bridge on this machine's HTTP port reports it (empty
+    when none answers)."""
+    if not settings.http.enabled:
+        return {}
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - our own endpoint, http only
+            f"{_local_url(settings)}/positions", timeout=2
+        ) as response:
+            pipelines = orjson.loads(response.read())["pipelines"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {str(entry["sink"]): str(entry["phase"]) for entry in pipelines}
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def check(configuration: Configuration) -> tuple[list[str], list[str]]:

@@ -334,6 +334,15 @@ class EtcdConnection:
 
         return page
 
+    def count_keys(self, *, start: bytes, end: bytes, revision: int) -> tuple[int, int]:
+        """How many keys ``[start, end)`` holds at ``revision`` (0: now), and etcd's current
+        revision (the one counted at, for 0): a count-only range, which sends no key."""
+        request = etcdrpc.RangeRequest(
+            key=start, range_end=end, revision=revision, count_only=True, serializable=False
+        )
+        response = self._range(request, revision=revision)
+        return int(response.count), int(response.header.revision)
+
     def grant_lease(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds; returns its id."""
         request = etcdrpc.LeaseGrantRequest(TTL=ttl)

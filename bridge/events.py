@@ -53,6 +53,8 @@ class SnapshotReason(enum.StrEnum):
 
     INITIAL = "initial"
     COMPACTED = "compacted"
+    REQUESTED = "requested"
+    """An operator asked for it (``POST /resnapshot``), for a consumer that lost its state."""
 
 
 SNAPSHOT_OPS = frozenset({Op.SNAPSHOT_BEGIN, Op.SNAPSHOT, Op.SNAPSHOT_END})
@@ -82,7 +84,10 @@ def past(events: "list[Event]", last: Position | None) -> "list[Event]":
 
 @dataclass(slots=True, unsafe_hash=True)
 class Event:
-    """One normalized event. ``value`` and ``prev_value`` are None when etcd sent none."""
+    """One normalized event. ``value`` and ``prev_value`` are None when etcd sent none.
+
+    The hot paths (``bridge.etcd``) build events with positional arguments: a new field goes
+    last."""
 
     revision: int
     index: int
@@ -109,6 +114,10 @@ class Event:
     prev_create_revision: int = field(default=0, compare=False)
     prev_version: int = field(default=0, compare=False)
     prev_lease: int = field(default=0, compare=False)
+    opens_snapshot: bool = field(default=False, compare=False)
+    """The first key of a snapshot, right after its ``snapshot_begin`` marker (Debezium's
+    ``snapshot: "first"``): a requested snapshot numbers on after the changes of its revision
+    the sink already holds, so its first key's index says nothing. Not in the native format."""
 
     @property
     def position(self) -> Position:

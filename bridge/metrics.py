@@ -6,7 +6,11 @@ them once per batch or chunk, never per event. Labels take few values: an error 
 its sink and class (``count_error``), never by the key, revision or endpoint it carries.
 """
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge.events import EventType
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -90,6 +94,94 @@ WRITE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10),
     registry=REGISTRY,
 )
+
+
+PIPELINE_PHASE = Gauge(
+    "etcd_bridge_pipeline_phase",
+    "1 for the phase the sink's pipeline is in (bridge.health.Phase), 0 for the others.",
+    ["sink", "phase"],
+    registry=REGISTRY,
+)
+HA_LEADER = Gauge(
+    "etcd_bridge_ha_leader",
+    "1 while this instance holds its HA group's election, 0 while it stands by (HA only).",
+    ["pipeline"],
+    registry=REGISTRY,
+)
+SNAPSHOT_KEYS_READ = Gauge(
+    "etcd_bridge_snapshot_keys_read",
+    "Keys read so far by the current (or last) snapshot.",
+    ["sink"],
+    registry=REGISTRY,
+)
+SNAPSHOT_KEYS_EXPECTED = Gauge(
+    "etcd_bridge_snapshot_keys_expected",
+    "Keys the current (or last) snapshot holds: a count-only range at its revision (before "
+    "key filters).",
+    ["sink"],
+    registry=REGISTRY,
+)
+SNAPSHOTS_REQUESTED = Counter(
+    "etcd_bridge_snapshots_requested",
+    "Snapshots taken on request (POST /resnapshot).",
+    ["sink"],
+    registry=REGISTRY,
+)
+LAST_EVENT_TIMESTAMP = Gauge(
+    "etcd_bridge_last_event_timestamp_seconds",
+    "Unix time the sink's pipeline last received a change from etcd.",
+    ["sink"],
+    registry=REGISTRY,
+)
+ETCD_PROGRESS_TIMESTAMP = Gauge(
+    "etcd_bridge_etcd_progress_timestamp_seconds",
+    "Unix time the sink's watch last heard from etcd (a change or a progress answer): "
+    "recent with an old last event is an idle prefix; old is a stuck watch.",
+    ["sink"],
+    registry=REGISTRY,
+)
+
+
+class Observed(Protocol):
+    """What a pipeline keeps that its gauges read when scraped (``bridge.health.PipelineStats``):
+    set on every watch response or snapshot chunk, so a plain attribute, not a metric call."""
+
+    snapshot_keys_read: int
+    snapshot_keys_expected: int
+    last_event_at: float
+    etcd_heard_at: float
+
+
+_PER_SINK = (
+    ETCD_REVISION,
+    SINK_REVISION,
+    LAG_REVISIONS,
+    LAG_SECONDS,
+    SNAPSHOT_EVENTS,
+    SNAPSHOT_IN_PROGRESS,
+    RESYNCS,
+    WATCH_FRAGMENTED,
+    RECONNECTS,
+    BATCH_EVENTS,
+    WRITE_SECONDS,
+    SNAPSHOT_KEYS_READ,
+    SNAPSHOT_KEYS_EXPECTED,
+    SNAPSHOTS_REQUESTED,
+)
+
+
+def prepare(sink: str, observed: Observed) -> None:
+    """Show every per-sink series from start-up, at 0 (an alert on a series that appears
+    only with its first increase, ``increase(resyncs[10m])``, misses that first one), and bind
+    the gauges read from ``observed``."""
+    for metric in _PER_SINK:
+        metric.labels(sink)
+    for event_type in EventType:
+        EVENTS_DELIVERED.labels(sink, event_type.value)
+    SNAPSHOT_KEYS_READ.labels(sink).set_function(lambda: observed.snapshot_keys_read)
+    SNAPSHOT_KEYS_EXPECTED.labels(sink).set_function(lambda: observed.snapshot_keys_expected)
+    LAST_EVENT_TIMESTAMP.labels(sink).set_function(lambda: observed.last_event_at)
+    ETCD_PROGRESS_TIMESTAMP.labels(sink).set_function(lambda: observed.etcd_heard_at)
 
 
 def count_error(error: BaseException, *, sink: str) -> None:

@@ -82,9 +82,7 @@ def settings_model(sink_class: type[Sink]) -> type[BaseModel]:
 def output_settings(name: str, sink_class: type[Sink], section: BaseModel) -> OutputSettings:
     """The output fields of a sink's loaded section; ConfigError naming
     ``BRIDGE_<NAME>__FORMAT`` if the sink does not write the format chosen."""
-    output = OutputSettings.model_validate(
-        {field: getattr(section, field) for field in OutputSettings.model_fields}
-    )
+    output = _output_of(section)
     if output.format not in sink_class.formats:
         offered = ", ".join(sorted(sink_class.formats))
         raise ConfigError(
@@ -92,6 +90,17 @@ def output_settings(name: str, sink_class: type[Sink], section: BaseModel) -> Ou
             f"{output.format.value} records (it writes: {offered})"
         )
     return output
+
+
+def section_format(section: BaseModel) -> str:
+    """The record format a loaded section (``settings_model``) selects."""
+    return _output_of(section).format.value
+
+
+def _output_of(section: BaseModel) -> OutputSettings:
+    return OutputSettings.model_validate(
+        {field: getattr(section, field) for field in OutputSettings.model_fields}
+    )
 
 
 def build_sink(

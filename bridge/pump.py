@@ -59,27 +59,6 @@ class _Failure:
 _Item = Chunk | _Failure
 
 
-@dataclass
-class PipelineStats:
-    """Where one pipeline stands, for its log lines and lag metrics."""
-
-    delivered: int = 0
-    position: Position | None = None
-    etcd_revision: int = 0
-    caught_up_at: float = 0.0
-
-    def observe(self, sink: str) -> None:
-        """Publish the lag: revisions behind etcd, and seconds since last caught up."""
-        held = self.position.revision if self.position is not None else 0
-        now = time.monotonic()
-        if held >= self.etcd_revision or not self.caught_up_at:
-            self.caught_up_at = now
-        metrics.SINK_REVISION.labels(sink).set(held)
-        metrics.ETCD_REVISION.labels(sink).set(self.etcd_revision)
-        metrics.LAG_REVISIONS.labels(sink).set(max(0, self.etcd_revision - held))
-        metrics.LAG_SECONDS.labels(sink).set(now - self.caught_up_at)
-
-
 class Pipeline:
     """etcd -> one sink; ``run`` returns when ``stop`` is set, or raises a fatal error."""
 
@@ -103,8 +82,9 @@ class Pipeline:
         self._stop = stop
         self._may_write = may_write
         self._retry = Retry(backoff or Backoff(initial=0.2, maximum=10.0), stop=stop)
-        self.stats = PipelineStats()
         self.health = health
+        self.stats = health.stats
+        health.guarantee = sink.guarantee
 
     def run(self) -> None:
         """Deliver until stopped, reopening the sink after a retryable error (with backoff);
@@ -193,7 +173,7 @@ class Pipeline:
             metrics.EVENTS_DELIVERED.labels(sink, event_type.value).inc(count)
         self.stats.position = batch[-1].position
         self.stats.delivered += len(batch)
-        self.stats.observe(sink)
+        self.stats.observe()
         self.health.beat()  # a slow sink still shows life while its reader waits on the queue
 
     def _batches(self, chunks: "_ChunkQueue", *, last: Position | None) -> Iterator[list[Event]]:
@@ -203,7 +183,7 @@ class Pipeline:
             try:
                 item: _Item = chunks.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                self.stats.observe(self.sink.name)
+                self.stats.observe()
                 continue
             batch: list[Event] = []
             size = 0

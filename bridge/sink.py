@@ -30,6 +30,12 @@ the positions; the sink owns durability. The contract, which every sink's tests 
 ``close()``
     Release connections. Idempotent. Never called concurrently with the others.
 
+``peek() -> Event | None`` (optional)
+    The durable tail, read without changing anything, for ``etcd-bridge status`` beside a
+    running bridge. By default ``open()`` then ``close()``, which suits a sink whose ``open``
+    only reads and creates what is missing; a sink whose ``open`` repairs its data (the file
+    sink cuts a torn last line) reads without repairing.
+
 The pump never writes an event at or below the durable tail, so a sink that reads its tail
 back from its own data is exactly once across ``kill -9``.
 
@@ -119,6 +125,11 @@ class Sink(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; sinks without connections skip it
         """Release connections; idempotent."""
+
+    def peek(self) -> Event | None:
+        """The durable tail, read without changing anything (see the module docstring)."""
+        with self:
+            return self.open()
 
     def __enter__(self) -> Self:
         return self

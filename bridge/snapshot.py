@@ -43,6 +43,11 @@ class RangeReader(Protocol):
         returned call waits for the page."""
         ...
 
+    def count_keys(self, *, start: bytes, end: bytes, revision: int) -> tuple[int, int]:
+        """How many keys ``[start, end)`` holds at ``revision`` (0: now), and etcd's current
+        revision (the one counted at, for 0); etcd counts without sending a key."""
+        ...
+
 
 @dataclass
 class SnapshotCursor:
@@ -52,6 +57,46 @@ class SnapshotCursor:
     revision: int = 0
     after_key: bytes | None = None
     next_index: int = 0
+    begun: bool = False
+    """Its ``snapshot_begin`` marker is out. Not ``next_index > 0``: a snapshot requested at
+    a revision whose changes the sink already holds numbers on after them."""
+    first_key_pending: bool = True
+    """The next key read is the snapshot's first (``Event.opens_snapshot``)."""
+    scanned: int = 0
+    """Keys read from etcd so far, those the key filters leave out included: the progress
+    against a count-only range."""
+
+    @classmethod
+    def resuming(cls, tail: Event) -> "SnapshotCursor":
+        """The rest of the snapshot whose ``snapshot_begin`` or key ``tail`` is."""
+        return cls(
+            reason=tail.reason or SnapshotReason.INITIAL,
+            revision=tail.revision,
+            after_key=tail.key if tail.op is Op.SNAPSHOT else None,
+            next_index=tail.index + 1,
+            begun=True,
+            first_key_pending=tail.op is Op.SNAPSHOT_BEGIN,
+        )
+
+
+def count_snapshot(connection: RangeReader, *, keyspace: KeySpace, cursor: SnapshotCursor) -> int:
+    """Count the keys the cursor's snapshot holds and set ``cursor.scanned`` to those already
+    read; pin the revision of a snapshot not yet begun (``cursor.revision`` 0) to etcd's
+    current one. The total is the keys before the key filters."""
+    total = 0
+    for start, end in keyspace.ranges:
+        keys, current = connection.count_keys(start=start, end=end, revision=cursor.revision)
+        cursor.revision = cursor.revision or current
+        total += keys
+    if cursor.after_key is None:
+        cursor.scanned = 0
+        return total
+    left = 0
+    for start, end in _ranges_after(keyspace, cursor.after_key):
+        keys, _ = connection.count_keys(start=start, end=end, revision=cursor.revision)
+        left += keys
+    cursor.scanned = total - left
+    return total
 
 
 def read_snapshot(
@@ -94,8 +139,9 @@ def read_snapshot(
             remaining = iter(kvs)
             for start in range(0, max(1, len(kvs)), CHUNK_EVENTS):
                 events: list[Event] = []
-                if cursor.next_index == 0:
+                if not cursor.begun:
                     events.append(_marker(cursor, label=label, op=Op.SNAPSHOT_BEGIN))
+                    cursor.begun = True
                 size = 0
                 for kv in itertools.islice(remaining, CHUNK_EVENTS):
                     # Keys left out by the key filters are read past, never numbered.
@@ -106,8 +152,12 @@ def read_snapshot(
                     )
                     cursor.next_index += 1
                     size += len(kv.key) + len(kv.value)
+                if cursor.first_key_pending:
+                    _mark_first_key(events, cursor)
                 if kvs:
-                    cursor.after_key = kvs[min(len(kvs), start + CHUNK_EVENTS) - 1].key
+                    end_of_chunk = min(len(kvs), start + CHUNK_EVENTS)
+                    cursor.scanned += end_of_chunk - start
+                    cursor.after_key = kvs[end_of_chunk - 1].key
                 if last and start + CHUNK_EVENTS >= len(kvs):
                     if events and events[-1].op is Op.SNAPSHOT:
                         events[-1].closes_snapshot = True
@@ -119,6 +169,14 @@ def read_snapshot(
                 pending = connection.range_page(
                     start=key, end=end, revision=cursor.revision, limit=limit
                 )
+
+
+def _mark_first_key(events: list[Event], cursor: SnapshotCursor) -> None:
+    """Flag the snapshot's first key, if this chunk holds it."""
+    first = next((event for event in events if event.op is Op.SNAPSHOT), None)
+    if first is not None:
+        first.opens_snapshot = True
+        cursor.first_key_pending = False
 
 
 def _bytes_of(kvs: Sequence[Any]) -> int:

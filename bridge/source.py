@@ -21,6 +21,14 @@ etcd has compacted the revision it needs, it logs an error, counts a resync, and
 snapshot (reason ``compacted``): consumers see a ``snapshot_begin`` marker with that reason
 and must treat the snapshot as the prefix's new state. Nothing is skipped silently.
 
+An operator may ask for a snapshot (``POST /resnapshot``, for a consumer that lost its
+state): the watch ends, a snapshot (reason ``requested``) is taken at etcd's current revision,
+and the watch goes on after it. Its positions follow everything already handed on: at a
+revision the sink already holds changes of, its indexes continue after theirs.
+
+A snapshot first counts its keys at its revision (a count-only range), which also pins that
+revision, and reports its progress against the count (``bridge.progress``).
+
 The pump does not build its source: the composition root hands it a ``ChangeSourceFactory``
 (``etcd_changes``), and the source reaches etcd only through the narrow ``EtcdClient``
 protocol. Both seams exist so that the pump and these resume rules run in unit tests against
@@ -29,6 +37,7 @@ scripts, in milliseconds; reconnecting is ``bridge.retry.Retry``'s loop, not one
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -41,11 +50,12 @@ from bridge.errors import (
     WatchResponseTooLargeError,
 )
 from bridge.etcd import Chunk, EtcdConnection
-from bridge.events import Event, Op, SnapshotReason
+from bridge.events import Event, Op, Position, SnapshotReason
 from bridge.health import Phase, PipelineHealth
 from bridge.logs import error_fields
+from bridge.progress import SnapshotProgress
 from bridge.retry import Backoff, Retry
-from bridge.snapshot import RangeReader, SnapshotCursor, read_snapshot
+from bridge.snapshot import RangeReader, SnapshotCursor, count_snapshot, read_snapshot
 from config.etcd import EtcdSettings
 from config.keyspace import KeySpace
 
@@ -141,20 +151,17 @@ class ChangeSource:
         self._lock = threading.Lock()
         self._snapshot: SnapshotCursor | None = None
         self._fragment = False
-        metrics.WATCH_FRAGMENTED.labels(self._label)  # shown as 0 until it happens
         self._watch_from = 0
         self._tail_revision = 0 if tail is None else tail.revision
+        self._last: Position | None = None if tail is None else tail.position
+        """The last position handed on (or the tail's): a requested snapshot numbers after it."""
         if tail is None:
             self._snapshot = SnapshotCursor(reason=SnapshotReason.INITIAL)
         elif tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
-            self._snapshot = SnapshotCursor(
-                reason=tail.reason or SnapshotReason.INITIAL,
-                revision=tail.revision,
-                after_key=tail.key if tail.op is Op.SNAPSHOT else None,
-                next_index=tail.index + 1,
-            )
+            self._snapshot = SnapshotCursor.resuming(tail)
         else:
             self._watch_from = _resume_revision(tail)
+        health.snapshot_request.listen(self._end_watch)
 
     def __iter__(self) -> Iterator[Chunk]:
         """Chunks from the tail on until closed; reconnects (with backoff) while etcd is
@@ -162,6 +169,7 @@ class ChangeSource:
         try:
             yield from self._retry.iterate(self._session, on_error=self._reconnecting)
         finally:
+            self._health.snapshot_request.forget(self._end_watch)
             self._connection.close()
 
     def _session(self) -> Iterator[Chunk]:
@@ -187,6 +195,14 @@ class ChangeSource:
                     extra={"sink": self._label, **error_fields(error)},
                 )
                 self._snapshot = SnapshotCursor(reason=SnapshotReason.COMPACTED)
+
+    def _start_snapshot(self, cursor: SnapshotCursor) -> SnapshotProgress:
+        """Count the snapshot's keys, pinning the revision (and first index) of a new one."""
+        new = cursor.revision == 0
+        expected = count_snapshot(self._connection, keyspace=self._keyspace, cursor=cursor)
+        if new:
+            cursor.next_index = _first_index(cursor.revision, after=self._last)
+        return SnapshotProgress(self._health.stats, expected=expected, read=cursor.scanned)
 
     def _connect(self) -> None:
         """Reach etcd, refusing a sink that holds revisions etcd never reached."""
@@ -221,6 +237,11 @@ class ChangeSource:
     def close(self) -> None:
         """End the iteration from another thread (cancels a watch that is waiting)."""
         self._stop.set()
+        self._end_watch()
+
+    def _end_watch(self) -> None:
+        """End the watch, if one is open, from another thread: on ``close``, or when a
+        snapshot is asked for (the session then takes it, see ``_snapshot_then_watch``)."""
         with self._lock:
             if self._stream is not None:
                 self._stream.close()
@@ -229,17 +250,23 @@ class ChangeSource:
         """The snapshot in progress, if any, then the watch from where it (or the tail) ends;
         returns when closed, or when a fragmented watch has delivered its large response."""
         keyspace = self._keyspace
+        stats = self._health.stats
+        if self._snapshot is None and self._health.snapshot_request.take():
+            metrics.SNAPSHOTS_REQUESTED.labels(self._label).inc()
+            self._snapshot = SnapshotCursor(reason=SnapshotReason.REQUESTED)
         if self._snapshot is not None:
             cursor = self._snapshot
             self._health.enter(Phase.SNAPSHOT)
             metrics.SNAPSHOT_IN_PROGRESS.labels(self._label).set(1)
+            progress = self._start_snapshot(cursor)
             log.info(
                 "snapshot starting",
                 extra={
                     "sink": self._label,
-                    "revision": cursor.revision or "current",
+                    "revision": cursor.revision,
                     "reason": cursor.reason.value,
                     "after_index": cursor.next_index,
+                    "keys": stats.snapshot_keys_expected,
                 },
             )
             for chunk in read_snapshot(
@@ -249,7 +276,11 @@ class ChangeSource:
                 page_bytes=self._page_bytes,
             ):
                 self._health.beat()
+                stats.etcd_heard_at = time.time()
                 metrics.SNAPSHOT_EVENTS.labels(self._label).inc(len(chunk.events))
+                progress.advance_to(cursor.scanned)
+                if chunk.events:
+                    self._last = chunk.events[-1].position
                 yield chunk
                 if self._stop.is_set():
                     return
@@ -259,13 +290,13 @@ class ChangeSource:
                 extra={
                     "sink": self._label,
                     "revision": cursor.revision,
-                    "events": cursor.next_index,
+                    "keys": cursor.scanned,
                 },
             )
             self._snapshot = None
             self._watch_from = cursor.revision + 1
         with self._lock:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._health.snapshot_request.pending:
                 return
             self._stream = self._connection.watch(
                 keyspace, start_revision=self._watch_from, fragment=self._fragment
@@ -282,14 +313,26 @@ class ChangeSource:
         try:
             for chunk in self._stream:
                 self._health.beat()
+                stats.etcd_heard_at = heard_at = time.time()
                 if chunk.events:
-                    self._watch_from = _resume_revision(chunk.events[-1])
+                    last = chunk.events[-1]
+                    self._watch_from = _resume_revision(last)
+                    self._last = last.position
+                    stats.last_event_at = heard_at
                 yield chunk
             self._fragment = False  # a fragmented watch ends once its big response is in
         finally:
             with self._lock:
                 self._stream.close()
                 self._stream = None
+
+
+def _first_index(revision: int, *, after: Position | None) -> int:
+    """The index a snapshot at ``revision`` starts at: 0, or after the changes of that
+    revision already handed on (a requested snapshot while the watch was at it)."""
+    if after is not None and after.revision == revision:
+        return after.index + 1
+    return 0
 
 
 def _resume_revision(last: Event) -> int:

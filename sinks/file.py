@@ -65,7 +65,24 @@ class FileSink(Sink):
                 f"file: cannot open {self.path}: {error.strerror}"
             ) from error
         self._descriptor = descriptor
-        last_line = _cut_torn_tail(descriptor)
+        return self._decode_tail(_last_complete_line(descriptor, cut=True))
+
+    def peek(self) -> Event | None:
+        """The last complete line, leaving a torn one for the running bridge to finish."""
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise SinkUnavailableError(
+                f"file: cannot read {self.path}: {error.strerror}"
+            ) from error
+        try:
+            return self._decode_tail(_last_complete_line(descriptor, cut=False))
+        finally:
+            os.close(descriptor)
+
+    def _decode_tail(self, last_line: bytes | None) -> Event | None:
         if last_line is None:
             return None
         try:
@@ -109,11 +126,11 @@ class FileSink(Sink):
         return self._descriptor
 
 
-def _cut_torn_tail(descriptor: int) -> bytes | None:
-    """Truncate anything after the last newline; return the last complete line, if any."""
+def _last_complete_line(descriptor: int, *, cut: bool) -> bytes | None:
+    """The last complete line, if any; with ``cut``, truncate anything after it first."""
     size = os.fstat(descriptor).st_size
     complete_end = _past_last_newline(descriptor, before=size)
-    if complete_end != size:
+    if cut and complete_end != size:
         os.ftruncate(descriptor, complete_end)
     if complete_end == 0:
         return None

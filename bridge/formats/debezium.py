@@ -82,7 +82,7 @@ def snapshot_flag(event: Event) -> str:
         return "true" if event.type is _MARKER else "false"
     if event.closes_snapshot:
         return "last"
-    return "first" if event.index == 1 else "true"
+    return "first" if event.opens_snapshot else "true"
 
 
 class DebeziumFormat(EventFormat):
@@ -367,6 +367,7 @@ def _event_of(payload: dict[str, Any], *, values: ValuesMode) -> Event:
         op=op,
         key=key,
         reason=None if reason is None else SnapshotReason(reason),
+        opens_snapshot=flag == "first",
         closes_snapshot=flag == "last",
     )
     if after is not None:

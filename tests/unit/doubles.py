@@ -206,6 +206,8 @@ class ScriptedEtcd:
         """(start, revision, limit) of every page asked for."""
         self.watches: list[tuple[int, bool]] = []
         """(start_revision, fragment) of every watch opened."""
+        self.counts: list[tuple[bytes, int]] = []
+        """(start, revision) of every count asked for."""
 
     def connect(self) -> int:
         self.connected += 1
@@ -238,6 +240,12 @@ class ScriptedEtcd:
             return RangePage(kvs=kvs, revision=pinned, more=len(keys) > limit)
 
         return page
+
+    def count_keys(self, *, start: bytes, end: bytes, revision: int) -> tuple[int, int]:
+        self.counts.append((start, revision))
+        if 0 < revision < self.compacted:
+            raise RevisionCompactedError(requested=revision, compacted=self.compacted)
+        return sum(start <= key < end for key in self._keys), self.revision
 
     def watch(self, keyspace: KeySpace, *, start_revision: int, fragment: bool) -> ChunkStream:
         self.watches.append((start_revision, fragment))

@@ -104,6 +104,7 @@ def snapshot(keys: int, *, revision: int = 20) -> list[Event]:
                 create_revision=3,
                 version=index,
                 lease=0,
+                opens_snapshot=index == 1,
                 closes_snapshot=index == keys,
             )
         )
@@ -518,6 +519,8 @@ def same_event(decoded: Event, event: Event, *, values: ValuesMode) -> None:
     if event.type is EventType.MARKER:
         return
     assert decoded.closes_snapshot == event.closes_snapshot
+    # One flag per record: a one-key snapshot's only key is "last", not "first".
+    assert decoded.opens_snapshot == (event.opens_snapshot and not event.closes_snapshot)
     prev = (event.prev_mod_revision, event.prev_create_revision, event.prev_version)
     assert (decoded.prev_mod_revision, decoded.prev_create_revision, decoded.prev_version) == prev
     assert decoded.prev_lease == event.prev_lease

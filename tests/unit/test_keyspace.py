@@ -81,9 +81,8 @@ def test_a_filtered_snapshot_numbers_only_the_keys_it_streams() -> None:
     assert [event.index for event in events] == list(range(len(streamed) + 2))
     assert events[-2].closes_snapshot and not any(event.closes_snapshot for event in events[:-2])
     # Resuming after a streamed key gives the same positions as reading straight through.
-    resumed = SnapshotCursor(
-        reason=SnapshotReason.INITIAL, revision=9, after_key=streamed[4], next_index=6
-    )
+    assert events[5].key == streamed[4]
+    resumed = SnapshotCursor.resuming(events[5])
     rest = [
         event
         for chunk in read_snapshot(etcd, keyspace=keyspace, cursor=resumed, page_bytes=65536)

@@ -61,6 +61,10 @@ def snapshot_event(op: Op, *, revision: int, index: int, key: bytes = b"/p/x") -
     return Event(revision, index, event_type, op, key, reason=reason)
 
 
+KEYS_TAIL_AFTER_BEGIN = snapshot_event(Op.SNAPSHOT_BEGIN, revision=7, index=0, key=b"/p/")
+KEYS_TAIL_AFTER_B = snapshot_event(Op.SNAPSHOT, revision=7, index=2, key=b"/p/b")
+
+
 def summary(events: list[Event]) -> list[tuple[int, int, str, bytes]]:
     return [(event.revision, event.index, event.op.value, event.key) for event in events]
 
@@ -100,7 +104,8 @@ def test_with_nothing_held_a_snapshot_comes_first() -> None:
         (8, 0, "update", b"/p/8-0"),
     ]
     assert events[0].reason is SnapshotReason.INITIAL
-    assert etcd.ranges[0][1] == 0 and {revision for _, revision, _ in etcd.ranges[1:]} == {7}
+    # Counting the keys pins the revision: every page is read at it.
+    assert etcd.counts == [(b"/p/", 0)] and {revision for _, revision, _ in etcd.ranges} == {7}
     assert etcd.watches == [(8, False)]
     assert health.phases == [Phase.SNAPSHOT, Phase.WATCHING]
 
@@ -124,6 +129,76 @@ def test_inside_a_snapshot_the_rest_of_it_comes_first(
     assert events[-2].op is Op.SNAPSHOT_END
     assert {revision for _, revision, _ in etcd.ranges} == {7}
     assert etcd.watches == [(8, False)]
+
+
+@pytest.mark.parametrize(
+    ("tail", "read_before"), [(KEYS_TAIL_AFTER_BEGIN, 0), (KEYS_TAIL_AFTER_B, 2)]
+)
+def test_a_snapshot_reports_its_progress_against_a_count(tail: Event, read_before: int) -> None:
+    """The keys are counted at the snapshot's revision; a resumed snapshot counts those before
+    its last key as read."""
+    etcd = ScriptedEtcd(revision=9, keys=KEYS, sessions=[history(range(8, 9))])
+    health = PhaseLog(sink=f"progress-{read_before}")
+    for chunk in source(etcd, tail=tail, health=health):
+        if chunk.events[-1].op is Op.SNAPSHOT_END:
+            break
+    stats = health.stats
+    assert (stats.snapshot_keys_expected, stats.snapshot_keys_read) == (3, 3)
+    assert etcd.counts[0] == (b"/p/", 7), "counted at the snapshot's own revision"
+    assert len(etcd.counts) == (1 if read_before == 0 else 2)
+    metric = counted("etcd_bridge_snapshot_keys_expected", health.sink)
+    assert metric == 3
+
+
+def requested(etcd: ScriptedEtcd, *, tail: Event, until: int) -> tuple[list[Event], PhaseLog]:
+    """What the source yields up to revision ``until`` when a snapshot is asked for after the
+    first change it hands on."""
+    health = PhaseLog(sink=f"requested-{id(etcd)}")
+    events: list[Event] = []
+    for chunk in source(etcd, tail=tail, health=health):
+        if not events:
+            health.snapshot_request.ask()
+        events += chunk.events
+        if events[-1].revision == until:
+            return events, health
+    raise AssertionError(f"the source ended before revision {until}")
+
+
+def test_a_requested_snapshot_numbers_on_after_the_changes_of_its_revision() -> None:
+    """Asked for while the watch is at etcd's revision 11: the snapshot is at 11 too, and its
+    positions follow the change of 11 already handed on, so the sink takes all of them."""
+    etcd = ScriptedEtcd(
+        revision=11, keys=KEYS, sessions=[history(range(11, 12)), history(range(12, 13))]
+    )
+    events, health = requested(etcd, tail=change(10), until=12)
+    prefix = KEYSPACE.describe()
+    assert summary(events) == [
+        (11, 0, "update", b"/p/11-0"),
+        (11, 1, "snapshot_begin", prefix),
+        (11, 2, "snapshot", b"/p/a"),
+        (11, 3, "snapshot", b"/p/b"),
+        (11, 4, "snapshot", b"/p/c"),
+        (11, 5, "snapshot_end", prefix),
+        (12, 0, "update", b"/p/12-0"),
+    ]
+    assert events[1].reason is SnapshotReason.REQUESTED is events[5].reason
+    assert [event.opens_snapshot for event in events[2:5]] == [True, False, False]
+    assert etcd.watches == [(11, False), (12, False)]
+    assert health.phases == [Phase.WATCHING, Phase.SNAPSHOT, Phase.WATCHING]
+    assert counted("etcd_bridge_snapshots_requested_total", health.sink) == 1
+    assert not health.snapshot_request.pending
+
+
+def test_a_requested_snapshot_at_a_later_revision_starts_at_index_0() -> None:
+    etcd = ScriptedEtcd(
+        revision=13, keys=KEYS, sessions=[history(range(11, 12)), history(range(14, 15))]
+    )
+    events, _health = requested(etcd, tail=change(10), until=14)
+    assert summary(events)[:2] == [
+        (11, 0, "update", b"/p/11-0"),
+        (13, 0, "snapshot_begin", KEYSPACE.describe()),
+    ]
+    assert etcd.watches == [(11, False), (14, False)]
 
 
 def test_a_compacted_watch_resyncs_with_a_new_snapshot() -> None:
