@@ -1,9 +1,14 @@
 """deploy/grafana: the dashboard imports anywhere (its datasource is an input chosen at
-import) and every per-sink query follows the ``instance`` and ``sink`` variables."""
+import), every query is valid PromQL, and every per-sink query follows the ``instance`` and
+``sink`` variables."""
 
 import re
+from pathlib import Path
+
+import yaml
 
 from tests.deploy.artifacts import dashboard, dashboard_panels
+from tests.deploy.promtool import promtool
 
 DATASOURCE = "${DS_PROMETHEUS}"
 SELECTOR = re.compile(r"\b(etcd_bridge_[a-z_]+)(\{[^}]*\})?")
@@ -45,3 +50,23 @@ def test_panels_have_unique_ids_and_fit_the_grid() -> None:
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
     assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
+
+
+def test_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel's query as a recording rule's, with Grafana's variables
+    replaced by what Grafana would put there (template variables' ``label_values`` queries
+    are Grafana's, not PromQL)."""
+    grafana = {"$__rate_interval": "1m", "$instance": ".*", "$sink": ".*"}
+    queries = []
+    for panel in dashboard_panels():
+        for target in panel.get("targets", []):
+            query = target["expr"]
+            for variable, value in grafana.items():
+                query = query.replace(variable, value)
+            queries.append(
+                {"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": query}
+            )
+    assert queries
+    rules = tmp_path / "dashboard.rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": queries}]}))
+    promtool("check", "rules", rules.name, cwd=tmp_path)

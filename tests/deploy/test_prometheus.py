@@ -1,14 +1,6 @@
 """deploy/prometheus: promtool checks the rules and runs their unit tests; every alert is
-tested firing, and documented in docs/operating.md under the anchor its runbook_url names.
+tested firing, and documented in docs/operating.md under the anchor its runbook_url names."""
 
-promtool comes with Debian's ``prometheus`` package, which scripts/test.sh installs: without
-it these tests fail rather than skip, so that untested rules cannot pass unnoticed.
-"""
-
-import shutil
-import subprocess
-
-import pytest
 import yaml
 
 from tests.deploy.artifacts import (
@@ -21,34 +13,15 @@ from tests.deploy.artifacts import (
     rule_expressions,
     rules,
 )
-
-
-def promtool(*arguments: str) -> None:
-    """Run promtool in deploy/prometheus; fail with its output unless it exits 0."""
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail(
-            "promtool is missing: install Debian's prometheus package (scripts/test.sh does)"
-        )
-    result = subprocess.run(
-        [binary, *arguments],
-        cwd=RULES.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"promtool {' '.join(arguments)}:\n{result.stdout}{result.stderr}"
-    )
+from tests.deploy.promtool import promtool
 
 
 def test_rules_are_valid() -> None:
-    promtool("check", "rules", RULES.name)
+    promtool("check", "rules", RULES.name, cwd=RULES.parent)
 
 
 def test_rule_unit_tests_pass() -> None:
-    promtool("test", "rules", RULE_TESTS.name)
+    promtool("test", "rules", RULE_TESTS.name, cwd=RULES.parent)
 
 
 def test_every_alert_is_tested_firing() -> None:
