@@ -306,9 +306,11 @@ def _start_http(settings: Settings, healths: list[PipelineHealth]) -> HealthServ
 def status(configuration: Configuration) -> tuple[list[str], list[str]]:
     """``etcd-bridge status``: each sink's durable position, read from the sink itself without
     changing it (``Sink.peek``: it works while the bridge is down, and beside a running one),
-    against etcd's current revision, with each pipeline's phase when a bridge answers on this
-    machine's HTTP port. Returns the lines to print and one line per problem (etcd or a sink
-    unreadable)."""
+    against etcd's current revision. When a bridge answers on this machine's HTTP port, each
+    pipeline's phase and lag come from it (it knows from etcd's progress answers when an idle
+    prefix is caught up); otherwise the lag is shown as at most etcd's revision minus the
+    sink's, since revisions outside the prefix count there. Returns the lines to print and
+    one line per problem (etcd or a sink unreadable)."""
     settings = configuration.settings
     problems: list[str] = []
     connection = EtcdConnection(settings.etcd)
@@ -319,7 +321,7 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
         problems.append(str(error))
     finally:
         connection.close()
-    phases = _running_phases(settings)
+    running = _running_pipelines(settings)
     rows = [("SINK", "POSITION", "ETCD REVISION", "LAG", "PHASE", "GUARANTEE", "FORMAT")]
     sinks = configuration.build_sinks()
     for (name, section), sink in zip(configuration.sinks, sinks, strict=True):
@@ -331,20 +333,22 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
         else:
             held = 0 if tail is None else tail.revision
             position = "empty" if tail is None else f"{tail.position} ({tail.op.value})"
-            lag = "-" if revision is None else str(max(0, revision - held))
+            lag = "-" if revision is None else f"<={max(0, revision - held)}"
+        if name in running:
+            lag = str(running[name]["lag_revisions"])
         rows.append(
             (
                 name,
                 position,
                 "-" if revision is None else str(revision),
                 lag,
-                phases.get(name, "-"),
+                str(running[name]["phase"]) if name in running else "-",
                 sink.guarantee,
                 plugins.section_format(section),
             )
         )
     lines = _table(rows)
-    if not phases and settings.http.enabled:
+    if not running and settings.http.enabled:
         lines.append(f"(no bridge answers at {_local_url(settings)}: down, or running elsewhere)")
     return lines, problems
 
@@ -356,8 +360,8 @@ def _local_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http.port}"
 
 
-def _running_phases(settings: Settings) -> dict[str, str]:
-    """Each pipeline's phase, as the bridge on this machine's HTTP port reports it (empty
+def _running_pipelines(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each pipeline's ``/positions`` entry from the bridge on this machine's HTTP port (empty
     when none answers)."""
     if not settings.http.enabled:
         return {}
@@ -368,7 +372,7 @@ def _running_phases(settings: Settings) -> dict[str, str]:
             pipelines = orjson.loads(response.read())["pipelines"]
     except (OSError, ValueError, KeyError):
         return {}
-    return {str(entry["sink"]): str(entry["phase"]) for entry in pipelines}
+    return {str(entry["sink"]): entry for entry in pipelines}
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

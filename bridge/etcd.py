@@ -34,6 +34,7 @@ the rest, because its high-level helpers hide what exactly-once needs:
 Raw etcd events become ``bridge.events.Event`` here, numbered within their revision.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -231,6 +232,9 @@ class Chunk:
     size: int = 0
     """Bytes of keys and values (previous values included) of ``events``: what the pump's
     queue and batches are bounded by, besides the event count."""
+    synced: bool = False
+    """A progress answer: etcd has sent every change of the watch up to ``revision``, so a
+    sink that holds what came before it is caught up to that revision (the lag metrics)."""
 
 
 def snapshot_event(kv: Any, *, revision: int, index: int) -> Event:
@@ -702,9 +706,10 @@ class WatchStream:
         self._in_fragments = not ends_revision
         total = len(raw_events)
         if total <= CHUNK_EVENTS:  # live changes, progress answers: as they are
-            yield self._chunker.chunk(
+            chunk = self._chunker.chunk(
                 raw_events, ends_revision=ends_revision, header=header_revision
             )
+            yield chunk if total else dataclasses.replace(chunk, synced=True)
             return
         for start in range(0, total, CHUNK_EVENTS):
             end = min(start + CHUNK_EVENTS, total)

@@ -103,17 +103,25 @@ class PipelineStats:
     snapshot_keys_read: int = 0
     """Keys read so far by the current (or last) snapshot, of how many it holds."""
     snapshot_keys_expected: int = 0
+    synced_revision: int = 0
+    """etcd said it had sent every change up to this revision (a progress answer), and the
+    sink holds them all: an idle prefix in a busy etcd is not behind."""
     last_event_at: float = 0.0
     """Unix time the pipeline last received a change from etcd."""
     etcd_heard_at: float = 0.0
     """Unix time its watch or snapshot last heard from etcd (a change, a progress answer, a
     page)."""
 
+    def caught_up_to(self, revision: int) -> None:
+        """The sink holds every change up to ``revision`` (see ``synced_revision``)."""
+        self.synced_revision = max(self.synced_revision, revision)
+        self.observe()
+
     def observe(self) -> None:
         """Publish the lag: revisions behind etcd, and seconds since last caught up."""
         held = self.held_revision
         now = time.monotonic()
-        if held >= self.etcd_revision or not self.caught_up_at:
+        if self.lag_revisions == 0 or not self.caught_up_at:
             self.caught_up_at = now
         sink = self.sink
         metrics.SINK_REVISION.labels(sink).set(held)
@@ -127,7 +135,8 @@ class PipelineStats:
 
     @property
     def lag_revisions(self) -> int:
-        return max(0, self.etcd_revision - self.held_revision)
+        """Revisions of etcd after those the sink is known to hold every change of."""
+        return max(0, self.etcd_revision - max(self.held_revision, self.synced_revision))
 
     @property
     def lag_seconds(self) -> float:

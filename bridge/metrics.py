@@ -34,7 +34,9 @@ SINK_REVISION = Gauge(
 )
 LAG_REVISIONS = Gauge(
     "etcd_bridge_lag_revisions",
-    "etcd's revision minus the sink's durable revision (revisions outside the prefix count).",
+    "etcd's revision minus the last one the sink is known to hold every change of: its last "
+    "event's, or the one of etcd's last progress answer once everything before it is held "
+    "(an idle prefix in a busy etcd is not behind).",
     ["sink"],
     registry=REGISTRY,
 )

@@ -187,10 +187,13 @@ class Pipeline:
                 continue
             batch: list[Event] = []
             size = 0
+            synced = 0
             while True:
                 if isinstance(item, _Failure):
                     raise item.error
                 self.stats.etcd_revision = max(self.stats.etcd_revision, item.revision)
+                if item.synced:
+                    synced = item.revision
                 batch.extend(past(item.events, last))
                 size += item.size
                 if len(batch) >= limits.batch_events or size >= limits.batch_bytes:
@@ -202,6 +205,8 @@ class Pipeline:
             if batch:
                 last = batch[-1].position
                 yield batch
+            if synced:  # the sink now holds every change up to it: flushed, or none came
+                self.stats.caught_up_to(synced)
 
 
 class _ChunkQueue:

@@ -49,6 +49,7 @@ def test_positions_a_requested_snapshot_and_status(
         path=output,
         BRIDGE_HTTP__ADMIN_TOKEN=TOKEN,
         BRIDGE_FILE__FSYNC="false",
+        BRIDGE_ETCD__STALL_TIMEOUT="1.5",  # progress answers asked for every 0.5 s when idle
     )
     bridge, port = serving(bridge_factory, **settings)
     bridge.wait_watching()
@@ -88,17 +89,34 @@ def test_positions_a_requested_snapshot_and_status(
     wait_for_revision(output, after)
     assert metric(port, "etcd_bridge_last_event_timestamp_seconds", sink="file") > 0
 
+    # Changes elsewhere in etcd: the idle prefix's sink is not behind, once etcd's progress
+    # answer says every change of the watch up to its revision was sent.
+    with server.client() as client:
+        for number in range(20):
+            elsewhere = client.put(f"/other/{number}", b"z").header.revision
+
+    def caught_up_elsewhere() -> bool:
+        reported = metric(port, "etcd_bridge_etcd_revision", sink="file")
+        return reported >= elsewhere and metric(port, "etcd_bridge_lag_revisions", sink="file") == 0
+
+    wait_for(caught_up_elsewhere, timeout=20, what="the idle sink to count as caught up")
+    assert metric(port, "etcd_bridge_sink_revision", sink="file") == after
+
     served = {**settings, "BRIDGE_HTTP__ENABLED": "true", "BRIDGE_HTTP__PORT": str(port)}
     code, shown = status(bridge_factory, served)
     tail = read_events(output)[-1]
     assert code == 0, shown
-    assert row(shown, "file")[:5] == ["file", str(tail.position), f"({tail.op.value})"] + [
-        str(after),
-        "0",
+    assert row(shown, "file")[:5] == [
+        "file",
+        str(tail.position),
+        f"({tail.op.value})",
+        str(elsewhere),
+        "0",  # from the running bridge, which knows the prefix is idle
     ]
     assert "watching" in row(shown, "file")
     bridge.terminate()
     code, shown = status(bridge_factory, served)
     assert code == 0, shown
     assert row(shown, "file")[1] == str(tail.position)
+    assert row(shown, "file")[4] == f"<={elsewhere - after}"
     assert "no bridge answers" in shown

@@ -111,6 +111,33 @@ def batch_sizes(pipeline: Pipeline, chunks: Sequence[Chunk]) -> list[int]:
     return sizes
 
 
+def test_a_progress_answer_catches_an_idle_sink_up_once_what_came_before_is_held() -> None:
+    """etcd moved on elsewhere (revision 50) while the prefix's last change was 3: after a
+    progress answer at 50 the sink lags by nothing, though its last event is at 3."""
+    sink = MemorySink()
+    progress = Chunk(events=[], revision=50, synced=True)
+    source = HistorySource([*history(range(1, 4)), Chunk(events=[], revision=40), progress])
+    stop = threading.Event()
+    health = PhaseLog(sink="progress-lag")
+    piped = pipeline(sink, source, stop=stop, health=health)
+    run(piped, stop=stop, until=lambda: health.stats.synced_revision == 50)
+    assert sink.durable[-1].revision == 3
+    assert health.stats.etcd_revision == 50
+    assert health.stats.lag_revisions == 0
+    assert REGISTRY.get_sample_value("etcd_bridge_lag_revisions", {"sink": "progress-lag"}) == 0
+
+
+def test_without_a_progress_answer_a_higher_revision_is_lag() -> None:
+    sink = MemorySink()
+    source = HistorySource([*history(range(1, 4)), Chunk(events=[], revision=40)])
+    stop = threading.Event()
+    health = PhaseLog(sink="no-progress-lag")
+    piped = pipeline(sink, source, stop=stop, health=health)
+    stats = health.stats
+    run(piped, stop=stop, until=lambda: stats.etcd_revision == 40 and stats.held_revision == 3)
+    assert stats.lag_revisions == 37
+
+
 def test_a_batch_ends_at_the_event_limit_between_chunks() -> None:
     """batch_events is soft: a batch takes whole chunks, and ends at the first chunk that
     reaches the limit, so possibly inside a revision (chunks of 3 changes of one revision)."""
