@@ -21,6 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pydantic import BaseModel, create_model
 
 from bridge.formats import FormatContext, build_format
+from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
@@ -115,9 +116,54 @@ def build_sink(
     """The sink registered as ``name``, built from its loaded ``section`` (``settings_model``)
     with the format the section selects: how the bridge builds every sink, and the tests too."""
     sink_class = load(name)
+    context = _sink_context(
+        name,
+        sink_class,
+        section,
+        pipeline=pipeline,
+        keyspace=keyspace,
+        cluster=cluster,
+        values=values,
+    )
+    return sink_class.from_settings(section, context=context)
+
+
+def build_reader(
+    name: str,
+    section: BaseModel,
+    *,
+    pipeline: str,
+    keyspace: KeySpace,
+    cluster: str = "etcd",
+    values: ValuesMode = ValuesMode.BYTES,
+) -> SinkReader:
+    """The reader of what the sink registered as ``name`` holds with ``section``, decoding
+    with the format the section selects; NoReaderError if it keeps nothing readable."""
+    sink_class = load(name)
+    context = _sink_context(
+        name,
+        sink_class,
+        section,
+        pipeline=pipeline,
+        keyspace=keyspace,
+        cluster=cluster,
+        values=values,
+    )
+    return sink_class.reader(section, context=context)
+
+
+def _sink_context(
+    name: str,
+    sink_class: type[Sink],
+    section: BaseModel,
+    *,
+    pipeline: str,
+    keyspace: KeySpace,
+    cluster: str,
+    values: ValuesMode,
+) -> SinkContext:
     output = output_settings(name, sink_class, section)
     context = FormatContext(pipeline=pipeline, cluster=cluster, keyspace=keyspace, values=values)
-    sink_context = SinkContext(
+    return SinkContext(
         pipeline=pipeline, keyspace=keyspace, format=build_format(output, context=context)
     )
-    return sink_class.from_settings(section, context=sink_context)

@@ -30,6 +30,11 @@ the positions; the sink owns durability. The contract, which every sink's tests 
 ``close()``
     Release connections. Idempotent. Never called concurrently with the others.
 
+``reader(settings, context=...) -> SinkReader`` (optional, a class method)
+    What the sink holds, read back without changing anything (``bridge.reader``): for
+    ``etcd-bridge verify`` and consumers. A sink that keeps nothing readable raises
+    ``NoReaderError`` saying why (the default).
+
 ``peek() -> Event | None`` (optional)
     The durable tail, read without changing anything, for ``etcd-bridge status`` beside a
     running bridge. By default ``open()`` then ``close()``, which suits a sink whose ``open``
@@ -57,6 +62,7 @@ from pydantic import BaseModel, ConfigDict
 from bridge.events import Event
 from bridge.formats import EventFormat, FormatContext
 from bridge.formats.native import NativeFormat
+from bridge.reader import NoReaderError, SinkReader
 from config.keyspace import KeySpace
 from config.output import FormatName, OutputSettings
 
@@ -125,6 +131,11 @@ class Sink(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; sinks without connections skip it
         """Release connections; idempotent."""
+
+    @classmethod
+    def reader(cls, settings: Any, *, context: SinkContext) -> SinkReader:
+        """A reader of what the sink holds with ``settings`` (see the module docstring)."""
+        raise NoReaderError(f"the {cls.name} sink offers no reader of what it holds")
 
     def peek(self) -> Event | None:
         """The durable tail, read without changing anything (see the module docstring)."""
