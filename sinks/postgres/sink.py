@@ -405,7 +405,8 @@ class PostgresSink(Sink):
             if found[column] != wanted:
                 raise SinkRejectedError(
                     f"{self._where}: column {column} of table {table.qualified} is "
-                    f"{found[column]}, not {wanted} as docs/postgres.md creates it; alter it "
+                    f"{found[column]}, not {wanted} (binary COPY needs the type the sink "
+                    "creates, docs/postgres.md); alter it "
                     f"(ALTER TABLE {table.qualified} ALTER COLUMN {column} TYPE {wanted}), or "
                     "set BRIDGE_POSTGRES__TABLE_PREFIX or BRIDGE_POSTGRES__SCHEMA_NAME to "
                     "tables of this sink"
