@@ -6,11 +6,16 @@ skips every event at or below the position it holds, (3) writes the rest, and (4
 position of the last one, then commits. Data and position are therefore never apart, which
 makes the sink exactly once across a ``kill -9`` of the bridge, a lost reply to a commit that
 went through (the rewrite skips it) and a second writer of the same pipeline (an old instance
-resuming after a pause waits for the lock, then skips what the other committed).
+resuming after a pause waits for the lock, then skips what the other committed). The
+connection is in autocommit mode and the transaction explicit, so that (1) and ``BEGIN`` go in
+one round trip, and (4) and ``COMMIT`` in another: each wait for the server hands the GIL to the
+pipeline's reader thread, which may keep it for a switch interval (5 ms) before the sink runs
+again, so a flush costs about that per round trip when the reader is busy.
 
 Modes (docs/postgres.md has the consumer's view):
 
-- ``changelog``: one row per event, written with ``COPY``.
+- ``changelog``: one row per event, written with ``COPY`` in binary format
+  (``sinks.postgres.rows`` says why).
 - ``mirror``: one row per key. A revision is applied whole at its last change (the one whose
   ``Event.more`` is unset) and the changes of several revisions in one transaction are reduced
   to the last per key first (nothing between them is visible to readers anyway); the changes
@@ -35,7 +40,7 @@ show ``PostgresSettings.safe_dsn``.
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import LiteralString, Self
 
 import psycopg
@@ -45,10 +50,10 @@ from psycopg.rows import TupleRow
 
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
-from bridge.events import Event, Op
+from bridge.events import Event, Op, past
 from bridge.sink import Sink, SinkContext
 from sinks.postgres import rows
-from sinks.postgres.schema import Schema
+from sinks.postgres.schema import Schema, Table
 from sinks.postgres.settings import PostgresMode, PostgresSettings
 
 log = logging.getLogger(__name__)
@@ -128,6 +133,14 @@ class _Writer:
     ) -> None:
         raise NotImplementedError
 
+    def _copy(self, cursor: psycopg.Cursor[TupleRow], rows: Iterable[Sequence[object]]) -> None:
+        """``rows`` into the mode's ``COPY`` table, in binary format (``sinks.postgres.rows``
+        says why), each column as the type the schema gives it."""
+        with cursor.copy(self.schema.copy) as copy:
+            copy.set_types(self.schema.copy_types)
+            for row in rows:
+                copy.write_row(row)
+
 
 class _ChangelogWriter(_Writer):
     """One row per event, by COPY."""
@@ -135,9 +148,7 @@ class _ChangelogWriter(_Writer):
     def write(
         self, cursor: psycopg.Cursor[TupleRow], events: Sequence[Event], *, held: Event | None
     ) -> None:
-        with cursor.copy(self.schema.copy_changelog) as copy:
-            for event in events:
-                copy.write_row(rows.changelog_row(self.pipeline, event))
+        self._copy(cursor, (rows.changelog_row(self.pipeline, event) for event in events))
 
 
 class _MirrorWriter(_Writer):
@@ -190,9 +201,7 @@ class _MirrorWriter(_Writer):
 
     def _stage(self, cursor: psycopg.Cursor[TupleRow], staged: list[Event]) -> None:
         if staged:
-            with cursor.copy(self.schema.copy_staging) as copy:
-                for event in staged:
-                    copy.write_row((self.pipeline, *rows.state_row(event)))
+            self._copy(cursor, ((self.pipeline, *rows.state_row(event)) for event in staged))
 
     def _unstage(self, cursor: psycopg.Cursor[TupleRow]) -> None:
         """Upsert what the staging table holds into the mirror, then empty it."""
@@ -212,6 +221,7 @@ class PostgresSink(Sink):
         self._schema = Schema(settings)
         writer = _ChangelogWriter if settings.mode is PostgresMode.CHANGELOG else _MirrorWriter
         self._writer = writer(self._schema, pipeline=pipeline)
+        self._begin_and_lock = self._schema.begin_and_lock(pipeline)
         self._connection: _TimedConnection | None = None
         self._pending: list[Event] = []
 
@@ -239,7 +249,6 @@ class PostgresSink(Sink):
         try:
             self._prepare(connection)
             row = connection.execute(self._schema.read_position, self._position_key).fetchone()
-            connection.commit()
         except psycopg.Error as error:
             self.close()
             raise self._translate(error, doing="opening the sink") from error
@@ -297,11 +306,13 @@ class PostgresSink(Sink):
         try:
             connection = _TimedConnection.connect(
                 own.dsn.get_secret_value(),
+                autocommit=True,
                 **own.connection_options(application_name=f"etcd-bridge:{self._pipeline}"),
             )
         except psycopg.Error as error:
             raise self._translate(error, doing="connecting") from error
         connection.reply_timeout = own.timeout
+        connection.adapters.register_dumper(None, rows.JsonbText)
         return connection
 
     def _prepare(self, connection: _TimedConnection) -> None:
@@ -314,13 +325,12 @@ class PostgresSink(Sink):
             "set_config('idle_in_transaction_session_timeout', %s, false)",
             (milliseconds, milliseconds),
         )
-        connection.commit()
         schema = self._schema
-        connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.name,))
-        self._create_missing(connection)
-        connection.commit()
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.name,))
+            self._create_missing(connection)
         for table in schema.tables:
-            self._check_columns(connection, table.qualified, table.columns)
+            self._check_columns(connection, table)
         missing = [
             f"{privilege} on {table.qualified}"
             for table in schema.tables
@@ -373,49 +383,64 @@ class PostgresSink(Sink):
         for table in missing:
             connection.execute(table.ddl)
 
-    def _check_columns(
-        self, connection: _TimedConnection, qualified: str, columns: tuple[str, ...]
-    ) -> None:
-        found = connection.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attnum > 0 AND NOT attisdropped",
-            (qualified,),
-        ).fetchall()
-        absent = sorted(set(columns) - {name for (name,) in found})
+    def _check_columns(self, connection: _TimedConnection, table: Table) -> None:
+        """Every column the sink uses is there, and those it writes by binary ``COPY`` have
+        exactly the type it sends (a table a DBA created with another type would refuse
+        every batch)."""
+        found: dict[str, str] = dict(
+            connection.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (table.qualified,),
+            ).fetchall()
+        )
+        absent = sorted(set(table.columns) - set(found))
         if absent:
             raise SinkRejectedError(
-                f"{self._where}: table {qualified} is not etcd-bridge's (it has no column "
+                f"{self._where}: table {table.qualified} is not etcd-bridge's (it has no column "
                 f"{', '.join(absent)}); set BRIDGE_POSTGRES__TABLE_PREFIX or "
                 "BRIDGE_POSTGRES__SCHEMA_NAME to tables of this sink"
             )
+        for column, wanted in table.copy_types.items():
+            if found[column] != wanted:
+                raise SinkRejectedError(
+                    f"{self._where}: column {column} of table {table.qualified} is "
+                    f"{found[column]}, not {wanted} (binary COPY needs the type the sink "
+                    "creates, docs/postgres.md); alter it "
+                    f"(ALTER TABLE {table.qualified} ALTER COLUMN {column} TYPE {wanted}), or "
+                    "set BRIDGE_POSTGRES__TABLE_PREFIX or BRIDGE_POSTGRES__SCHEMA_NAME to "
+                    "tables of this sink"
+                )
 
     def _commit(self, connection: _TimedConnection, events: list[Event]) -> int:
         """Write ``events`` past the locked position and the new position in one
         transaction; return how many were written."""
         schema = self._schema
         with connection.cursor() as cursor:
-            row = cursor.execute(schema.lock_position, self._position_key).fetchone()
+            cursor.execute(self._begin_and_lock)
+            cursor.nextset()
+            row = cursor.fetchone()
             if row is None:
                 raise SinkUnavailableError(
                     f"{self._where}: the position row of pipeline {self._pipeline!r} in "
                     f"{schema.tables[-1].qualified} was deleted; reopening recreates it"
                 )
             held = None if row[0] is None else Event.from_json(row[0])
-            fresh = events if held is None else [e for e in events if e.position > held.position]
-            if fresh:
-                self._writer.write(cursor, fresh, held=held)
-                last = fresh[-1]
-                cursor.execute(
-                    schema.save_position,
-                    {
-                        **self._position_key,
-                        "revision": last.revision,
-                        "index": last.index,
-                        "event": last.to_json(),
-                        "consistent": _consistent_revision(fresh),
-                    },
+            fresh = past(events, None if held is None else held.position)
+            if not fresh:
+                cursor.execute("COMMIT")
+                return 0
+            self._writer.write(cursor, fresh, held=held)
+            last = fresh[-1]
+            cursor.execute(
+                schema.save_and_commit(
+                    self._pipeline,
+                    last=last.to_json(),
+                    revision=last.revision,
+                    index=last.index,
+                    consistent=_consistent_revision(fresh),
                 )
-        connection.commit()
+            )
         return len(fresh)
 
     def _translate(self, error: psycopg.Error, *, doing: str) -> SinkError:

@@ -449,6 +449,24 @@ class TestFailures:
         ):
             sink.open()
 
+    def test_a_column_of_another_type_is_refused_naming_it(
+        self, postgres_database: PostgresDatabase
+    ) -> None:
+        """Rows go out in binary COPY format, which only the documented types read."""
+        with make_sink(postgres_database.dsn) as sink:
+            sink.open()
+        with postgres_database.connect() as connection:
+            connection.execute("ALTER TABLE etcd_bridge_changelog ALTER COLUMN index TYPE bigint")
+        with (
+            make_sink(postgres_database.dsn) as sink,
+            pytest.raises(
+                SinkRejectedError,
+                match="column index of table public.etcd_bridge_changelog is "
+                "bigint, not integer.*TABLE_PREFIX",
+            ),
+        ):
+            sink.open()
+
     def test_schema_and_prefix_place_the_tables(self, postgres_database: PostgresDatabase) -> None:
         events = mixed_events(seeded_history())
         deliver_and_reopen(
