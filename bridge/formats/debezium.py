@@ -16,18 +16,31 @@ exactly, values as carried. A delete's row is its ``before``; when etcd sent no 
 when base64).
 
 Speed: ``encode`` is on the hot path, and the envelope is half as large again as the native
-document, with twice the fields (``bench/encode.py`` measures both). The common case
+document, with three times the fields (``bench/encode.py`` measures both). The common case
 (values=bytes, UTF-8 key and values) is one ``try`` around the three decodes, as in
 ``Event.to_json``, and fills in place the dicts of a per-thread, per-op template record
-(``_templates``), which orjson then serializes in one call; the schemas are serialized once
-and spliced in as ``orjson.Fragment``. ``encode_lines`` reads the clock once per batch.
-Alternatives measured and dropped: five fresh dicts per event (a fifth slower), bytes
-%-formatting, joins and f-strings of pre-escaped pieces (slower than orjson's dict path).
+(``_templates``), which orjson then serializes in one call. Building and serializing dicts is
+what costs, so the template holds as few as it can: the source block's constant fields are
+serialized once and spliced in as ``orjson.Fragment`` values of a flat record, whose
+fragments open and close the block around the fields that vary:
+
+    {"before": row, "after": row,
+     "source": F('{"version":…,"connector":…,"name":…,"ts_ms":T'),   (once per millisecond)
+     "snapshot": F('"false","db":…,"cluster":…,"prefix":…'),        (one per flag)
+     "revision": R, "index": I,
+     "reason": F('null},"op":"u"'),                                  (one per reason and op)
+     "ts_ms": T, "transaction": None}
+
+which orjson writes as the envelope, byte for byte (the unit tests hold it to ``_change``,
+which builds the same record by the book). The schemas are spliced in the same way, and the
+clock is read once per record (``encode``) or per batch (``encode_lines``). Alternatives
+measured and dropped: fresh dicts per event (a fifth slower: a dict costs more to build than
+to fill), bytes %-formatting, joins and f-strings of pre-escaped pieces (slower than orjson's
+dict path).
 """
 
 import importlib.metadata
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +48,12 @@ import orjson
 
 from bridge.encoding import encode_field
 from bridge.events import Event, EventType, Op, SnapshotReason
-from bridge.formats.base import EventFormat, FormatContext
+from bridge.formats.base import (
+    EventFormat,
+    FormatContext,
+    MillisecondClock,
+    json_members,
+)
 from bridge.formats.values import embed_fields, extract_fields
 from config.output import FormatName, OutputSettings, ValuesMode
 
@@ -53,10 +71,22 @@ _CODE_TYPES = {"c": EventType.PUT, "u": EventType.PUT, "r": EventType.PUT, "d": 
 _NO_BEFORE = frozenset({Op.CREATE, Op.SNAPSHOT})
 _MARKER_CODE = "m"
 _SNAPSHOT_FLAGS = frozenset({"first", "true", "last", "false"})
+_REASONS: tuple[SnapshotReason | None, ...] = (None, *SnapshotReason)
 _Row = dict[str, Any]
+_Clock = tuple[int, orjson.Fragment]
+"""``ts_ms`` and the source block's head, which holds it (``MillisecondClock.now``)."""
 _Templates = dict[
-    str, tuple[dict[str, Any], _Row | None, _Row | None, dict[str, Any], dict[str, Any]]
+    str,
+    tuple[
+        _Row | None,
+        _Row | None,
+        dict[str, Any],
+        dict[SnapshotReason | None, orjson.Fragment],
+        dict[str, Any],
+    ],
 ]
+"""Per op code: the ``before`` and ``after`` rows, the flat record, its source block's
+closing fragment per reason, and the document to serialize (the record, wrapped)."""
 _VALUE = ("value",)
 _KEY = ("key",)
 
@@ -67,12 +97,6 @@ def package_version() -> str:
         return importlib.metadata.version("etcd-bridge")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds: ``ts_ms``. etcd keeps no commit time, so this is when the
-    record was encoded."""
-    return time.time_ns() // 1_000_000
 
 
 def snapshot_flag(event: Event) -> str:
@@ -100,6 +124,21 @@ class DebeziumFormat(EventFormat):
         self._cluster = context.cluster
         self._prefix = context.keyspace.describe().decode("utf-8", "backslashreplace")
         self._local = threading.local()
+        # ``ts_ms``: when the record was encoded (etcd keeps no commit time).
+        self._clock = MillisecondClock(self._source_head)
+        # The spliced parts of the source block (see the module docstring).
+        constants = json_members({"db": self._cluster, "cluster": self._cluster})
+        constants += b"," + json_members({"prefix": self._prefix})
+        self._flags = {
+            flag: orjson.Fragment(orjson.dumps(flag) + b"," + constants) for flag in _SNAPSHOT_FLAGS
+        }
+        self._closings = {
+            code: {
+                reason: orjson.Fragment(orjson.dumps(reason) + b"}," + json_members({"op": code}))
+                for reason in _REASONS
+            }
+            for code in _CODE_OPS
+        }
         # The schemas, pre-serialized: orjson splices them into every wrapped record.
         self._envelope_schema = self._message_schema = self._key_schema = None
         marker_key_schema = None
@@ -114,19 +153,20 @@ class DebeziumFormat(EventFormat):
     # -- encoding -------------------------------------------------------------------------
 
     def encode(self, event: Event) -> bytes:
-        try:  # _own_templates and now_ms inlined: a call costs a twentieth of an envelope
+        try:  # _own_templates inlined: a call costs a twentieth of an envelope
             templates = self._local.templates
         except AttributeError:
             templates = self._own_templates()
-        return orjson.dumps(self._document(event, time.time_ns() // 1_000_000, templates))
+        return orjson.dumps(self._document(event, self._clock.now(), templates))
 
     def encode_lines(self, batch: Sequence[Event]) -> bytes:
         """As the base, with one ``ts_ms`` for the whole batch: a clock read costs about a
-        twentieth of an envelope. (``+ b"\\n"`` measured faster than orjson's
-        ``OPT_APPEND_NEWLINE`` here, whose results all stay allocated until the join.)"""
-        ts_ms, templates = now_ms(), self._own_templates()
+        twentieth of an envelope. (``+ b"\\n"`` measured faster than joining orjson's results
+        with newlines, or its ``OPT_APPEND_NEWLINE``: those results all stay allocated until the
+        join.)"""
+        clock, templates = self._clock.now(), self._own_templates()
         document, dumps = self._document, orjson.dumps
-        return b"".join([dumps(document(event, ts_ms, templates)) + b"\n" for event in batch])
+        return b"".join([dumps(document(event, clock, templates)) + b"\n" for event in batch])
 
     def record_key(self, event: Event) -> bytes:
         """Debezium's key shape: ``{"key": <etcd key>}`` (base64 and ``"b64": ["key"]`` when
@@ -151,7 +191,7 @@ class DebeziumFormat(EventFormat):
             templates = self._local.templates
         except AttributeError:
             templates = self._own_templates()
-        return orjson.dumps(self._document(event, time.time_ns() // 1_000_000, templates))
+        return orjson.dumps(self._document(event, self._clock.now(), templates))
 
     def _own_templates(self) -> "_Templates":
         """This thread's templates (``_templates``), made on its first call."""
@@ -161,16 +201,22 @@ class DebeziumFormat(EventFormat):
             templates = self._local.templates = self._templates()
             return templates
 
-    def _document(self, event: Event, ts_ms: int, templates: "_Templates") -> dict[str, Any]:
+    def _source_head(self, ts_ms: int) -> orjson.Fragment:
+        """The source block up to ``ts_ms``, left open (see the module docstring)."""
+        head = {"version": self._version, "connector": CONNECTOR, "name": self._pipeline}
+        return orjson.Fragment(b"{" + json_members({**head, "ts_ms": ts_ms}))
+
+    def _document(self, event: Event, clock: _Clock, templates: "_Templates") -> dict[str, Any]:
         """The JSON document of ``event``'s record, wrapped with its schema if enabled. On the
         fast path it is one of ``templates``, filled in: serialize it before the next call."""
         code = _OP_CODES.get(event.op)
+        ts_ms = clock[0]
         if code is None:  # a marker
             return self._message(event, ts_ms)
         if not self._fast:
             return _wrap(self._change(event, code, ts_ms), self._envelope_schema)
         # The common case (see the module docstring).
-        source, before, after, envelope, record = templates[code]
+        before, after, record, tails, document = templates[code]
         try:
             key = event.key.decode()
             if after is not None:
@@ -195,31 +241,30 @@ class DebeziumFormat(EventFormat):
                 before["lease"] = event.prev_lease
         except UnicodeDecodeError:
             return _wrap(self._change(event, code, ts_ms), self._envelope_schema)
-        source["ts_ms"] = ts_ms
-        source["revision"] = event.revision
-        source["index"] = event.index
-        source["reason"] = event.reason
+        record["source"] = clock[1]
+        record["revision"] = event.revision
+        record["index"] = event.index
+        record["reason"] = tails[event.reason]
+        record["ts_ms"] = ts_ms
         if code == "r":
-            source["snapshot"] = snapshot_flag(event)
-        envelope["ts_ms"] = ts_ms
-        return record
+            record["snapshot"] = self._flags[snapshot_flag(event)]
+        return document
 
     def _templates(self) -> "_Templates":
-        """One record per op code, with its source block, ``before`` and ``after`` rows (None
-        where the op has none), that one thread's fast path fills in place: filling them
-        costs less than building five dicts per event, an op's own record leaves its
-        constant fields (``op``, ``snapshot``, which rows) set, and a thread of its own
-        keeps another thread's record intact."""
+        """One flat record per op code (see the module docstring), with its ``before`` and
+        ``after`` rows (None where the op has none), that one thread's fast path fills in
+        place: filling them costs less than building dicts per event, an op's own record
+        leaves its constant fields (``op``, ``snapshot``, which rows) set, and a thread of
+        its own keeps another thread's record intact."""
         templates: _Templates = {}
         for code in _CODE_OPS:
-            source = self._source(Event(0, 0, _MARKER, _SNAPSHOT, b""), flag="false", ts_ms=0)
             before = _row_template() if code in "ud" else None
             after = _row_template() if code in "cur" else None
-            envelope: dict[str, Any] = {"before": before, "after": after, "source": source}
-            envelope["op"] = code
-            envelope.update(ts_ms=0, transaction=None)
-            record = _wrap(envelope, self._envelope_schema)
-            templates[code] = (source, before, after, envelope, record)
+            tails = self._closings[code]
+            record: dict[str, Any] = {"before": before, "after": after}
+            record.update(source=self._clock.now()[1], snapshot=self._flags["false"])
+            record.update(revision=0, index=0, reason=tails[None], ts_ms=0, transaction=None)
+            templates[code] = (before, after, record, tails, _wrap(record, self._envelope_schema))
         return templates
 
     def _change(self, event: Event, code: str, ts_ms: int) -> dict[str, Any]:

@@ -293,6 +293,27 @@ def test_encode_lines_matches_encode_but_for_the_time() -> None:
         assert record == alone
 
 
+@pytest.mark.parametrize("schemas", [False, True], ids=["plain", "schemas"])
+def test_the_fast_path_writes_what_the_general_path_writes(schemas: bool) -> None:
+    """``encode`` splices pre-serialized fragments into a flat template record for speed; the
+    bytes must be those of the envelope built by the book (``_change``)."""
+    format_ = debezium(schemas=schemas)
+    one_key = snapshot(1, revision=21)[1]
+    one_key.reason = SnapshotReason.INITIAL
+    events = [create(), update(), delete(), *snapshot(3), one_key, *transaction()]
+    for event in events:
+        if event.type is EventType.MARKER:
+            continue
+        record = format_.encode(event)
+        document = payload_of(record)
+        payload = document["payload"] if schemas else document
+        code = {Op.CREATE: "c", Op.UPDATE: "u", Op.DELETE: "d", Op.SNAPSHOT: "r"}[event.op]
+        general = format_._change(event, code, payload["ts_ms"])
+        if schemas:
+            general = {"schema": document["schema"], "payload": general}
+        assert record == orjson.dumps(general)
+
+
 # -- markers and record keys ----------------------------------------------------------------
 
 
