@@ -16,9 +16,8 @@ why, and ``verify`` reports that sink as not verifiable rather than failing the 
 
 import abc
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Self
 
+from bridge.closing import Closing
 from bridge.errors import BridgeError
 from bridge.events import Event, Position
 
@@ -27,22 +26,8 @@ class NoReaderError(BridgeError):
     """The sink keeps nothing that can be read back (the message says why)."""
 
 
-class SinkReader:
+class SinkReader(Closing):
     """Base of both kinds of reader: a context manager that releases its connections."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook; readers without connections skip it
-        """Release connections; idempotent."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class StreamReader(SinkReader):

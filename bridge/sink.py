@@ -54,11 +54,11 @@ pyproject.toml exactly like a third party's.
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from bridge.closing import Closing
 from bridge.events import Event
 from bridge.formats import EventFormat, FormatContext
 from bridge.formats.native import NativeFormat
@@ -92,7 +92,7 @@ class SinkContext:
     reads its tail back with it where it reads records back."""
 
 
-class Sink(abc.ABC):
+class Sink(Closing, abc.ABC):
     """Base class of every sink; see the module docstring for the contract."""
 
     name: ClassVar[str]
@@ -129,9 +129,6 @@ class Sink(abc.ABC):
     def flush(self) -> None:
         """Make everything written durable before returning."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook; sinks without connections skip it
-        """Release connections; idempotent."""
-
     @classmethod
     def reader(cls, settings: Any, *, context: SinkContext) -> SinkReader:
         """A reader of what the sink holds with ``settings`` (see the module docstring)."""
@@ -141,14 +138,3 @@ class Sink(abc.ABC):
         """The durable tail, read without changing anything (see the module docstring)."""
         with self:
             return self.open()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

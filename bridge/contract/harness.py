@@ -11,9 +11,8 @@ an ``outage`` of the server, and a ``poison`` event the sink must refuse for goo
 import abc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Self
 
+from bridge.closing import Closing
 from bridge.events import Event
 from bridge.sink import Sink
 from config.keyspace import KeySpace
@@ -24,7 +23,7 @@ PREFIX = b"/contract/"
 KEYSPACE = KeySpace.of([PREFIX])
 
 
-class SinkHarness(abc.ABC):
+class SinkHarness(Closing, abc.ABC):
     """One sink on one fresh, isolated destination; closed after the check that used it."""
 
     @abc.abstractmethod
@@ -56,17 +55,6 @@ class SinkHarness(abc.ABC):
         the pump can hand it."""
         return None
 
-    def close(self) -> None:  # noqa: B027 - optional hook; harnesses holding nothing skip it
+    def close(self) -> None:
         """Release what the harness opened (clients, temporary names); never the server it
         was given."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
