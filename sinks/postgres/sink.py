@@ -46,6 +46,7 @@ from psycopg.rows import TupleRow
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op
+from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from sinks.postgres import rows
 from sinks.postgres.schema import Schema
@@ -218,6 +219,14 @@ class PostgresSink(Sink):
     @classmethod
     def from_settings(cls, settings: PostgresSettings, *, context: SinkContext) -> Self:
         return cls(settings=settings, pipeline=context.pipeline)
+
+    @classmethod
+    def reader(cls, settings: PostgresSettings, *, context: SinkContext) -> SinkReader:
+        """What the sink holds, read back read-only: a stream of the changelog, or the mirror's
+        state (``sinks.postgres.reader``)."""
+        from sinks.postgres.reader import reader_of  # it builds on this module
+
+        return reader_of(settings, pipeline=context.pipeline)
 
     @property
     def mode(self) -> PostgresMode:
