@@ -29,6 +29,13 @@ consumer had nothing more pending: what the stream held when it was read, a live
 newer messages included up to then. The reader never creates the stream: a missing one holds
 nothing.
 
+**No server-side filter on the consumer.** It takes every subject of the stream, and the
+reader matches each message's subject against the filter itself: on nats-server 2.9 (file
+storage), a consumer filtered by a wildcard and started mid-stream under-counts what is
+pending and stops delivering early (the tests met it), while an unfiltered one does not; a
+stream of one pipeline rarely holds anything else. The probes' ``next_by_subj`` is not
+affected.
+
 **Threads.** nats-py is asyncio; like the sink, the reader runs one event loop on one named
 thread (``sinks.nats.loop``), created on first use and stopped by ``close()``, and the
 synchronous iterator waits on it with deadlines. Every failure is the sink's own one-line
@@ -56,6 +63,7 @@ from sinks.nats.connection import Connection, check_subjects, connect, deadline,
 from sinks.nats.loop import LoopThread
 from sinks.nats.messages import HEADER_INDEX, HEADER_PIPELINE, HEADER_REVISION, read_message
 from sinks.nats.settings import NatsSettings
+from sinks.nats.subjects import covers
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,8 @@ PAGE_MESSAGES = 1000
 PAGE_BYTES = 16 * 1024 * 1024
 """What one page should hold at most, judged by the stream's average message size: well under
 the 64 MiB a nats-server lets a client fall behind before it closes the connection."""
+CONSUMER_PREFIX = "etcd-bridge-reader-"
+"""How the name of a page's consumer starts, so that an operator listing consumers knows it."""
 _CONSUMER_LINGER_SECONDS = 30.0
 """How long the server keeps a page's consumer that nobody pulls from (its reader died)."""
 
@@ -75,6 +85,7 @@ class _Message:
     """One message as a page brings it: what ``read_message`` needs, and its sequence."""
 
     sequence: int
+    subject: str
     headers: dict[str, str]
     data: bytes
 
@@ -83,7 +94,7 @@ class _Message:
 class _Page:
     messages: list[_Message]
     more: bool
-    """Messages on the filter followed the page's last when it was read."""
+    """Messages followed the page's last when it was read."""
 
 
 class NatsReader(StreamReader):
@@ -119,6 +130,7 @@ class NatsReader(StreamReader):
                 doing=f"looking for the first message past {after} in stream {stream!r}",
             )
         page_size = _page_size(info, limit=self.page_messages)
+        subjects = self.settings.subject_filter
         skipped = 0
         while True:
             page = self._run(
@@ -126,7 +138,10 @@ class NatsReader(StreamReader):
                 doing=f"reading stream {stream!r} from sequence {sequence}",
             )
             for message in page.messages:
-                if message.headers.get(HEADER_PIPELINE) != self.pipeline:
+                if (
+                    not covers(subjects, message.subject)
+                    or message.headers.get(HEADER_PIPELINE) != self.pipeline
+                ):
                     skipped += 1
                     continue
                 event = read_message(
@@ -143,7 +158,7 @@ class NatsReader(StreamReader):
             sequence = page.messages[-1].sequence + 1
         if skipped:
             log.warning(
-                "nats reader skipped messages of other pipelines",
+                "nats reader skipped messages of other subjects or pipelines",
                 extra={"stream": stream, "skipped": skipped, "pipeline": self.pipeline},
             )
 
@@ -225,11 +240,11 @@ class NatsReader(StreamReader):
         return None
 
     async def _page(self, sequence: int, *, size: int) -> _Page:
-        """Up to ``size`` messages on the filter from ``sequence`` on, through a consumer made
+        """Up to ``size`` messages of the stream from ``sequence`` on, through a consumer made
         for this page and deleted after it."""
         connection = await self._js()
         js, stream = connection.js, self.settings.stream
-        name = f"etcd-bridge-reader-{uuid.uuid4().hex}"
+        name = f"{CONSUMER_PREFIX}{uuid.uuid4().hex}"
         info = await js.add_consumer(
             stream,
             config=ConsumerConfig(
@@ -237,7 +252,6 @@ class NatsReader(StreamReader):
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=max(1, sequence),
                 ack_policy=AckPolicy.NONE,
-                filter_subject=self.settings.subject_filter,
                 mem_storage=True,
                 num_replicas=1,
                 inactive_threshold=_CONSUMER_LINGER_SECONDS,
@@ -281,6 +295,7 @@ class NatsReader(StreamReader):
                 messages.append(
                     _Message(
                         sequence=metadata.sequence.stream,
+                        subject=message.subject,
                         headers=dict(message.headers or {}),
                         data=message.data,
                     )
