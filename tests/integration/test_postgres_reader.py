@@ -5,10 +5,11 @@ Two bridges (``python -m bridge run``), one per mode, write one history into one
 initial snapshot of keys written before they start (keys whose byte order is not their
 collation order, a non-UTF-8 one among them), then puts, updates, deletes and multi-key
 transactions, cut into batches of 7 events so that revisions straddle batches (the mirror
-stages them), and last a transaction putting the odd keys again. The changelog reader must yield exactly the rows SQL reads, in position order,
-from the start and past any position, in pages of any size; the mirror's reader must give
-etcd's own range of the prefix at the revision it reports, key for key, in byte order, and
-keep to that revision while the table changes under it. A row deleted from the changelog
+stages them), and last a transaction putting the odd keys again. The changelog reader must
+yield exactly the rows SQL reads, in position order, from the start and past any position,
+in pages of any size; the mirror's reader must give etcd's own range of the prefix at the
+revision it reports, key for key, in byte order, and keep to that revision while the table
+changes under it. A row deleted from the changelog
 must be missing from what the reader yields; a reader must create nothing, need nothing but
 ``SELECT``, and fail in one line naming the setting.
 """
