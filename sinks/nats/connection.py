@@ -7,11 +7,12 @@ its own (``allow_reconnect=False``): a lost connection fails the flush, the pump
 sink with its backoff, and the reopen reads the durable tail anew, which is what keeps a
 reconnect from replaying stale buffered publishes behind the sink's back.
 
-``translate`` is the one place a nats-py exception becomes a ``SinkError``: unreachable servers,
-timeouts and a JetStream without a leader are ``SinkUnavailableError``; wrong credentials, a
-missing permission, TLS that cannot be verified, a refused stream configuration are
-``SinkRejectedError``, each one line naming the setting to fix. Callbacks from the client only
-record what they saw (``Connection.errors``); the owning code raises.
+``translate`` is the one place a nats-py exception becomes a ``SinkError``, for the sink and its
+reader alike (``sinks.nats.reader``): unreachable servers, timeouts (the client's, or the loop
+thread's deadline) and a JetStream without a leader are ``SinkUnavailableError``; wrong
+credentials, a missing permission, TLS that cannot be verified, a refused stream
+configuration are ``SinkRejectedError``, each one line naming the setting to fix. Callbacks
+from the client only record what they saw (``Connection.errors``); the owning code raises.
 """
 
 import asyncio
@@ -31,6 +32,7 @@ from nats.js.api import StorageType, StreamConfig, StreamInfo
 
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event
+from sinks.nats.loop import LoopTimeoutError
 from sinks.nats.messages import read_tail
 from sinks.nats.settings import NatsSettings
 from sinks.nats.subjects import covers
@@ -46,6 +48,8 @@ REPLICAS_UNSUPPORTED = frozenset({10074, 10023})
 """More replicas than the cluster has servers, or replicas without a cluster."""
 _CLOSE_SECONDS = 1.0
 """How long a client whose connect failed may take to close."""
+_GRACE_SECONDS = 5.0
+"""Added to a coroutine's own deadline before the loop thread gives up waiting for it."""
 
 
 @dataclass
@@ -168,6 +172,12 @@ async def open_stream(connection: Connection, *, settings: NatsSettings) -> Stre
                 "is false; create it or set BRIDGE_NATS__STREAM to an existing one"
             ) from None
         info = await _create_stream(js, settings=settings)
+    check_subjects(info, settings=settings)
+    return info
+
+
+def check_subjects(info: StreamInfo, *, settings: NatsSettings) -> None:
+    """Refuse a stream whose subjects do not capture every subject of the template."""
     wanted = settings.subject_filter
     subjects = info.config.subjects or []
     if not any(covers(subject, wanted) for subject in subjects):
@@ -176,7 +186,6 @@ async def open_stream(connection: Connection, *, settings: NatsSettings) -> Stre
             f"not {wanted!r}; add it to the stream's subjects, or choose another "
             "BRIDGE_NATS__STREAM or BRIDGE_NATS__SUBJECT"
         )
-    return info
 
 
 async def _create_stream(js: JetStreamContext, *, settings: NatsSettings) -> StreamInfo:
@@ -258,6 +267,12 @@ async def tail_of(
     return StreamTail(sequence=sequence, event=event, max_message_bytes=limit)
 
 
+def deadline(settings: NatsSettings) -> float:
+    """How long the loop thread waits for one coroutine: longer than the client's own
+    deadlines inside it, so that those, which say more, fire first."""
+    return max(settings.timeout * 3, settings.flush_timeout) + _GRACE_SECONDS
+
+
 def _is_permission(error: BaseException) -> bool:
     return "permissions violation" in str(error).lower()
 
@@ -273,6 +288,8 @@ def translate(
     if isinstance(error, SinkError):
         return error
     where = f"nats at {', '.join(settings.servers)}"
+    if isinstance(error, LoopTimeoutError):
+        return SinkUnavailableError(f"{where} did not answer in time ({error}), {doing}")
     permission = connection.permission_error() if connection is not None else None
     if permission is not None or _is_permission(error):
         return SinkRejectedError(

@@ -1,4 +1,5 @@
-"""The sink's messages as JetStream holds them, and the stream's last one read back.
+"""The sink's messages as JetStream holds them, and one read back (the stream's last, on open,
+or any, by a reader).
 
 One message per event: the subject from ``sinks.nats.subjects``, the payload one record of
 the sink's format (``BRIDGE_NATS__FORMAT``, docs/formats.md; native by default: docs/events.md)
@@ -101,7 +102,26 @@ def read_tail(
     """The event the stream's last message (at ``sequence``) holds, its payload read with
     ``decode`` (the sink's format); SinkRejectedError when the message is not one of this
     pipeline's (another pipeline's, not etcd-bridge's, or of another format)."""
-    where = f"nats: the last message of stream {stream!r} (sequence {sequence})"
+    return read_message(
+        where=f"nats: the last message of stream {stream!r} (sequence {sequence})",
+        headers=headers,
+        data=data,
+        pipeline=pipeline,
+        decode=decode,
+    )
+
+
+def read_message(
+    *,
+    where: str,
+    headers: Mapping[str, str] | None,
+    data: bytes | None,
+    pipeline: str,
+    decode: Callable[[bytes], Event],
+) -> Event:
+    """The event one of the pipeline's messages holds (``where`` names the message in
+    errors): the tail read back on open, or a message a reader meets. SinkRejectedError when
+    it is not one of this pipeline's, or its id disagrees with what its payload holds."""
     found = dict(headers or {})
     owner = found.get(HEADER_PIPELINE)
     if owner is None or MSG_ID not in found:

@@ -54,19 +54,17 @@ from bridge.formats import EventFormat
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.keyspace import KeySpace
 from config.output import FormatName
-from sinks.nats.connection import Connection, connect, open_stream, tail_of, translate
-from sinks.nats.loop import LoopThread, LoopTimeoutError
+from sinks.nats.connection import Connection, connect, deadline, open_stream, tail_of, translate
+from sinks.nats.loop import LoopThread
 from sinks.nats.messages import Framer
 from sinks.nats.publisher import Publisher
+from sinks.nats.reader import NatsReader
 from sinks.nats.settings import NatsSettings
 from sinks.nats.subjects import SubjectRouter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_GRACE_SECONDS = 5.0
-"""Added to a coroutine's own deadline before the loop thread gives up waiting for it."""
 
 
 class NatsSink(Sink):
@@ -104,6 +102,14 @@ class NatsSink(Sink):
             pipeline=context.pipeline,
             keyspace=context.keyspace,
             record_format=context.format,
+        )
+
+    @classmethod
+    def reader(cls, settings: NatsSettings, *, context: SinkContext) -> NatsReader:
+        """The pipeline's events in the stream, read back without changing anything
+        (``sinks.nats.reader``)."""
+        return NatsReader(
+            settings=settings, pipeline=context.pipeline, record_format=context.format
         )
 
     def open(self) -> Event | None:
@@ -206,16 +212,10 @@ class NatsSink(Sink):
             coroutine.close()
             raise SinkUnavailableError("nats: the sink is not open")
         try:
-            return loop.run(coroutine, timeout=self._deadline())
+            return loop.run(coroutine, timeout=deadline(self.settings))
         except SinkError:
             self._fail()
             raise
-        except LoopTimeoutError as error:
-            self._fail()
-            raise SinkUnavailableError(
-                f"nats at {', '.join(self.settings.servers)} did not answer in time ({error}), "
-                f"{doing}"
-            ) from error
         except Exception as error:
             self._fail()
             raise translate(
@@ -226,10 +226,6 @@ class NatsSink(Sink):
         """After a failure: nothing more until a reopen, whose session is careful."""
         self._broken = True
         self._careful = True
-
-    def _deadline(self) -> float:
-        own = self.settings
-        return max(own.timeout * 3, own.flush_timeout) + _GRACE_SECONDS
 
     def _require_publisher(self) -> Publisher:
         if self._broken:

@@ -27,7 +27,7 @@ Modes (docs/postgres.md has the consumer's view):
   one revision, which ``<prefix>positions.consistent_revision`` names.
 
 Timeouts: libpq has none for a server that accepts a query and then stops answering (a paused
-VM, SIGSTOP: its kernel still acknowledges TCP), so ``_TimedConnection`` bounds every wait of
+VM, SIGSTOP: its kernel still acknowledges TCP), so ``TimedConnection`` bounds every wait of
 psycopg for the server by ``BRIDGE_POSTGRES__TIMEOUT``; the server's own ``statement_timeout``
 and ``idle_in_transaction_session_timeout`` end what a vanished client left behind.
 
@@ -51,6 +51,7 @@ from psycopg.rows import TupleRow
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, past
+from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from sinks.postgres import rows
 from sinks.postgres.schema import Schema, Table
@@ -83,7 +84,7 @@ _WAIT_INTERVAL = 0.1
 """How often psycopg wakes up while waiting (its own default), seconds."""
 
 
-class _TimedConnection(psycopg.Connection[TupleRow]):
+class TimedConnection(psycopg.Connection[TupleRow]):
     """A psycopg connection whose every wait for the server ends after ``reply_timeout``.
 
     psycopg runs each exchange with the server as a generator and waits for the socket in
@@ -222,12 +223,20 @@ class PostgresSink(Sink):
         writer = _ChangelogWriter if settings.mode is PostgresMode.CHANGELOG else _MirrorWriter
         self._writer = writer(self._schema, pipeline=pipeline)
         self._begin_and_lock = self._schema.begin_and_lock(pipeline)
-        self._connection: _TimedConnection | None = None
+        self._connection: TimedConnection | None = None
         self._pending: list[Event] = []
 
     @classmethod
     def from_settings(cls, settings: PostgresSettings, *, context: SinkContext) -> Self:
         return cls(settings=settings, pipeline=context.pipeline)
+
+    @classmethod
+    def reader(cls, settings: PostgresSettings, *, context: SinkContext) -> SinkReader:
+        """What the sink holds, read back read-only: a stream of the changelog, or the mirror's
+        state (``sinks.postgres.reader``)."""
+        from sinks.postgres.reader import reader_of  # it builds on this module
+
+        return reader_of(settings, pipeline=context.pipeline)
 
     @property
     def mode(self) -> PostgresMode:
@@ -244,14 +253,14 @@ class PostgresSink(Sink):
     def open(self) -> Event | None:
         """Connect, create what is missing, check the tables and privileges, read the tail."""
         self.close()
-        connection = self._connect()
+        connection = self.connect()
         self._connection = connection
         try:
             self._prepare(connection)
             row = connection.execute(self._schema.read_position, self._position_key).fetchone()
         except psycopg.Error as error:
             self.close()
-            raise self._translate(error, doing="opening the sink") from error
+            raise self.translate(error, doing="opening the sink") from error
         except SinkError:
             self.close()
             raise
@@ -287,7 +296,7 @@ class PostgresSink(Sink):
                 f"writing {first.position}..{last.position} (first key "
                 f"{printable_key(first.key)!r}) to {self._schema.tables[0].qualified}"
             )
-            raise self._translate(error, doing=doing) from error
+            raise self.translate(error, doing=doing) from error
         if written < len(pending):
             log.warning(
                 "postgres sink skipped events it already held",
@@ -301,21 +310,23 @@ class PostgresSink(Sink):
             connection, self._connection = self._connection, None
             connection.close()
 
-    def _connect(self) -> _TimedConnection:
+    def connect(self) -> TimedConnection:
+        """A new connection with the sink's DSN, TLS and timeouts: the sink's, and its
+        reader's (``sinks.postgres.reader``)."""
         own = self._settings
         try:
-            connection = _TimedConnection.connect(
+            connection = TimedConnection.connect(
                 own.dsn.get_secret_value(),
                 autocommit=True,
                 **own.connection_options(application_name=f"etcd-bridge:{self._pipeline}"),
             )
         except psycopg.Error as error:
-            raise self._translate(error, doing="connecting") from error
+            raise self.translate(error, doing="connecting") from error
         connection.reply_timeout = own.timeout
         connection.adapters.register_dumper(None, rows.JsonbText)
         return connection
 
-    def _prepare(self, connection: _TimedConnection) -> None:
+    def _prepare(self, connection: TimedConnection) -> None:
         """Session timeouts, then schema and tables (created if missing, under an advisory
         lock so that two bridges starting together do not race), their columns, the
         privileges the mode needs, and the pipeline's position row."""
@@ -348,7 +359,7 @@ class PostgresSink(Sink):
             )
         connection.execute(schema.add_position, self._position_key)
 
-    def _create_missing(self, connection: _TimedConnection) -> None:
+    def _create_missing(self, connection: TimedConnection) -> None:
         schema = self._schema
         role = _ask(connection, "SELECT current_user")
         if not _ask(
@@ -383,7 +394,7 @@ class PostgresSink(Sink):
         for table in missing:
             connection.execute(table.ddl)
 
-    def _check_columns(self, connection: _TimedConnection, table: Table) -> None:
+    def _check_columns(self, connection: TimedConnection, table: Table) -> None:
         """Every column the sink uses is there, and those it writes by binary ``COPY`` have
         exactly the type it sends (a table a DBA created with another type would refuse
         every batch)."""
@@ -412,7 +423,7 @@ class PostgresSink(Sink):
                     "tables of this sink"
                 )
 
-    def _commit(self, connection: _TimedConnection, events: list[Event]) -> int:
+    def _commit(self, connection: TimedConnection, events: list[Event]) -> int:
         """Write ``events`` past the locked position and the new position in one
         transaction; return how many were written."""
         schema = self._schema
@@ -443,7 +454,7 @@ class PostgresSink(Sink):
             )
         return len(fresh)
 
-    def _translate(self, error: psycopg.Error, *, doing: str) -> SinkError:
+    def translate(self, error: psycopg.Error, *, doing: str) -> SinkError:
         """One line for the operator; retryable or not. Never holds the password."""
         own = self._settings
         detail = _one_line(error)
@@ -487,7 +498,7 @@ def _last_reason(detail: str) -> str:
     return detail.rsplit("failed:", 1)[-1].strip()
 
 
-def _ask(connection: _TimedConnection, query: LiteralString, *params: object) -> object:
+def _ask(connection: TimedConnection, query: LiteralString, *params: object) -> object:
     """The one value a catalog query returns."""
     row = connection.execute(query, params or None).fetchone()
     return None if row is None else row[0]

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import orjson
 
+import bridge.reader
 from bridge import plugins
 from bridge.events import Event
 from bridge.sink import Sink
@@ -125,6 +126,15 @@ def build(name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any) -> S
     validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
     section = load_section(name, plugins.settings_model(plugins.load(name)), **settings)
     return plugins.build_sink(name, section, pipeline=pipeline, keyspace=keyspace)
+
+
+def build_reader(
+    name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any
+) -> bridge.reader.SinkReader:
+    """The product's reader of what the sink registered as ``name`` holds, built from
+    ``settings`` as ``build`` builds the sink (``plugins.build_reader``)."""
+    section = load_section(name, plugins.settings_model(plugins.load(name)), **settings)
+    return plugins.build_reader(name, section, pipeline=pipeline, keyspace=keyspace)
 
 
 def refuse(text: str) -> None:
