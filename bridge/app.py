@@ -11,9 +11,12 @@ and the instance campaigns again as a standby.
 
 ``run`` starts a pipeline thread per configured sink and waits. SIGTERM or SIGINT sets the
 shared stop event: each pipeline writes and flushes the batch in hand and returns, within
-``BRIDGE_PUMP__SHUTDOWN_TIMEOUT``; the exit code is 0. A fatal error in any pipeline (a sink
-refusing an event for good, etcd refusing our credentials) stops all of them and the exit
-code is 1, after one log line that says what to fix.
+``BRIDGE_PUMP__SHUTDOWN_TIMEOUT``; the exit code is 0. A fatal error in a pipeline (a sink
+refusing an event for good, etcd refusing our credentials) stops that pipeline only, at once
+and with one log line that says what to fix (the key and revision of a refused event); the
+other sinks go on, since their consumers should not wait for another sink's problem. The
+process ends, with exit code 1, when every pipeline has failed; a signal then ends it with 1
+too, since a pipeline did fail.
 """
 
 import logging
@@ -180,12 +183,15 @@ def run(configuration: Configuration) -> int:
     finally:
         if http is not None:
             http.stop()
-    for error in failures:
-        if isinstance(error, BridgeError | ConfigError):
-            log.error(str(error), extra=error_fields(error))
-        else:
-            log.error("unexpected failure", exc_info=error)
     return 1 if failures else 0
+
+
+def _report(error: BaseException) -> None:
+    """The one line of a pipeline's fatal error."""
+    if isinstance(error, BridgeError | ConfigError):
+        log.error(str(error), extra=error_fields(error))
+    else:
+        log.error("unexpected failure", exc_info=error)
 
 
 def _always() -> bool:
@@ -239,16 +245,26 @@ def _run_term(
     healths: list[PipelineHealth],
     may_write: Callable[[], bool],
 ) -> list[BaseException]:
-    """One pipeline thread per sink until ``stop``; returns what failed."""
+    """One pipeline thread per sink until ``stop``, or until every pipeline has failed;
+    returns what failed. A lost leadership ends the term for all of them; any other failure
+    ends its own pipeline only (see the module docstring)."""
     settings = configuration.settings
     failures: list[BaseException] = []
+    lock = threading.Lock()
 
     def run_pipeline(pipeline: Pipeline) -> None:
         try:
             pipeline.run()
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            failures.append(error)
+        except NotLeaderError as error:
+            with lock:
+                failures.append(error)
             stop.set()
+        except BaseException as error:  # noqa: BLE001 - reported here, the others go on
+            _report(error)
+            with lock:
+                failures.append(error)
+                if len(failures) == len(pipelines):
+                    stop.set()
 
     pipelines = [
         Pipeline(

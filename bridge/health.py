@@ -2,7 +2,10 @@
 
 ``/healthz`` (liveness) answers 200 while every pipeline is alive: it heard from etcd or
 wrote to its sink recently (an idle watch still hears progress answers, requested every third
-of ``BRIDGE_ETCD__STALL_TIMEOUT``), or it is deliberately waiting for a sink to come back.
+of ``BRIDGE_ETCD__STALL_TIMEOUT``), or it is deliberately waiting for a sink to come back, or
+it has failed for good (a refused event, refused credentials), which a restart would not mend
+while it would interrupt the other sinks: the body names it, ``/readyz`` answers 503 and the
+phase metric says ``failed``.
 ``/readyz`` answers 200 when every pipeline has finished its snapshot, is watching and its
 sink accepted the last batch. Both return a JSON body with each pipeline's phase.
 ``/metrics`` serves ``bridge.metrics.REGISTRY`` in the Prometheus text format.
@@ -178,9 +181,8 @@ class PipelineHealth:
             metrics.PIPELINE_PHASE.labels(self.sink, phase.value).set(phase is self.phase)
 
     def alive(self, *, silence_limit: float) -> bool:
-        if self.phase is Phase.FAILED:
-            return False
-        if self.phase in _WAITING:
+        """Whether a restart is not called for (see the module docstring)."""
+        if self.phase in _WAITING or self.phase is Phase.FAILED:
             return True
         return time.monotonic() - self.heartbeat < silence_limit
 
