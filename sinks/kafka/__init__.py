@@ -9,6 +9,7 @@ the modules' docstrings say why the code looks like this. Only this package impo
 - ``settings``: ``BRIDGE_KAFKA__*``;
 - ``routing``: the topic and partition of a record;
 - ``tails``: reading back the last record of partitions;
+- ``reader``: ``KafkaReader``, every partition read back as one stream (``bridge.reader``);
 - ``topics``: topic metadata and creation;
 - ``clients``: building librdkafka clients, property values kept out of logs and errors;
 - ``failures``: what a failed delivery means and how it is reported.

@@ -2,7 +2,8 @@
 record of a partition as read back, and the checkpoint record.
 
 A record is one event: key = the etcd key, value = ``Event.to_json()`` (None for a
-tombstone), headers ``revision``, ``index``, ``type``, ``op`` and ``pipeline``. The headers let
+tombstone), headers ``revision``, ``index``, ``type``, ``op`` and ``pipeline`` (and a marker's
+``reason``). The headers let
 the sink read a partition's position back without decoding values, and refuse a topic that
 another pipeline (or another producer) writes to.
 
@@ -24,12 +25,17 @@ import orjson
 
 from bridge.errors import SinkRejectedError
 from bridge.events import SNAPSHOT_OPS, Event, Op
+from bridge.formats import EventFormat
+from sinks.kafka.settings import KafkaSettings
 
 HEADER_REVISION = "revision"
 HEADER_INDEX = "index"
 HEADER_TYPE = "type"
 HEADER_OP = "op"
 HEADER_PIPELINE = "pipeline"
+HEADER_REASON = "reason"
+"""Markers only: the snapshot's reason, so that a marker whose record has no value (Debezium's)
+still says whether it opens a resync."""
 
 CHECKPOINT_VERSION = 1
 _CHECKPOINT_VALUES_LIMIT = 256 * 1024
@@ -67,6 +73,17 @@ def headers_of(event: Event, *, pipeline: bytes) -> Headers:
         (HEADER_OP, event.op.encode()),
         (HEADER_PIPELINE, pipeline),
     ]
+
+
+def binary_content(settings: KafkaSettings, record_format: EventFormat) -> bool:
+    """Whether records carry the format's attributes as headers (CloudEvents' binary content
+    mode), for the sink that writes them and the reader that reads them back alike."""
+    return settings.content_mode == "binary" and record_format.has_binary_mode
+
+
+def reason_header(marker: Event) -> list[tuple[str, bytes]]:
+    """The ``reason`` header of a marker's records (none for an event without a reason)."""
+    return [] if marker.reason is None else [(HEADER_REASON, marker.reason.encode())]
 
 
 def header_map(

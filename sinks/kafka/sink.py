@@ -48,20 +48,24 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.formats import EventFormat
+from bridge.reader import SinkReader
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
 from config.output import FormatName
 from sinks.kafka.clients import Clients
 from sinks.kafka.failures import DeliveryFailure, rejection
+from sinks.kafka.reader import KafkaReader
 from sinks.kafka.records import (
     Checkpoint,
     Rank,
     TailRecord,
     Where,
+    binary_content,
     header_map,
     headers_of,
     rank_of,
+    reason_header,
 )
 from sinks.kafka.routing import TopicRouter, partition_for
 from sinks.kafka.settings import KafkaSettings
@@ -102,7 +106,7 @@ class KafkaSink(Sink):
         self.keyspace = keyspace
         self.router = TopicRouter(settings.template, keyspace=keyspace)
         self._format = record_format
-        self._binary = settings.content_mode == "binary" and record_format.has_binary_mode
+        self._binary = binary_content(settings, record_format)
         # A format with content modes names its media type in structured mode (the
         # CloudEvents Kafka binding's ``content-type`` header); one without has no header.
         self._structured_headers: Sequence[tuple[str, bytes]] = (
@@ -137,6 +141,16 @@ class KafkaSink(Sink):
     @classmethod
     def from_settings(cls, settings: KafkaSettings, *, context: SinkContext) -> Self:
         return cls(
+            settings=settings,
+            pipeline=context.pipeline,
+            keyspace=context.keyspace,
+            record_format=context.format,
+        )
+
+    @classmethod
+    def reader(cls, settings: KafkaSettings, *, context: SinkContext) -> SinkReader:
+        """Every partition of the pipeline's topics as one stream (``sinks.kafka.reader``)."""
+        return KafkaReader(
             settings=settings,
             pipeline=context.pipeline,
             keyspace=context.keyspace,
@@ -362,6 +376,7 @@ class KafkaSink(Sink):
     def _broadcast(self, marker: Event, *, topics: Iterable[str] | None = None) -> None:
         """A marker goes to every partition of every topic in use (or of ``topics``)."""
         extra, value = self._record(marker)
+        extra = [*extra, *reason_header(marker)]
         key = self._format.record_key(marker)
         for topic in sorted(self._in_use) if topics is None else topics:
             for partition in range(self._partitions[topic]):

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -21,6 +21,27 @@ from sinks.kafka.clients import Clients
 log = logging.getLogger(__name__)
 
 _VISIBLE_POLL_SECONDS = 0.05
+
+
+def partition_counts(
+    client: AdminClient | Consumer, topics: Iterable[str], *, clients: Clients
+) -> dict[str, int]:
+    """Partition counts of those of ``topics`` that exist, from all-topics metadata (asking
+    for a topic by name may create it); unavailable, naming the servers, without an answer."""
+    try:
+        metadata = client.list_topics(timeout=clients.settings.timeout)
+    except KafkaException as error:
+        raise SinkUnavailableError(
+            f"kafka: no metadata from {clients.servers} within {clients.settings.timeout}s "
+            f"({clients.scrub(str(error.args[0]))}); check BRIDGE_KAFKA__BOOTSTRAP_SERVERS "
+            "and the security properties in BRIDGE_KAFKA__PROPERTIES"
+        ) from error
+    counts: dict[str, int] = {}
+    for topic in topics:
+        found = metadata.topics.get(topic)
+        if found is not None and found.error is None and found.partitions:
+            counts[topic] = len(found.partitions)
+    return counts
 
 
 class TopicAdmin:
@@ -42,20 +63,7 @@ class TopicAdmin:
         return existing, created
 
     def _describe(self, topics: Iterable[str]) -> dict[str, int]:
-        """Partition counts of those of ``topics`` that exist."""
-        try:
-            metadata = self._admin.list_topics(timeout=self._settings.timeout)
-        except KafkaException as error:
-            raise SinkUnavailableError(
-                f"kafka: no metadata from {self._clients.servers} within "
-                f"{self._settings.timeout}s ({self._clients.scrub(str(error.args[0]))})"
-            ) from error
-        counts: dict[str, int] = {}
-        for topic in topics:
-            found = metadata.topics.get(topic)
-            if found is not None and found.error is None and found.partitions:
-                counts[topic] = len(found.partitions)
-        return counts
+        return partition_counts(self._admin, topics, clients=self._clients)
 
     def _create(self, topics: Sequence[str], *, checkpoint: bool) -> set[str]:
         variable = "BRIDGE_KAFKA__CHECKPOINT_TOPIC" if checkpoint else "BRIDGE_KAFKA__TOPIC"

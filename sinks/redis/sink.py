@@ -34,33 +34,29 @@ holds the URL's password: they show ``RedisSettings.safe_url``.
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 import redis
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
 from bridge.formats import EventFormat
 from bridge.keytemplate import KeyTemplate
+from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
 from config.output import FormatName
 from sinks.redis import lua
+from sinks.redis.client import as_bytes, checkpoint_key, connect, translate
+from sinks.redis.reader import reader_of
 from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
-
-_SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
-_TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
-_TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +97,12 @@ class _Layout:
         """Called once a chunk's script call succeeded."""
 
 
-def _bytes(reply: object) -> bytes:
-    """A reply of a client built with ``decode_responses=False``: always bytes."""
-    if isinstance(reply, bytes):
-        return reply
-    raise SinkRejectedError(f"redis: unexpected reply {type(reply).__name__}, expected bytes")
-
-
 def _checkpoint_tail(client: "redis.Redis", checkpoint: str) -> Event | None:
     raw = client.hget(checkpoint, "event")
     if raw is None:
         return None
     try:
-        return Event.from_json(_bytes(raw))
+        return Event.from_json(as_bytes(raw))
     except (ValueError, KeyError) as error:
         raise SinkRejectedError(
             f"redis: checkpoint {checkpoint!r} does not hold an etcd-bridge event ({error}); "
@@ -138,7 +127,7 @@ class _StreamLayout(_Layout):
         if not entries:
             return None
         raw_id, fields = entries[0]
-        entry_id = _bytes(raw_id).decode()
+        entry_id = as_bytes(raw_id).decode()
         name = self.stream.decode(errors="replace")
         raw = (fields or {}).get(b"event")
         if raw is None:
@@ -147,7 +136,7 @@ class _StreamLayout(_Layout):
                 "field: the stream is not etcd-bridge's; choose another BRIDGE_REDIS__STREAM"
             )
         try:
-            event = self.format.decode(_bytes(raw))
+            event = self.format.decode(as_bytes(raw))
         except (ValueError, KeyError, TypeError) as error:
             raise SinkRejectedError(
                 f"redis: the last entry of stream {name!r} is not an etcd-bridge "
@@ -197,7 +186,7 @@ class _RoutedLayout(_Layout):
         ]
 
     def read_tail(self, client: "redis.Redis") -> Event | None:
-        self.known = {_bytes(member) for member in client.smembers(self.known_set)}
+        self.known = {as_bytes(member) for member in client.smembers(self.known_set)}
         return _checkpoint_tail(client, self.checkpoint)
 
     def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
@@ -277,18 +266,6 @@ class _MirrorLayout(_Layout):
         return self.keys, args
 
 
-def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
-    """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
-    if own.checkpoint_key:
-        return own.checkpoint_key
-    target = {
-        RedisMode.STREAM: own.stream,
-        RedisMode.PUBSUB: own.channel,
-        RedisMode.MIRROR: own.mirror_key,
-    }[own.mode]
-    return f"etcd-bridge:{pipeline}:{own.mode.value}:{target}"
-
-
 def _layout(own: RedisSettings, *, context: SinkContext) -> _Layout:
     checkpoint = checkpoint_key(own, pipeline=context.pipeline)
     record_format = context.format
@@ -342,6 +319,11 @@ class RedisSink(Sink):
     def from_settings(cls, settings: RedisSettings, *, context: SinkContext) -> Self:
         return cls(settings=settings, layout=_layout(settings, context=context))
 
+    @classmethod
+    def reader(cls, settings: RedisSettings, *, context: SinkContext) -> SinkReader:
+        """What the mode holds, read back (``sinks.redis.reader``); none for pubsub."""
+        return reader_of(settings, pipeline=context.pipeline, record_format=context.format)
+
     @property
     def mode(self) -> RedisMode:
         return self._settings.mode
@@ -387,28 +369,7 @@ class RedisSink(Sink):
             client.close()
 
     def _connect(self) -> "redis.Redis":
-        own = self._settings
-        options: dict[str, Any] = {
-            "socket_timeout": own.timeout,
-            "socket_connect_timeout": own.timeout,
-            "retry": Retry(NoBackoff(), 0),  # the pump owns retrying, with its backoff
-            "decode_responses": False,
-        }
-        if own.username is not None:
-            options["username"] = own.username
-        if own.password is not None:
-            options["password"] = own.password.get_secret_value()
-        if own.scheme == "rediss":
-            options["ssl_ca_certs"] = None if own.ca_file is None else str(own.ca_file)
-            options["ssl_certfile"] = None if own.cert_file is None else str(own.cert_file)
-            options["ssl_keyfile"] = None if own.key_file is None else str(own.key_file)
-        try:
-            return redis.Redis.from_url(own.url.get_secret_value(), **options)
-        except ValueError:
-            # redis-py's parse errors may quote the URL, so they are not passed on.
-            raise SinkRejectedError(
-                f"redis: BRIDGE_REDIS__URL ({own.safe_url}) is not a valid Redis URL"
-            ) from None
+        return connect(self._settings)
 
     def _send(self, end: int) -> None:
         client = self._client
@@ -444,50 +405,4 @@ class RedisSink(Sink):
         return int(written), int(skipped)
 
     def _translate(self, error: redis.exceptions.RedisError, *, doing: str) -> SinkError:
-        """One line for the operator; retryable or not. Never holds the password."""
-        own = self._settings
-        detail = _SCRIPT_LOCATION.sub("", str(error)).strip().rstrip(".")
-        where = f"redis at {own.safe_url}"
-        if isinstance(error, redis.exceptions.AuthenticationError):
-            return SinkRejectedError(
-                f"{where}: authentication as user {own.user!r} failed ({detail}); check the "
-                "user and password of BRIDGE_REDIS__URL (or BRIDGE_REDIS__USERNAME/PASSWORD)"
-            )
-        if isinstance(error, redis.exceptions.NoPermissionError):
-            if "one of the" in detail:  # Redis does not say which key or channel
-                detail += f" (the sink uses {', '.join(self._layout.names)})"
-            return SinkRejectedError(
-                f"{where}: ACL user {own.user!r} lacks a permission {doing}: {detail}; grant it "
-                f"(ACL SETUSER {own.user} ...) or use another user in BRIDGE_REDIS__URL"
-            )
-        if isinstance(error, redis.exceptions.ReadOnlyError):
-            return SinkUnavailableError(f"{where} is a read-only replica ({detail}), {doing}")
-        if "certificate verify failed" in detail:
-            return SinkRejectedError(
-                f"{where}: the server's TLS certificate is not trusted ({detail}); set "
-                "BRIDGE_REDIS__CA_FILE to the CA that signed it"
-            )
-        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            return SinkUnavailableError(f"{where} is unreachable ({detail}), {doing}")
-        if isinstance(error, redis.exceptions.ResponseError):
-            if detail.startswith(_TRANSIENT_REPLIES):
-                return SinkUnavailableError(f"{where} refused a write for now ({detail}), {doing}")
-            if detail.startswith(_TOO_OLD_REPLIES) or "#!" in detail:
-                return SinkRejectedError(
-                    f"{where} cannot run the sink's Lua scripts ({detail}); the redis sink "
-                    "needs Redis 7.0 or later"
-                )
-            if detail.startswith("WRONGTYPE"):
-                return SinkRejectedError(
-                    f"{where}: a key of the wrong type is in the way {doing} ({detail}); "
-                    f"choose another {_setting_of(own.mode)} or remove that key"
-                )
-        return SinkRejectedError(f"{where}: {detail}, {doing}")
-
-
-def _setting_of(mode: RedisMode) -> str:
-    return {
-        RedisMode.STREAM: "BRIDGE_REDIS__STREAM",
-        RedisMode.PUBSUB: "BRIDGE_REDIS__CHECKPOINT_KEY",
-        RedisMode.MIRROR: "BRIDGE_REDIS__MIRROR_KEY",
-    }[mode]
+        return translate(error, settings=self._settings, names=self._layout.names, doing=doing)

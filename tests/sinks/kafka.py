@@ -107,6 +107,8 @@ class KafkaDestination(Destination):
                 "op": event.op.value.encode(),
                 "pipeline": pipeline.encode(),
             }
+            if event.reason is not None:  # a marker says its snapshot's reason
+                wanted["reason"] = event.reason.value.encode()
             home = (murmur2(event.key) & 0x7FFFFFFF) % self.partitions
             misplaced = event.type is not EventType.MARKER and record.partition != home
             if record.headers != wanted or record.key != event.key or misplaced:

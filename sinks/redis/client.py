@@ -1,0 +1,120 @@
+"""The redis sink's client, for the sink and its readers alike: how it connects, where a
+pipeline's checkpoint lives, and one line for the operator when Redis says no.
+
+No message ever holds the URL's password: they show ``RedisSettings.safe_url``.
+"""
+
+import re
+from typing import Any
+
+import redis
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
+from sinks.redis.settings import RedisMode, RedisSettings
+
+_SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
+_TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+_TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
+
+
+def as_bytes(reply: object) -> bytes:
+    """A reply of a client built with ``decode_responses=False``: always bytes."""
+    if isinstance(reply, bytes):
+        return reply
+    raise SinkRejectedError(f"redis: unexpected reply {type(reply).__name__}, expected bytes")
+
+
+def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
+    """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
+    if own.checkpoint_key:
+        return own.checkpoint_key
+    target = {
+        RedisMode.STREAM: own.stream,
+        RedisMode.PUBSUB: own.channel,
+        RedisMode.MIRROR: own.mirror_key,
+    }[own.mode]
+    return f"etcd-bridge:{pipeline}:{own.mode.value}:{target}"
+
+
+def connect(own: RedisSettings) -> "redis.Redis":
+    """A client as the sink and its reader use it: bytes in and out, no retries of its own
+    (the pump, or whoever reads, owns retrying)."""
+    options: dict[str, Any] = {
+        "socket_timeout": own.timeout,
+        "socket_connect_timeout": own.timeout,
+        "retry": Retry(NoBackoff(), 0),  # the pump owns retrying, with its backoff
+        "decode_responses": False,
+    }
+    if own.username is not None:
+        options["username"] = own.username
+    if own.password is not None:
+        options["password"] = own.password.get_secret_value()
+    if own.scheme == "rediss":
+        options["ssl_ca_certs"] = None if own.ca_file is None else str(own.ca_file)
+        options["ssl_certfile"] = None if own.cert_file is None else str(own.cert_file)
+        options["ssl_keyfile"] = None if own.key_file is None else str(own.key_file)
+    try:
+        return redis.Redis.from_url(own.url.get_secret_value(), **options)
+    except ValueError:
+        # redis-py's parse errors may quote the URL, so they are not passed on.
+        raise SinkRejectedError(
+            f"redis: BRIDGE_REDIS__URL ({own.safe_url}) is not a valid Redis URL"
+        ) from None
+
+
+def translate(
+    error: redis.exceptions.RedisError, *, settings: RedisSettings, names: list[str], doing: str
+) -> SinkError:
+    """One line for the operator, naming the setting to check; retryable or not. Never holds
+    the password. ``names``: the keys (and channel) in use, for an ACL refusal."""
+    own = settings
+    detail = _SCRIPT_LOCATION.sub("", str(error)).strip().rstrip(".")
+    where = f"redis at {own.safe_url}"
+    if isinstance(error, redis.exceptions.AuthenticationError):
+        return SinkRejectedError(
+            f"{where}: authentication as user {own.user!r} failed ({detail}); check the "
+            "user and password of BRIDGE_REDIS__URL (or BRIDGE_REDIS__USERNAME/PASSWORD)"
+        )
+    if isinstance(error, redis.exceptions.NoPermissionError):
+        if "one of the" in detail:  # Redis does not say which key or channel
+            detail += f" (the sink uses {', '.join(names)})"
+        return SinkRejectedError(
+            f"{where}: ACL user {own.user!r} lacks a permission {doing}: {detail}; grant it "
+            f"(ACL SETUSER {own.user} ...) or use another user in BRIDGE_REDIS__URL"
+        )
+    if isinstance(error, redis.exceptions.ReadOnlyError):
+        return SinkUnavailableError(f"{where} is a read-only replica ({detail}), {doing}")
+    if "certificate verify failed" in detail:
+        return SinkRejectedError(
+            f"{where}: the server's TLS certificate is not trusted ({detail}); set "
+            "BRIDGE_REDIS__CA_FILE to the CA that signed it"
+        )
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return SinkUnavailableError(
+            f"{where} is unreachable ({detail}), {doing}; check BRIDGE_REDIS__URL"
+        )
+    if isinstance(error, redis.exceptions.ResponseError):
+        if detail.startswith(_TRANSIENT_REPLIES):
+            return SinkUnavailableError(f"{where} refused a write for now ({detail}), {doing}")
+        if detail.startswith(_TOO_OLD_REPLIES) or "#!" in detail:
+            return SinkRejectedError(
+                f"{where} cannot run the sink's Lua scripts ({detail}); the redis sink "
+                "needs Redis 7.0 or later"
+            )
+        if detail.startswith("WRONGTYPE"):
+            return SinkRejectedError(
+                f"{where}: a key of the wrong type is in the way {doing} ({detail}); "
+                f"choose another {_setting_of(own.mode)} or remove that key"
+            )
+    return SinkRejectedError(f"{where}: {detail}, {doing}")
+
+
+def _setting_of(mode: RedisMode) -> str:
+    return {
+        RedisMode.STREAM: "BRIDGE_REDIS__STREAM",
+        RedisMode.PUBSUB: "BRIDGE_REDIS__CHECKPOINT_KEY",
+        RedisMode.MIRROR: "BRIDGE_REDIS__MIRROR_KEY",
+    }[mode]
