@@ -11,10 +11,11 @@ from pathlib import Path
 
 from bridge.events import Event, Op
 from tests.contract.harnesses import sqlite_events
-from tests.fixtures.bridge import BridgeFactory
+from tests.fixtures.bridge import BridgeFactory, get, metric, serving
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once
+from tests.integration.test_pipeline_file import wait_for_revision
 
 KILLS = 4
 
@@ -65,3 +66,39 @@ def test_kill_9_while_changes_flow_leaves_each_change_once(
     assert events[0].op is Op.SNAPSHOT_BEGIN and events[0].revision >= start_revision
     assert sum(event.op is Op.SNAPSHOT_END for event in events) == 1
     assert_exactly_once(events, writer.changes, after=events[0].revision)
+
+
+def test_a_refused_event_stops_only_its_own_pipeline(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    """The sample sink refuses a value over its limit: its pipeline fails with one line naming
+    the key and revision, the file sink beside it goes on, liveness holds (a restart would not
+    mend it), readiness does not, and the process exits 1 when stopped."""
+    database, output = tmp_path / "events.db", tmp_path / "events.jsonl"
+    bridge, port = serving(
+        bridge_factory,
+        BRIDGE_ETCD__ENDPOINTS=etcd.url,
+        BRIDGE_ETCD__PREFIX=prefix,
+        BRIDGE_NAME="isolated",
+        BRIDGE_SINKS="sqlite,file",
+        BRIDGE_SQLITE__PATH=str(database),
+        BRIDGE_SQLITE__MAX_VALUE_BYTES="64",
+        BRIDGE_FILE__PATH=str(output),
+        BRIDGE_FILE__FSYNC="false",
+    )
+    bridge.wait_watching()
+    with etcd.client() as client:
+        refused = client.put(f"{prefix}big", b"x" * 100).header.revision
+        after = client.put(f"{prefix}small", b"y").header.revision
+    wait_for_revision(output, after)
+    wait_for(lambda: bridge.phases()[1]["sqlite"] == "failed", timeout=20, what="sqlite failed")
+    assert bridge.phases() == (503, {"sqlite": "failed", "file": "watching"})
+    assert get(port, "/healthz")[0] == 200
+    assert metric(port, "etcd_bridge_errors_total", sink="sqlite", kind="SinkRejectedError") == 1
+    refusals = [line for line in bridge.log_text().splitlines() if "MAX_VALUE_BYTES" in line]
+    assert len(refusals) == 1 and f"{prefix}big" in refusals[0] and str(refused) in refusals[0]
+    assert last_position(database)[0] < refused, "nothing at or after the refused event"
+    with etcd.client() as client:
+        later = client.put(f"{prefix}later", b"z").header.revision
+    wait_for_revision(output, later)
+    assert bridge.terminate() == 1
