@@ -1,5 +1,6 @@
 """The ``etcd-bridge`` command: ``run`` the service, ``check`` its configuration, show each
-sink's ``status``, or list every ``settings`` variable.
+sink's ``status``, ``verify`` that each sink agrees with etcd, or list every ``settings``
+variable.
 
 Configuration comes from ``BRIDGE_*`` environment variables (and ``.env``); a malformed or
 unknown one stops the command at once with one line naming it, exit code 2.
@@ -7,9 +8,12 @@ unknown one stops the command at once with one line naming it, exit code 2.
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 
-from bridge import app
+from bridge import app, verify, verify_service
 from bridge.allocator import release_large_buffers
 from bridge.collector import collect_cycles_less_often
 from bridge.errors import BridgeError
@@ -30,6 +34,26 @@ def main(argv: list[str] | None = None) -> int:
         "status",
         help="each sink's durable position (read from the sink, without changing it), etcd's "
         "revision, the lag, and each pipeline's phase if a bridge answers here",
+    )
+    verifying = commands.add_parser(
+        "verify",
+        help="read each sink back and compare it with etcd's state at the last revision it "
+        "holds completely (read-only, safe beside a running bridge); exit 0 when all agree",
+    )
+    verifying.add_argument(
+        "--sinks", default="", help="comma-separated sinks to verify (default: every configured)"
+    )
+    verifying.add_argument(
+        "--history",
+        nargs=2,
+        type=int,
+        metavar=("FROM", "TO"),
+        help="also compare etcd's changes at revisions FROM to TO with the sink's, one by one",
+    )
+    verifying.add_argument(
+        "--every",
+        metavar="DURATION",
+        help="verify in rounds forever (e.g. 10m), serving gauges at /metrics on BRIDGE_HTTP__PORT",
     )
     commands.add_parser(
         "settings",
@@ -58,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(f"etcd-bridge: {line}", file=sys.stderr)
         return 1 if problems else 0
+    if arguments.command == "verify":
+        try:
+            return _verify(configuration, arguments)
+        except ConfigError as error:
+            print(f"etcd-bridge: {error}", file=sys.stderr)
+            return 2
     if arguments.command == "check":
         fine, problems = app.check(configuration)
         for line in fine:
@@ -70,6 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     except (BridgeError, ConfigError) as error:
         print(f"etcd-bridge: {error}", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
+
+
+def _verify(configuration: app.Configuration, arguments: argparse.Namespace) -> int:
+    """``etcd-bridge verify``: one round, or rounds until SIGTERM/SIGINT with ``--every``."""
+    configured = [name for name, _section in configuration.sinks]
+    selected = tuple(name for name in arguments.sinks.split(",") if name)
+    unknown = [name for name in selected if name not in configured]
+    if unknown:
+        raise ConfigError(
+            f"--sinks: {', '.join(unknown)} not among the configured sinks "
+            f"(BRIDGE_SINKS: {','.join(configured)})"
+        )
+    history = None if arguments.history is None else tuple(arguments.history)
+    options = verify.Options(sinks=selected, history=history)
+    if arguments.every is None:
+        reports = verify.verify(configuration, options)
+        return verify.print_reports(reports, options=options)
+    interval = verify_service.parse_interval(arguments.every)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return verify_service.run_every(configuration, options, interval=interval, stop=stop)
 
 
 if __name__ == "__main__":

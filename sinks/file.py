@@ -7,22 +7,29 @@ so opening costs the same whatever the file's size) and is the durable position.
 complete when its newline is there; a crash in the middle of a write leaves a torn last line,
 which open() cuts off (it was never acknowledged, and the pump rewrites it), so nothing is
 duplicated and nothing half-written is ever followed by more data.
+
+``FileSink.reader`` reads the complete lines back (``FileReader``), for ``etcd-bridge verify``
+and consumers, without opening the file for writing: safe beside a running bridge.
 """
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, Field
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
-from bridge.events import Event
+from bridge.events import Event, Position
 from bridge.formats import EventFormat
+from bridge.reader import StreamReader
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.output import FormatName
 
 _READ_BACK_CHUNK = 64 * 1024
+_READ_CHUNK = 1024 * 1024
+"""Bytes read at a time by ``FileReader``: memory stays at this plus the longest line."""
 
 
 class FileSettings(BaseModel):
@@ -67,6 +74,10 @@ class FileSink(Sink):
         self._descriptor = descriptor
         return self._decode_tail(_last_complete_line(descriptor, cut=True))
 
+    @classmethod
+    def reader(cls, settings: FileSettings, *, context: SinkContext) -> "FileReader":
+        return FileReader(path=settings.path, record_format=context.format)
+
     def peek(self) -> Event | None:
         """The last complete line, leaving a torn one for the running bridge to finish."""
         try:
@@ -85,14 +96,7 @@ class FileSink(Sink):
     def _decode_tail(self, last_line: bytes | None) -> Event | None:
         if last_line is None:
             return None
-        try:
-            return self._format.decode(last_line)
-        except (ValueError, KeyError, TypeError) as error:
-            raise SinkRejectedError(
-                f"file: the last line of {self.path} is not an etcd-bridge "
-                f"{self._format.name.value} record ({error}); point BRIDGE_FILE__PATH at a "
-                "file of this pipeline, or set BRIDGE_FILE__FORMAT to the format it holds"
-            ) from error
+        return _decode(self._format, last_line, path=self.path, line_number=None)
 
     def write(self, batch: Sequence[Event]) -> None:
         descriptor = self._require_open()
@@ -124,6 +128,65 @@ class FileSink(Sink):
         if self._descriptor is None:
             raise SinkUnavailableError(f"file: {self.path} is not open")
         return self._descriptor
+
+
+class FileReader(StreamReader):
+    """The events on the file's complete lines, decoded with the sink's format.
+
+    Each call of ``events`` reads up to the size the file has when it starts, in chunks of
+    ``_READ_CHUNK`` bytes, so a running bridge appending meanwhile neither stalls the read nor
+    hands it a line being written: a torn last line has no newline yet and is left out."""
+
+    def __init__(self, *, path: Path, record_format: EventFormat = NATIVE) -> None:
+        self.path = path
+        self._format = record_format
+
+    def events(self, *, after: Position | None = None) -> Iterator[Event]:
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise SinkUnavailableError(
+                f"file: cannot read {self.path}: {error.strerror}"
+            ) from error
+        try:
+            yield from self._events(descriptor, after=after)
+        finally:
+            os.close(descriptor)
+
+    def _events(self, descriptor: int, *, after: Position | None) -> Iterator[Event]:
+        decode, path = functools.partial(_decode, self._format), self.path
+        size = os.fstat(descriptor).st_size
+        offset, line_number, pending = 0, 0, b""
+        while offset < size:
+            chunk = os.pread(descriptor, min(_READ_CHUNK, size - offset), offset)
+            if not chunk:  # the file shrank under us (truncated): read what there was
+                break
+            offset += len(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()  # after the last newline: a line not complete yet
+            for line in lines:
+                line_number += 1
+                event = decode(line, path=path, line_number=line_number)
+                if after is None or event.position > after:
+                    yield event
+
+
+def _decode(
+    record_format: EventFormat, line: bytes, *, path: Path, line_number: int | None
+) -> Event:
+    """One line as an event; SinkRejectedError naming the line (None: the last one) and the
+    setting if it is not a record of the format."""
+    try:
+        return record_format.decode(line)
+    except (ValueError, KeyError, TypeError) as error:
+        where = "the last line" if line_number is None else f"line {line_number}"
+        raise SinkRejectedError(
+            f"file: {where} of {path} is not an etcd-bridge "
+            f"{record_format.name.value} record ({error}); point BRIDGE_FILE__PATH at a "
+            "file of this pipeline, or set BRIDGE_FILE__FORMAT to the format it holds"
+        ) from error
 
 
 def _last_complete_line(descriptor: int, *, cut: bool) -> bytes | None:

@@ -5,19 +5,21 @@ the checkpoint file holds a native event whatever the format.
 
 What went into a pipe cannot be read back, so the position lives in a checkpoint file saved
 after each flush (``sinks.stdout.checkpoint``): at-least-once. A crash between a flush and its
-checkpoint repeats that batch on restart; use the ``file`` sink for exactly once.
+checkpoint repeats that batch on restart; use the ``file`` sink for exactly once. For the
+same reason it offers no reader (``etcd-bridge verify`` reports it as not verifiable).
 """
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Self
+from typing import Any, BinaryIO, NoReturn, Self
 
 from pydantic import BaseModel, Field
 
 from bridge.errors import SinkRejectedError
 from bridge.events import Event
 from bridge.formats import EventFormat
+from bridge.reader import NoReaderError
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.output import FormatName
 from sinks.stdout.checkpoint import FileCheckpoint
@@ -59,6 +61,13 @@ class StdoutSink(Sink):
             directory=settings.checkpoint_dir, pipeline=context.pipeline, sink=cls.name
         )
         return cls(checkpoint=checkpoint, record_format=context.format)
+
+    @classmethod
+    def reader(cls, settings: Any, *, context: SinkContext) -> NoReturn:
+        raise NoReaderError(
+            "the stdout sink writes to a pipe, which cannot be read back, and keeps only a "
+            "checkpoint of its position"
+        )
 
     def open(self) -> Event | None:
         return self._checkpoint.load()
