@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.events import Event, Op
+from config.keyspace import KeySpace
 from tests.chaos.check import SinkFigures, check_streams
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import PIPELINE, PREFIX, say
@@ -128,7 +129,9 @@ def run(
         figures.events_in_etcd = len(history)
         for name, destination in cluster.sinks.items():
             sink = SinkFigures(name=name)
-            streams = destination.streams(pipeline=PIPELINE, flaw=sink.flaw)
+            streams = destination.read_back(
+                pipeline=PIPELINE, keyspace=KeySpace.of([PREFIX]), flaw=sink.flaw
+            )
             check_streams(sink, streams=streams, history=history)
             figures.sinks.append(sink)
     finally:

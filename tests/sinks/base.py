@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import orjson
 
+import bridge.errors
 import bridge.reader
 from bridge import plugins
 from bridge.events import Event
@@ -148,6 +149,10 @@ class Destination(abc.ABC):
 
     name: ClassVar[str]
     """The sink's entry-point name, as ``BRIDGE_SINKS`` and ``BRIDGE_<NAME>__*`` spell it."""
+    independent: ClassVar[bool] = False
+    """Whether checks read this sink with the tests' own reader (``streams``) rather than the
+    product's (``bridge.reader``): one sink at least stays checked by code that shares
+    nothing with the product, so that a bug common to a sink and its reader still shows."""
     tail_creates: ClassVar[bool] = False
     """Whether reading the tail may create the destination (then poll it once the bridge
     has shown it runs, by another sink's tail)."""
@@ -202,6 +207,23 @@ class Destination(abc.ABC):
     def streams(self, *, pipeline: str, flaw: Flaw) -> dict[str, list[Event]]:
         """Everything held, as streams each in the order the sink holds it (one, or one per
         partition); whatever is malformed is told to ``flaw`` and left out or kept as read."""
+
+    def read_back(self, *, pipeline: str, keyspace: KeySpace, flaw: Flaw) -> dict[str, list[Event]]:
+        """What the sink holds, as the checks read it: through the product's reader, as
+        ``etcd-bridge verify`` does (one stream in position order), unless ``independent``;
+        a record the reader cannot decode is told to ``flaw`` and ends the stream there."""
+        if self.independent:
+            return self.streams(pipeline=pipeline, flaw=flaw)
+        events: list[Event] = []
+        with build_reader(
+            self.name, pipeline=pipeline, keyspace=keyspace, **self.settings()
+        ) as reader:
+            assert isinstance(reader, bridge.reader.StreamReader), f"{self.name}: not a stream"
+            try:
+                events.extend(reader.events())
+            except bridge.errors.BridgeError as error:
+                flaw(f"{self.name}: {error}")
+        return {"reader": events}
 
     def records(self, *, pipeline: str) -> dict[str, list[RawRecord]]:
         """Everything held, undecoded, as streams each in the order the sink holds it (one,

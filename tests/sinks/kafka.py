@@ -49,6 +49,7 @@ TRUE = ("1", "true", "yes", "on")
 class KafkaDestination(Destination):
     name = "kafka"
     tail_creates = True
+    independent = True  # aiokafka, not librdkafka: read by code the product does not share
     impatient = {"flush_timeout": "3", "timeout": "5"}
     large_values = {"properties__message_max_bytes": str(16 * 1024 * 1024)}
     """librdkafka's ``message.max.bytes`` (docs/kafka.md): an event carrying 1 MiB twice is
