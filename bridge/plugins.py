@@ -17,6 +17,7 @@ import, and that becomes one line naming what to install, not a traceback.
 
 import functools
 from importlib.metadata import EntryPoint, entry_points
+from typing import NotRequired, TypedDict, Unpack
 
 from pydantic import BaseModel, create_model
 
@@ -104,31 +105,32 @@ def _output_of(section: BaseModel) -> OutputSettings:
     )
 
 
-def build_sink(
-    name: str,
-    section: BaseModel,
-    *,
-    pipeline: str,
-    keyspace: KeySpace,
-    cluster: str = "etcd",
-    values: ValuesMode = ValuesMode.BYTES,
-) -> Sink:
+class Surroundings(TypedDict):
+    """What a sink is built with besides its own section: the pipeline's name
+    (``BRIDGE_NAME``), its watched keyspace, and, optionally, the cluster's name and how
+    values are embedded (``BRIDGE_CLUSTER``, ``BRIDGE_VALUES``)."""
+
+    pipeline: str
+    keyspace: KeySpace
+    cluster: NotRequired[str]
+    values: NotRequired[ValuesMode]
+
+
+def build_sink(name: str, section: BaseModel, **surroundings: Unpack[Surroundings]) -> Sink:
     """The sink registered as ``name``, built from its loaded ``section`` (``settings_model``)
     with the format the section selects: how the bridge builds every sink, and the tests too."""
-    sink_class = load(name)
-    context = _sink_context(
-        name,
-        sink_class,
-        section,
-        pipeline=pipeline,
-        keyspace=keyspace,
-        cluster=cluster,
-        values=values,
-    )
+    sink_class, context = _resolve(name, section, **surroundings)
     return sink_class.from_settings(section, context=context)
 
 
-def build_reader(
+def build_reader(name: str, section: BaseModel, **surroundings: Unpack[Surroundings]) -> SinkReader:
+    """The reader of what the sink registered as ``name`` holds with ``section``, decoding
+    with the format the section selects; NoReaderError if it keeps nothing readable."""
+    sink_class, context = _resolve(name, section, **surroundings)
+    return sink_class.reader(section, context=context)
+
+
+def _resolve(
     name: str,
     section: BaseModel,
     *,
@@ -136,34 +138,11 @@ def build_reader(
     keyspace: KeySpace,
     cluster: str = "etcd",
     values: ValuesMode = ValuesMode.BYTES,
-) -> SinkReader:
-    """The reader of what the sink registered as ``name`` holds with ``section``, decoding
-    with the format the section selects; NoReaderError if it keeps nothing readable."""
+) -> tuple[type[Sink], SinkContext]:
+    """The sink class registered as ``name`` and the context it is built with."""
     sink_class = load(name)
-    context = _sink_context(
-        name,
-        sink_class,
-        section,
-        pipeline=pipeline,
-        keyspace=keyspace,
-        cluster=cluster,
-        values=values,
-    )
-    return sink_class.reader(section, context=context)
-
-
-def _sink_context(
-    name: str,
-    sink_class: type[Sink],
-    section: BaseModel,
-    *,
-    pipeline: str,
-    keyspace: KeySpace,
-    cluster: str,
-    values: ValuesMode,
-) -> SinkContext:
     output = output_settings(name, sink_class, section)
     context = FormatContext(pipeline=pipeline, cluster=cluster, keyspace=keyspace, values=values)
-    return SinkContext(
+    return sink_class, SinkContext(
         pipeline=pipeline, keyspace=keyspace, format=build_format(output, context=context)
     )
