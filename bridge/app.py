@@ -60,19 +60,20 @@ class Configuration:
     settings: Settings
     sinks: tuple[tuple[str, BaseModel], ...]
 
-    def build_sinks(self) -> list[Sink]:
+    @property
+    def surroundings(self) -> plugins.Surroundings:
+        """What every sink (and its reader) is built with besides its own section."""
         settings = self.settings
-        return [
-            plugins.build_sink(
-                name,
-                section,
-                pipeline=settings.name,
-                keyspace=settings.etcd.keyspace,
-                cluster=settings.cluster,
-                values=settings.values,
-            )
-            for name, section in self.sinks
-        ]
+        return plugins.Surroundings(
+            pipeline=settings.name,
+            keyspace=settings.etcd.keyspace,
+            cluster=settings.cluster,
+            values=settings.values,
+        )
+
+    def build_sinks(self) -> list[Sink]:
+        surroundings = self.surroundings
+        return [plugins.build_sink(name, section, **surroundings) for name, section in self.sinks]
 
 
 def configure(environ: Mapping[str, str] = os.environ) -> Configuration:

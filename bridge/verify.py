@@ -216,16 +216,8 @@ def _verify_sink(
     connection: EtcdConnection,
     options: Options,
 ) -> SinkReport:
-    settings = configuration.settings
     try:
-        reader = plugins.build_reader(
-            name,
-            section,
-            pipeline=settings.name,
-            keyspace=settings.etcd.keyspace,
-            cluster=settings.cluster,
-            values=settings.values,
-        )
+        reader = plugins.build_reader(name, section, **configuration.surroundings)
     except NoReaderError as error:
         return SinkReport(name, Verdict.NO_READER, notes=[str(error)])
     progress = Progress(name)

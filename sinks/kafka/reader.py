@@ -86,10 +86,7 @@ class KafkaReader(StreamReader):
     ) -> None:
         if not settings.bootstrap_servers:
             raise ConfigError("BRIDGE_KAFKA__BOOTSTRAP_SERVERS is required to read kafka back")
-        try:
-            self.checkpoint_topic = settings.checkpoint_topic_for(pipeline)
-        except ValueError as error:
-            raise ConfigError(f"BRIDGE_KAFKA__CHECKPOINT_TOPIC: {error}") from error
+        self.checkpoint_topic = settings.checked_checkpoint_topic(pipeline)
         self.settings = settings
         self.pipeline = pipeline
         self._pipeline_header = pipeline.encode()

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, PositiveFloat, SecretStr, field_validator
 
 from bridge.keytemplate import KeyTemplate
+from config.errors import ConfigError
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 """Kafka's rule for a topic name (and neither ``.`` nor ``..``)."""
@@ -142,6 +143,14 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"{name} cannot be set: {MANAGED_PROPERTIES[name]}")
             normalized[name] = value
         return normalized
+
+    def checked_checkpoint_topic(self, pipeline: str) -> str:
+        """``checkpoint_topic_for``, or ConfigError naming the variable when the name it makes
+        is not a topic name."""
+        try:
+            return self.checkpoint_topic_for(pipeline)
+        except ValueError as error:
+            raise ConfigError(f"BRIDGE_KAFKA__CHECKPOINT_TOPIC: {error}") from error
 
     def checkpoint_topic_for(self, pipeline: str) -> str:
         """The checkpoint topic of pipeline ``pipeline`` (``BRIDGE_NAME``)."""

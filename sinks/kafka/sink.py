@@ -97,10 +97,7 @@ class KafkaSink(Sink):
             raise ConfigError(
                 "BRIDGE_KAFKA__BOOTSTRAP_SERVERS is required when BRIDGE_SINKS includes kafka"
             )
-        try:
-            self.checkpoint_topic = settings.checkpoint_topic_for(pipeline)
-        except ValueError as error:
-            raise ConfigError(f"BRIDGE_KAFKA__CHECKPOINT_TOPIC: {error}") from error
+        self.checkpoint_topic = settings.checked_checkpoint_topic(pipeline)
         self.settings = settings
         self.pipeline = pipeline
         self.keyspace = keyspace

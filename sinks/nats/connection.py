@@ -32,7 +32,7 @@ from nats.js.api import StorageType, StreamConfig, StreamInfo
 
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event
-from sinks.nats.loop import LoopTimeoutError
+from sinks.nats.loop import LoopThread, LoopTimeoutError
 from sinks.nats.messages import read_tail
 from sinks.nats.settings import NatsSettings
 from sinks.nats.subjects import covers
@@ -325,3 +325,16 @@ def translate(
     if isinstance(error, OSError | asyncio.TimeoutError | nats.errors.Error):
         return SinkUnavailableError(f"{where} is unreachable or not answering ({detail}), {doing}")
     return SinkRejectedError(f"{where}: {type(error).__name__}: {detail}, {doing}")
+
+
+def hang_up(loop: LoopThread | None, connection: Connection | None, *, timeout: float) -> None:
+    """Close ``connection`` on ``loop``, then stop the loop: what the sink and its reader do on
+    ``close``. Closing a broken connection may fail; that is logged, not raised."""
+    if loop is None:
+        return
+    if connection is not None:
+        try:
+            loop.run(connection.close(), timeout=timeout)
+        except Exception as error:  # noqa: BLE001 - closing a broken connection may fail
+            log.debug("nats connection closed uncleanly", extra={"detail": str(error)})
+    loop.stop()

@@ -59,7 +59,14 @@ from bridge.errors import SinkError, SinkUnavailableError
 from bridge.events import Event, Position
 from bridge.formats import EventFormat
 from bridge.reader import StreamReader
-from sinks.nats.connection import Connection, check_subjects, connect, deadline, translate
+from sinks.nats.connection import (
+    Connection,
+    check_subjects,
+    connect,
+    deadline,
+    hang_up,
+    translate,
+)
 from sinks.nats.loop import LoopThread
 from sinks.nats.messages import HEADER_INDEX, HEADER_PIPELINE, HEADER_REVISION, read_message
 from sinks.nats.settings import NatsSettings
@@ -166,14 +173,7 @@ class NatsReader(StreamReader):
         """Close the connection and stop the loop thread; idempotent."""
         loop, self._loop = self._loop, None
         connection, self._connection = self._connection, None
-        if loop is None:
-            return
-        if connection is not None:
-            try:
-                loop.run(connection.close(), timeout=self.settings.timeout)
-            except Exception as error:  # noqa: BLE001 - closing a broken connection may fail
-                log.debug("nats reader closed uncleanly", extra={"detail": str(error)})
-        loop.stop()
+        hang_up(loop, connection, timeout=self.settings.timeout)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], *, doing: str) -> T:
         """Run ``coroutine`` on the loop thread (started on first use); every failure becomes

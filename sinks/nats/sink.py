@@ -54,7 +54,15 @@ from bridge.formats import EventFormat
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.keyspace import KeySpace
 from config.output import FormatName
-from sinks.nats.connection import Connection, connect, deadline, open_stream, tail_of, translate
+from sinks.nats.connection import (
+    Connection,
+    connect,
+    deadline,
+    hang_up,
+    open_stream,
+    tail_of,
+    translate,
+)
 from sinks.nats.loop import LoopThread
 from sinks.nats.messages import Framer
 from sinks.nats.publisher import Publisher
@@ -196,14 +204,7 @@ class NatsSink(Sink):
         self._broken = False
         loop, self._loop = self._loop, None
         connection, self._connection = self._connection, None
-        if loop is None:
-            return
-        if connection is not None:
-            try:
-                loop.run(connection.close(), timeout=self.settings.timeout)
-            except Exception as error:  # noqa: BLE001 - closing a broken connection may fail
-                log.debug("nats connection closed uncleanly", extra={"detail": str(error)})
-        loop.stop()
+        hang_up(loop, connection, timeout=self.settings.timeout)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], *, doing: str) -> T:
         """Run ``coroutine`` on the loop thread; every failure becomes a ``SinkError``."""
