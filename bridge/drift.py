@@ -23,13 +23,14 @@ Each kind is a ``Tally``: a count and the first few examples, with keys shown sa
 that is not printable UTF-8 is escaped), for a summary line an operator can act on.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
 from bridge.consumer import KeyValue
 from bridge.events import SNAPSHOT_OPS, Event, Op
+from bridge.reader import REVISION_FIELDS
 from config.output import ValuesMode
 
 EXAMPLES = 3
@@ -101,10 +102,12 @@ def compare_states(
     sink: Iterable[KeyValue],
     *,
     values: ValuesMode,
+    kept: Collection[str] = REVISION_FIELDS,
     diff: StateDiff | None = None,
 ) -> StateDiff:
-    """Merge two key-ordered states; ``diff`` collects the outcome (a fresh one if None) and
-    may be watched for progress while this runs."""
+    """Merge two key-ordered states, comparing values and the revision fields the sink
+    ``kept``; ``diff`` collects the outcome (a fresh one if None) and may be watched for
+    progress while this runs."""
     diff = StateDiff() if diff is None else diff
     etcd_items, sink_items = iter(etcd), iter(sink)
     want, have = next(etcd_items, None), next(sink_items, None)
@@ -118,16 +121,22 @@ def compare_states(
             diff.extra.add(shown_key(have.key))
             have = next(sink_items, None)
         else:
-            fields = _differing(want, have, values=values)
+            fields = _differing(want, have, values=values, kept=kept)
             if fields:
                 diff.different.add(f"{shown_key(want.key)} ({','.join(fields)})")
             want, have = next(etcd_items, None), next(sink_items, None)
     return diff
 
 
-def _differing(want: KeyValue, have: KeyValue, *, values: ValuesMode) -> list[str]:
+def _differing(
+    want: KeyValue, have: KeyValue, *, values: ValuesMode, kept: Collection[str]
+) -> list[str]:
     value = [] if same_value(want.value, have.value, values=values) else ["value"]
-    return value + [name for name in _REVISION_FIELDS if getattr(want, name) != getattr(have, name)]
+    return value + [
+        name
+        for name in _REVISION_FIELDS
+        if name in kept and getattr(want, name) != getattr(have, name)
+    ]
 
 
 @dataclass

@@ -16,6 +16,7 @@ why, and ``verify`` reports that sink as not verifiable rather than failing the 
 
 import abc
 from collections.abc import Iterator
+from typing import ClassVar
 
 from bridge.closing import Closing
 from bridge.errors import BridgeError
@@ -40,8 +41,16 @@ class StreamReader(SinkReader):
         in pages so that memory stays bounded whatever the sink holds."""
 
 
+REVISION_FIELDS = frozenset({"mod_revision", "create_revision", "version", "lease"})
+"""What etcd keeps of a key besides its value."""
+
+
 class StateReader(SinkReader):
     """The state a mirror sink durably holds."""
+
+    kept: ClassVar[frozenset[str]] = REVISION_FIELDS
+    """The ``REVISION_FIELDS`` the mirror keeps; ``items`` gives 0 for the others, which
+    ``verify`` then does not compare."""
 
     @abc.abstractmethod
     def revision(self) -> int:

@@ -40,7 +40,7 @@ from bridge.drift import HistoryDiff, StateDiff, StreamCheck, compare_history, c
 from bridge.errors import BridgeError, RevisionCompactedError
 from bridge.etcd import EtcdConnection
 from bridge.events import Position
-from bridge.reader import NoReaderError, SinkReader, StateReader, StreamReader
+from bridge.reader import REVISION_FIELDS, NoReaderError, SinkReader, StateReader, StreamReader
 from bridge.reference import changes_between, compacted_revision, state_at
 from config.errors import ConfigError
 from config.keyspace import KeySpace
@@ -259,7 +259,11 @@ def _verify_reader(
             configuration,
             connection,
             progress,
+            kept=reader.kept,
         )
+        if reader.kept != REVISION_FIELDS:
+            left_out = ", ".join(sorted(REVISION_FIELDS - reader.kept))
+            report.notes.append(f"the mirror keeps no {left_out}: not compared")
         if options.history is not None:
             report.notes.append("--history: a mirror keeps a state, not the changes")
     else:
@@ -298,9 +302,12 @@ def _compare(
     configuration: Configuration,
     connection: EtcdConnection,
     progress: Progress,
+    *,
+    kept: frozenset[str] = REVISION_FIELDS,
 ) -> None:
     """Compare the sink's state at ``report.revision`` with etcd's, at the nearest revision
-    etcd holds (see the module docstring); fills ``report``."""
+    etcd holds (see the module docstring), on the revision fields the sink ``kept``; fills
+    ``report``."""
     settings = configuration.settings
     keyspace = settings.etcd.keyspace
     current = connection.current_revision()
@@ -324,6 +331,7 @@ def _compare(
                 progress.count(etcd_items, what="etcd keys compared"),
                 items(),
                 values=settings.values,
+                kept=kept,
             )
             report.compared_at = at
             break

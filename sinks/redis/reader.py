@@ -139,6 +139,9 @@ class RedisStreamReader(StreamReader):
 class RedisMirrorReader(StateReader):
     """The mirror hash and the revision its checkpoint says it is at."""
 
+    kept = frozenset({"mod_revision"})
+    """The hash holds values, and ``<mirror_key>:rev`` each key's mod_revision: no more."""
+
     def __init__(self, settings: RedisSettings, *, checkpoint: str) -> None:
         self._mirror = settings.mirror_key
         self._revisions = f"{settings.mirror_key}:rev"
