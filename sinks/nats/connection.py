@@ -147,6 +147,12 @@ async def connect(settings: NatsSettings, *, pipeline: str) -> Connection:
         # transport to close (nats-py 2.16); the loop thread's stop cancels what is left.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(client.close(), _CLOSE_SECONDS)
+        if _wants_a_client_certificate(client, settings):
+            raise SinkRejectedError(
+                f"nats at {', '.join(settings.servers)} requires a client certificate "
+                "(tls_verify) and closed the TLS handshake: set BRIDGE_NATS__CERT_FILE and "
+                "BRIDGE_NATS__KEY_FILE"
+            ) from error
         if isinstance(error, nats.errors.NoServersError | asyncio.TimeoutError) and errors:
             raise errors[-1] from error  # what the last attempt met says more
         raise
@@ -275,6 +281,15 @@ def deadline(settings: NatsSettings) -> float:
 
 def _is_permission(error: BaseException) -> bool:
     return "permissions violation" in str(error).lower()
+
+
+def _wants_a_client_certificate(client: Client, settings: NatsSettings) -> bool:
+    """Whether the server said, in the plain-text INFO it sends before the TLS upgrade, that
+    it verifies client certificates, while the sink has none: the server then drops the
+    handshake, which the client reports as a lost connection, a retryable error that retrying
+    never mends."""
+    info: dict[str, Any] = getattr(client, "_server_info", None) or {}
+    return bool(info.get("tls_verify")) and settings.cert_file is None
 
 
 def translate(

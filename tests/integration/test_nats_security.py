@@ -123,13 +123,16 @@ def test_tls_with_the_servers_ca_delivers_and_another_ca_is_named(
     deliver_and_read_back(server, nats_names, ca_file=tls.ca)
 
 
-def test_mutual_tls_delivers_with_a_client_certificate(
+def test_mutual_tls_delivers_with_a_client_certificate_and_names_a_missing_one(
     nats_factory: NatsFactory, nats_names: NatsNames, tls: TlsFiles
 ) -> None:
     server = nats_factory.start(tls_setup(tls, verify_clients=True))
     deliver_and_read_back(
         server, nats_names, ca_file=tls.ca, cert_file=tls.client_cert, key_file=tls.client_key
     )
+    # Without a client certificate the server closes the handshake: named, not a hang.
+    message = refusal(server, nats_names, ca_file=tls.ca)
+    assert "BRIDGE_NATS__CERT_FILE" in message, message
 
 
 def test_a_publish_the_user_may_not_make_is_rejected_naming_the_subject(
