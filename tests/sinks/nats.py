@@ -272,7 +272,7 @@ class NatsReader:
             messages = self._loop.run_until_complete(
                 self._subscription.fetch(FOLLOW_BATCH, timeout=remaining)
             )
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
             return []
         return [
             (int(message.headers[HEADER_REVISION]), message.headers[HEADER_OP])
