@@ -86,7 +86,7 @@ class Pipeline:
         (default: 0.2 s doubling to 10 s); ``refusals``: what to do with an event the sink
         refuses for good (default: stop)."""
         self.sink = sink
-        self._refusals = refusals or Refusals(sink=sink.name)
+        self._refusals = refusals if refusals is not None else Refusals(sink=sink.name)
         self._open_source = source
         self._limits = limits
         self._stop = stop
