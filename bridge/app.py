@@ -12,9 +12,10 @@ and the instance campaigns again as a standby.
 ``run`` starts a pipeline thread per configured sink and waits. SIGTERM or SIGINT sets the
 shared stop event: each pipeline writes and flushes the batch in hand and returns, within
 ``BRIDGE_PUMP__SHUTDOWN_TIMEOUT``; the exit code is 0. A fatal error in a pipeline (a sink
-refusing an event for good, etcd refusing our credentials) stops that pipeline only, at once
-and with one log line that says what to fix (the key and revision of a refused event); the
-other sinks go on, since their consumers should not wait for another sink's problem. The
+refusing an event for good under ``ON_REFUSED=stop``, etcd refusing our credentials) stops that
+pipeline only, at once and with one log line that says what to fix (the key and revision of a
+refused event); the other sinks go on, since their consumers should not wait for another
+sink's problem. Each pipeline gets its sink's refusal policy (``bridge.refusal``). The
 process ends, with exit code 1, when every pipeline has failed; a signal then ends it with 1
 too, since a pipeline did fail.
 """
@@ -26,6 +27,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import orjson
@@ -38,10 +40,11 @@ from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.logs import error_fields
 from bridge.pump import Pipeline
+from bridge.refusal import Refusals
 from bridge.sink import Sink
 from bridge.source import etcd_changes
 from config.errors import ConfigError
-from config.settings import ENV_PREFIX, Settings, load_section, load_settings
+from config.settings import ENV_PREFIX, Settings, load_section, load_settings, variable_name
 from config.variables import (
     Variable,
     section_prefix,
@@ -101,13 +104,21 @@ def configure(environ: Mapping[str, str] = os.environ) -> Configuration:
     unselected = [section_prefix(name) for name in plugins.available() if name not in selected]
     problems[:0] = unknown_variables(set_variables(environ), known=known, open_prefixes=unselected)
     sinks: list[tuple[str, BaseModel]] = []
+    dead_letters: dict[Path, str] = {}
     for name, sink_class in sink_classes.items():
         try:
             section = load_section(name, plugins.settings_model(sink_class))
             plugins.output_settings(name, sink_class, section)
+            path = plugins.refusal_settings(name, section).dead_letter_path
             sinks.append((name, section))
         except ConfigError as error:
             problems.append(str(error))
+            continue
+        if path is not None and dead_letters.setdefault(path.resolve(), name) != name:
+            problems.append(
+                f"{variable_name((name, 'dead_letter_path'))}: the {dead_letters[path.resolve()]} "
+                "sink's dead-letter file already; give each sink its own"
+            )
     if problems or settings is None:
         raise ConfigError("\n".join(problems))
     return Configuration(settings=settings, sinks=tuple(sinks))
@@ -275,8 +286,13 @@ def _run_term(
             stop=stop,
             health=health,
             may_write=may_write,
+            refusals=Refusals.from_settings(
+                plugins.refusal_settings(name, section), sink=sink.name
+            ),
         )
-        for sink, health in zip(configuration.build_sinks(), healths, strict=True)
+        for (name, section), sink, health in zip(
+            configuration.sinks, configuration.build_sinks(), healths, strict=True
+        )
     ]
     threads = [
         threading.Thread(target=run_pipeline, args=(pipeline,), name=f"sink-{pipeline.sink.name}")

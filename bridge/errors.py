@@ -13,7 +13,8 @@
     │   └── PositionAheadError       fatal: the sink holds revisions etcd never reached
     └── SinkError
         ├── SinkUnavailableError     retryable: the sink's server is down or slow
-        └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL)
+        └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL);
+                                     handled per BRIDGE_<NAME>__ON_REFUSED if it names its event
 
 ``retryable`` is read by one loop, ``bridge.retry.Retry``: the pump (reopening a sink), the
 source (reconnecting to etcd) and the election all retry through it, with backoff. Fatal errors
@@ -24,8 +25,13 @@ An error raised because of another keeps it as its cause (``raise ... from error
 whoever debugs; the operator reads one line, ``str(error)``. The context travels as attributes
 (``sink``, ``key``, ``revision``, ``endpoint``), which the JSON logs show as fields
 (``bridge.logs.error_fields``) and the errors metric labels by sink (``bridge.metrics``). This
-module imports nothing, so that every layer may raise these.
+module imports nothing at run time, so that every layer may raise these.
 """
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.events import Position
 
 
 class BridgeError(Exception):
@@ -148,4 +154,21 @@ class SinkUnavailableError(SinkError):
 
 
 class SinkRejectedError(SinkError):
-    """The sink refused an event for good; the message names the key and revision."""
+    """The sink refused data for good; the message names the key and revision.
+
+    ``position`` is the refused event's, set where the sink refuses that one event for what
+    it is (too large for the destination): then the pipeline may deliver it in another form
+    or divert it (``bridge.refusal``). None where the refusal would meet any event (a
+    permission revoked, a setting): that always stops."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sink: str | None = None,
+        key: bytes | None = None,
+        revision: int | None = None,
+        position: "Position | None" = None,
+    ) -> None:
+        super().__init__(message, sink=sink, key=key, revision=revision)
+        self.position = position

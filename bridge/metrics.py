@@ -82,6 +82,14 @@ ERRORS = Counter(
     ["sink", "kind"],
     registry=REGISTRY,
 )
+REFUSED_EVENTS = Counter(
+    "etcd_bridge_refused_events",
+    "Events the sink refused for good, by what was done (BRIDGE_<NAME>__ON_REFUSED): stop "
+    "(the pipeline stopped before it), omit_value (delivered without its values), "
+    "dead_letter (appended to the dead-letter file).",
+    ["sink", "policy"],
+    registry=REGISTRY,
+)
 BATCH_EVENTS = Histogram(
     "etcd_bridge_batch_events",
     "Events per batch written to a sink.",

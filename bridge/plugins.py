@@ -6,9 +6,11 @@ is one path for all of them: a package that declares
 ``BRIDGE_SINKS=mysink`` once installed, without touching this code.
 
 Every sink's section holds, besides the sink's own ``settings_model``, the fields of
-``config.output.OutputSettings`` (``BRIDGE_<NAME>__FORMAT``...): ``settings_model`` here gives
-the model with both, and ``build_sink`` hands the sink the format they select, so a third
-party's sink gets formats exactly as ours do.
+``config.output.OutputSettings`` (``BRIDGE_<NAME>__FORMAT``...) and of
+``config.refusal.RefusalSettings`` (``BRIDGE_<NAME>__ON_REFUSED``...): ``settings_model`` here
+gives the model with all of them, ``build_sink`` hands the sink the format they select, and
+``refusal_settings`` gives the pipeline its policy, so a third party's sink gets formats and
+refusal policies exactly as ours do.
 
 A sink's client library is an install extra of the package that provides the sink (ours are
 ``etcd-bridge[kafka]``, ``etcd-bridge[redis]``...): a sink whose extra is missing fails to
@@ -17,7 +19,7 @@ import, and that becomes one line naming what to install, not a traceback.
 
 import functools
 from importlib.metadata import EntryPoint, entry_points
-from typing import NotRequired, TypedDict, Unpack
+from typing import NotRequired, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel, create_model
 
@@ -27,9 +29,11 @@ from bridge.sink import Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
 from config.output import OutputSettings, ValuesMode
+from config.refusal import RefusalPolicy, RefusalSettings
 from config.settings import variable_name
 
 GROUP = "etcd_bridge.sinks"
+Fields = TypeVar("Fields", bound=BaseModel)
 
 
 def available() -> list[str]:
@@ -74,17 +78,19 @@ def _install_hint(entry: EntryPoint) -> str:
 
 @functools.cache
 def settings_model(sink_class: type[Sink]) -> type[BaseModel]:
-    """The model of a sink's whole section: its own ``settings_model`` and the output fields
-    every sink has."""
+    """The model of a sink's whole section: its own ``settings_model`` and the output and
+    refusal fields every sink has."""
     own = sink_class.settings_model
-    combined: type[BaseModel] = create_model(own.__name__, __base__=(own, OutputSettings))
+    combined: type[BaseModel] = create_model(
+        own.__name__, __base__=(own, OutputSettings, RefusalSettings)
+    )
     return combined
 
 
 def output_settings(name: str, sink_class: type[Sink], section: BaseModel) -> OutputSettings:
     """The output fields of a sink's loaded section; ConfigError naming
     ``BRIDGE_<NAME>__FORMAT`` if the sink does not write the format chosen."""
-    output = _output_of(section)
+    output = _fields_of(OutputSettings, section)
     if output.format not in sink_class.formats:
         offered = ", ".join(sorted(sink_class.formats))
         raise ConfigError(
@@ -94,15 +100,33 @@ def output_settings(name: str, sink_class: type[Sink], section: BaseModel) -> Ou
     return output
 
 
+def refusal_settings(name: str, section: BaseModel) -> RefusalSettings:
+    """The refusal fields of a sink's loaded section; ConfigError naming
+    ``BRIDGE_<NAME>__DEAD_LETTER_PATH`` when it is missing for ``dead_letter``, or set for
+    another policy (which would silently not use it)."""
+    refusal = _fields_of(RefusalSettings, section)
+    dead_letter = refusal.on_refused is RefusalPolicy.DEAD_LETTER
+    if dead_letter != (refusal.dead_letter_path is not None):
+        policy = variable_name((name, "on_refused"))
+        raise ConfigError(
+            f"{variable_name((name, 'dead_letter_path'))}: "
+            + (
+                f"required with {policy}=dead_letter"
+                if dead_letter
+                else f"set, but {policy} is {refusal.on_refused.value}: set it to dead_letter"
+            )
+        )
+    return refusal
+
+
 def section_format(section: BaseModel) -> str:
     """The record format a loaded section (``settings_model``) selects."""
-    return _output_of(section).format.value
+    return _fields_of(OutputSettings, section).format.value
 
 
-def _output_of(section: BaseModel) -> OutputSettings:
-    return OutputSettings.model_validate(
-        {field: getattr(section, field) for field in OutputSettings.model_fields}
-    )
+def _fields_of(model: type[Fields], section: BaseModel) -> Fields:
+    """The fields ``settings_model`` joined from ``model`` onto a loaded ``section``."""
+    return model.model_validate({field: getattr(section, field) for field in model.model_fields})
 
 
 class Surroundings(TypedDict):

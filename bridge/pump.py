@@ -22,6 +22,12 @@ left: it is past the durable tail, so the next start reads it again from etcd. A
 ``SinkUnavailableError`` (any retryable error: ``bridge.retry.Retry`` decides) closes
 everything, reopens the sink (which reports its durable tail anew) and starts over from there,
 with backoff; a fatal error stops the pipeline with nothing written after the failing event.
+
+A refusal of one event (``SinkRejectedError`` naming its position) goes to the pipeline's
+``bridge.refusal.Refusals``: under ``stop`` it is fatal like the rest; otherwise the sink is
+closed and reopened, and delivery starts again from its tail with that event replaced or
+diverted (the steps are in ``bridge.refusal``). Only batches delivered while such an event is
+pending pay for it: the common path asks one attribute per batch.
 """
 
 import collections
@@ -34,11 +40,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bridge import metrics
-from bridge.errors import BridgeError, NotLeaderError, SinkError
+from bridge.errors import BridgeError, NotLeaderError, SinkError, SinkRejectedError
 from bridge.etcd import Chunk
 from bridge.events import Event, Position, past
 from bridge.health import Phase, PipelineHealth
 from bridge.logs import error_fields
+from bridge.refusal import Refusals
 from bridge.retry import Backoff, Retry
 from bridge.sink import Sink
 from bridge.source import ChangeSourceFactory, ChunkStream
@@ -72,11 +79,14 @@ class Pipeline:
         health: PipelineHealth,
         may_write: Callable[[], bool],
         backoff: Backoff | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         """``source`` opens the changes after a tail; ``may_write`` is asked before every write
         and flush (False: leadership is lost); ``backoff``: the delays between reopenings
-        (default: 0.2 s doubling to 10 s)."""
+        (default: 0.2 s doubling to 10 s); ``refusals``: what to do with an event the sink
+        refuses for good (default: stop)."""
         self.sink = sink
+        self._refusals = refusals if refusals is not None else Refusals(sink=sink.name)
         self._open_source = source
         self._limits = limits
         self._stop = stop
@@ -90,7 +100,9 @@ class Pipeline:
         """Deliver until stopped, reopening the sink after a retryable error (with backoff);
         raise a fatal one, having written nothing after the event it concerns."""
         try:
-            for _delivered in self._retry.iterate(self._deliver, on_error=self._reopening):
+            for _delivered in self._retry.iterate(
+                self._deliver_past_refusals, on_error=self._reopening
+            ):
                 pass  # each delivered batch is progress: the retry resets its backoff
         except BaseException as error:
             self.health.enter(Phase.FAILED)
@@ -102,6 +114,7 @@ class Pipeline:
             self.health.enter(Phase.STOPPED)
         finally:
             self.sink.close()
+            self._refusals.close()
             log.info(
                 "pipeline stopped",
                 extra={
@@ -122,10 +135,22 @@ class Pipeline:
         )
         self.sink.close()
 
+    def _deliver_past_refusals(self) -> Iterator[list[Event]]:
+        """``_deliver``, started again from the reopened sink after each refusal the policy
+        goes on past (``bridge.refusal``, step 2); raises the others."""
+        while True:
+            try:
+                yield from self._deliver()
+                return
+            except SinkRejectedError as error:
+                if not self._refusals.take(error):
+                    raise
+                self.sink.close()
+
     def _deliver(self) -> Iterator[list[Event]]:
-        """Open the sink and deliver from the tail it reports until stopped, yielding each
+        """Open the sink and deliver from the stream's tail until stopped, yielding each
         batch once flushed; raises what the sink or the source raised."""
-        tail = self.sink.open()
+        tail = self._refusals.open(self.sink.open())
         log.info(
             "sink opened",
             extra={
@@ -147,17 +172,39 @@ class Pipeline:
         self.stats.position = tail.position if tail is not None else None
         try:
             for batch in self._batches(chunks, last=self.stats.position):
-                started = time.perf_counter()
-                self._check_leadership()
-                self.sink.write(batch)
-                self._check_leadership()
-                self.sink.flush()
-                self._delivered(batch, seconds=time.perf_counter() - started)
+                if self._refusals.pending:
+                    yield from self._deliver_around_refused(batch)
+                    continue
+                self._write(batch)
                 yield batch
         finally:
             halt.set()
             source.close()
             reader.join(self._limits.shutdown_timeout)
+
+    def _write(self, batch: list[Event]) -> None:
+        """Write and flush ``batch``: durable in the sink on return."""
+        started = time.perf_counter()
+        self._check_leadership()
+        self.sink.write(batch)
+        self._check_leadership()
+        self.sink.flush()
+        self._delivered(batch, seconds=time.perf_counter() - started)
+
+    def _deliver_around_refused(self, batch: list[Event]) -> Iterator[list[Event]]:
+        """Deliver ``batch`` with the refused events it holds replaced, or diverted once what
+        came before them is flushed (``bridge.refusal``, step 2)."""
+        refusals = self._refusals
+        for events, diverted in refusals.pieces(batch):
+            if events:
+                self._write(events)
+                refusals.passed(events[-1].position)
+                yield events
+            if diverted is not None:
+                self._check_leadership()
+                refusals.divert(diverted)
+                self.stats.position = diverted.position
+                self.stats.observe()
 
     def _check_leadership(self) -> None:
         if not self._may_write():

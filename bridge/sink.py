@@ -16,7 +16,9 @@ the positions; the sink owns durability. The contract, which every sink's tests 
     changes, and a snapshot is one revision of any size): positions are per event, so a sink
     may hold part of a revision durably. A sink that must apply a revision whole (a mirror)
     waits for its last change, the one whose ``more`` is unset, staging the rest durably
-    with its position. A sink may buffer; it must not reorder.
+    with its position. A sink may buffer; it must not reorder. An event whose values were
+    left out (``omitted_bytes`` set, ``value`` and ``prev_value`` None: the sink refused it
+    whole before) is written like any other.
 
 ``flush()``
     Return only when every event written so far is durable, so that ``open()`` on a fresh
@@ -24,8 +26,11 @@ the positions; the sink owns durability. The contract, which every sink's tests 
     it already holds past it (the Kafka sink's checkpoint may lag one batch behind its
     partitions, whose tails it reads back and skips to). Raise ``SinkUnavailableError`` for a
     transient failure (the pump reopens the sink and rewrites from its durable tail) and
-    ``SinkRejectedError`` for a permanent one (the pump stops; the message names the key and
-    revision).
+    ``SinkRejectedError`` for a permanent one (the message names the key and revision). Give
+    it the refused event's ``position`` where the sink refuses that event for what it is (too
+    large for the destination): the pump then applies the sink's ``ON_REFUSED`` policy
+    (``bridge.refusal``), reopening the sink and delivering again from its tail; without a
+    position (a permission, a setting) the pipeline stops.
 
 ``close()``
     Release connections. Idempotent. Never called concurrently with the others.

@@ -248,9 +248,10 @@ def server_outage_resumes_from_the_tail(harness: SinkHarness) -> None:
 
 
 def rejected_stops_before_it(harness: SinkHarness) -> None:
-    """An event the sink refuses for good: ``SinkRejectedError`` naming its revision, and
-    nothing at or after it is durable (the tail and the destination stop before it), while
-    every batch flushed before it stays."""
+    """An event the sink refuses for good: ``SinkRejectedError`` naming its revision and
+    carrying its position (for the pipeline's refusal policy), and nothing at or after it is
+    durable (the tail and the destination stop before it), while every batch flushed before
+    it stays."""
     events = _mixed_events()
     number = next(
         n for n in range(2 * len(events) // 3, len(events)) if events[n].type is EventType.PUT
@@ -270,6 +271,12 @@ def rejected_stops_before_it(harness: SinkHarness) -> None:
                 _expect(
                     str(poison.revision) in str(error),
                     f"{error!r} does not name revision {poison.revision}",
+                )
+                _expect(
+                    error.position == poison.position,
+                    f"{error!r} gives the position {error.position}, not {poison.position}: "
+                    "an event refused for itself names its position, so that "
+                    "ON_REFUSED can go past it",
                 )
                 raise
             flushed += len(batch)

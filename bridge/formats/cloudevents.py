@@ -5,7 +5,9 @@ The mapping is documented in docs/formats.md ("cloudevents"); keep the two in st
 replayed event keeps its id and consumers can deduplicate; ``source`` names the cluster and the
 watched prefixes; ``type`` is ``io.etcd.bridge.<op>``, markers included; ``subject`` is the key;
 the position travels in the ``revision`` and ``index`` extensions and ``data`` holds the
-key-value (values embedded by ``bridge.formats.values``, like every format).
+key-value (values embedded by ``bridge.formats.values``, like every format); an event
+delivered without its values (its sink refused it whole) says their sizes in the
+``omittedbytes`` and ``omittedprevbytes`` extensions, for routers to filter on.
 
 Two content modes, one mapping:
 
@@ -46,7 +48,7 @@ from urllib.parse import quote
 import orjson
 
 from bridge.encoding import decode_field
-from bridge.events import SNAPSHOT_OPS, Event, EventType, Op, SnapshotReason
+from bridge.events import SNAPSHOT_OPS, Event, EventType, OmittedBytes, Op, SnapshotReason
 from bridge.formats.base import EventFormat, FormatContext
 from bridge.formats.values import embed_fields, extract_fields
 from config.output import FormatName, OutputSettings, ValuesMode
@@ -86,6 +88,10 @@ _NOT_A_STRING_ASTRAL = re.compile(
 )
 """What a CloudEvents String may not hold: control characters and noncharacters (text decoded
 from UTF-8 holds no lone surrogates). Two patterns: the astral one is slow, and rarely needed."""
+
+OMITTED_ATTRIBUTES: Final = ("omittedbytes", "omittedprevbytes")
+"""The extensions on an event delivered without its value and previous value (the sink
+refused it whole, ``BRIDGE_<NAME>__ON_REFUSED=omit_value``): the size of each left out."""
 
 _DECIMAL = re.compile(r"-?[0-9]+")
 _VALUE_FIELDS = ("value", "prev_value")
@@ -248,7 +254,12 @@ class CloudEventsFormat(EventFormat):
         key, value, prev = event.key, event.value, event.prev_value
         try:
             subject = key.decode()
-            value_text = None if value is None else value.decode()
+            if value is not None:
+                value_text = value.decode()
+            elif event.omitted_bytes is not None:  # tested only when there is no value
+                return None
+            else:
+                value_text = None
             prev_text = None if prev is None else prev.decode()
         except UnicodeDecodeError:
             return None
@@ -304,6 +315,7 @@ class CloudEventsFormat(EventFormat):
             document["keyencoding"] = KEY_ENCODING_BASE64
         if event.reason is not None:
             document["reason"] = event.reason
+        document.update(omitted_attributes(event))
         document["data"] = data
         return orjson.dumps(document)
 
@@ -327,6 +339,8 @@ class CloudEventsFormat(EventFormat):
             headers.append(("ce_keyencoding", KEY_ENCODING_BASE64.encode()))
         if event.reason is not None:
             headers.append(("ce_reason", event.reason.encode()))
+        for name, size in omitted_attributes(event).items():
+            headers.append((HEADER_PREFIX + name, b"%d" % size))
         return headers, orjson.dumps(data)
 
     def _data(self, event: Event) -> tuple[dict[str, Any], str | None, bool]:
@@ -341,7 +355,9 @@ class CloudEventsFormat(EventFormat):
         data["mod_revision"] = event.mod_revision
         data["version"] = event.version
         data["lease"] = event.lease
-        if prev is not None and (event.op is _UPDATE or event.op is _DELETE):
+        omitted = event.omitted_bytes
+        had_prev = prev is not None or (omitted is not None and omitted.prev_value is not None)
+        if had_prev and (event.op is _UPDATE or event.op is _DELETE):
             data["prev_create_revision"] = event.prev_create_revision
             data["prev_mod_revision"] = event.prev_mod_revision
             data["prev_version"] = event.prev_version
@@ -427,6 +443,7 @@ class CloudEventsFormat(EventFormat):
                 raise ValueError("subject and data.key disagree")
             values = extract_fields(data, _VALUE_FIELDS, mode=self._values)
             reason = attributes.get("reason")
+            omitted = [attributes.get(name) for name in OMITTED_ATTRIBUTES]
             return Event(
                 revision=_integer(attributes["revision"]),
                 index=_integer(attributes["index"]),
@@ -445,9 +462,22 @@ class CloudEventsFormat(EventFormat):
                 prev_create_revision=_integer(data.get("prev_create_revision", 0)),
                 prev_version=_integer(data.get("prev_version", 0)),
                 prev_lease=_integer(data.get("prev_lease", 0)),
+                omitted_bytes=None
+                if omitted == [None, None]
+                else OmittedBytes(*(None if size is None else _integer(size) for size in omitted)),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not an etcd-bridge CloudEvent: {error!r}") from error
+
+
+def omitted_attributes(event: Event) -> dict[str, int]:
+    """The extension attributes of an event delivered without its values: the size of each
+    one left out (an Integer: etcd limits a value far below 2^31 bytes)."""
+    omitted = event.omitted_bytes
+    if omitted is None:
+        return {}
+    sizes = zip(OMITTED_ATTRIBUTES, (omitted.value, omitted.prev_value), strict=True)
+    return {name: size for name, size in sizes if size is not None}
 
 
 def _integer(value: Any) -> int:

@@ -13,7 +13,9 @@ JsonConverter writes it with ``schemas.enable=true``.
 ``decode`` reads back what ``encode`` wrote, wrapped or not: positions, op, key and reason
 exactly, values as carried. A delete's row is its ``before``; when etcd sent no ``prev_kv``
 (see docs) neither row names the key, so ``source`` carries it then (``key``, and ``b64``
-when base64).
+when base64). An event delivered without its values (its sink refused it whole) keeps its rows
+with null values, each row saying the size of its own left out in ``omitted_bytes``; having no
+value, such an event never takes the fast path below, which therefore never looks for it.
 
 Speed: ``encode`` is on the hot path, and the envelope is half as large again as the native
 document, with three times the fields (``bench/encode.py`` measures both). The common case
@@ -47,7 +49,7 @@ from typing import Any
 import orjson
 
 from bridge.encoding import encode_field
-from bridge.events import Event, EventType, Op, SnapshotReason
+from bridge.events import Event, EventType, OmittedBytes, Op, SnapshotReason
 from bridge.formats.base import (
     EventFormat,
     FormatContext,
@@ -87,6 +89,7 @@ _Templates = dict[
 ]
 """Per op code: the ``before`` and ``after`` rows, the flat record, its source block's
 closing fragment per reason, and the document to serialize (the record, wrapped)."""
+_NOTHING_OMITTED = OmittedBytes(value=None, prev_value=None)
 _VALUE = ("value",)
 _KEY = ("key",)
 
@@ -270,17 +273,19 @@ class DebeziumFormat(EventFormat):
     def _change(self, event: Event, code: str, ts_ms: int) -> dict[str, Any]:
         """The envelope of a change, for every case the fast path leaves out."""
         key, key_is_base64 = encode_field(event.key)
+        omitted = event.omitted_bytes or _NOTHING_OMITTED
         before = (
             self._row(
                 key,
                 key_is_base64=key_is_base64,
                 value=event.prev_value,
+                omitted=omitted.prev_value,
                 create_revision=event.prev_create_revision,
                 mod_revision=event.prev_mod_revision,
                 version=event.prev_version,
                 lease=event.prev_lease,
             )
-            if event.prev_value is not None and code in "ud"
+            if (event.prev_value is not None or omitted.prev_value is not None) and code in "ud"
             else None
         )
         after = (
@@ -288,6 +293,7 @@ class DebeziumFormat(EventFormat):
                 key,
                 key_is_base64=key_is_base64,
                 value=event.value,
+                omitted=omitted.value,
                 create_revision=event.create_revision,
                 mod_revision=event.mod_revision,
                 version=event.version,
@@ -317,11 +323,13 @@ class DebeziumFormat(EventFormat):
         *,
         key_is_base64: bool,
         value: bytes | None,
+        omitted: int | None,
         create_revision: int,
         mod_revision: int,
         version: int,
         lease: int,
     ) -> dict[str, Any]:
+        """A row; ``omitted``: the size of its value, which was left out (then None)."""
         row: dict[str, Any] = {"key": key}
         lists = embed_fields(row, {"value": value}, mode=self._values)
         if self._json_text and value is not None and not lists:
@@ -332,6 +340,8 @@ class DebeziumFormat(EventFormat):
         row["mod_revision"] = mod_revision
         row["version"] = version
         row["lease"] = lease
+        if omitted is not None:
+            row["omitted_bytes"] = omitted
         base64 = ["key", *lists.get("b64", ())] if key_is_base64 else lists.get("b64")
         if base64:
             row["b64"] = base64
@@ -424,6 +434,12 @@ def _event_of(payload: dict[str, Any], *, values: ValuesMode) -> Event:
     elif op is Op.DELETE:
         # etcd's delete event: the deleted key at the revision of the delete, no more.
         event.mod_revision = revision
+    omitted_value = None if after is None else after.get("omitted_bytes")
+    omitted_prev = None if before is None else before.get("omitted_bytes")
+    if omitted_value is not None or omitted_prev is not None:
+        event.omitted_bytes = OmittedBytes.from_dict(
+            {"value": omitted_value, "prev_value": omitted_prev}
+        )
     if before is not None:
         event.prev_value = extract_fields(before, _VALUE, mode=values)["value"]
         event.prev_create_revision = int(before["create_revision"])
@@ -465,6 +481,7 @@ class ConnectSchemas:
                 _field("mod_revision", "int64"),
                 _field("version", "int64"),
                 _field("lease", "int64"),
+                _field("omitted_bytes", "int64", optional=True),
                 _names("b64"),
                 _names("raw"),
             ],

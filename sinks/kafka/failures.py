@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError
 
 from bridge.encoding import printable_key
 from bridge.errors import SinkRejectedError
+from bridge.events import Position
 from sinks.kafka.records import HEADER_INDEX, HEADER_OP, HEADER_REVISION, Rank, rank_in
 
 PERMANENT_ERRORS = frozenset(
@@ -65,6 +66,18 @@ class DeliveryFailure:
         except (KeyError, ValueError):
             return (0, False, 0, False)
 
+    def refused_position(self) -> Position | None:
+        """The position of the event whose record is too large by itself: a refusal the
+        pipeline's ``ON_REFUSED`` policy may go past. None for every other failure (a
+        permission, the checkpoint record), which would meet any record."""
+        if self.error.code() != KafkaError.MSG_SIZE_TOO_LARGE or HEADER_OP not in self.headers:
+            return None
+        try:
+            rank = rank_in(self.headers, tombstone=False)
+        except (KeyError, ValueError):
+            return None
+        return Position(rank[0], rank[2])
+
     def describe(self) -> str:
         record = "the checkpoint record" if HEADER_OP not in self.headers else "the record"
         revision = self.headers.get(HEADER_REVISION, b"?").decode(errors="replace")
@@ -84,4 +97,5 @@ def rejection(failure: DeliveryFailure) -> SinkRejectedError:
         f"To go on: {advice}",
         key=failure.key,
         revision=int(revision) if revision.isdigit() else None,
+        position=failure.refused_position(),
     )

@@ -318,6 +318,7 @@ class Publisher:
                 "after it is written. Raise the stream's max_msg_size, or store a smaller value",
                 key=event.key,
                 revision=event.revision,
+                position=event.position,
             )
         if ack.code >= 500:
             return SinkUnavailableError(f"nats: JetStream could not store {what}: {detail}")
@@ -337,4 +338,5 @@ def _too_large(event: Event, *, size: int, limit: int) -> SinkRejectedError:
         "stream's max_msg_size), or store a smaller value",
         key=event.key,
         revision=event.revision,
+        position=event.position,
     )

@@ -134,6 +134,7 @@ class SubjectRouter:
                     "shorter segments in BRIDGE_NATS__SUBJECT",
                     key=event.key,
                     revision=event.revision,
+                    position=event.position,
                 )
             subject = rendered.decode("ascii")
             if len(self._cache) < _CACHE_LIMIT:

@@ -17,7 +17,7 @@ from typing import Self
 
 from pyetcd.etcdrpc.kv_pb2 import KeyValue
 
-from bridge.errors import BridgeError, RevisionCompactedError
+from bridge.errors import BridgeError, RevisionCompactedError, SinkRejectedError
 from bridge.etcd import Chunk, RangePage
 from bridge.events import Event, EventType, Op
 from bridge.health import Phase, PipelineHealth
@@ -74,6 +74,9 @@ class MemorySink(Sink):
 
     ``write`` checks the contract the pump owes every sink (positions strictly increase and
     are past the durable tail) and fails the pipeline with an AssertionError if it is broken.
+    It refuses for good, naming its position, the first event ``refuse`` picks, having
+    made the events before it durable (as a sink that publishes one by one does) with
+    ``keep_before_refused``, else dropped with the batch (as a sink that writes batches whole).
     """
 
     name = "memory"
@@ -83,9 +86,15 @@ class MemorySink(Sink):
         *,
         failures: dict[int, FlushFailure] | None = None,
         on_write: Callable[[Sequence[Event]], None] | None = None,
+        refuse: Callable[[Event], bool] = lambda event: False,
+        keep_before_refused: bool = False,
     ) -> None:
         """``failures``: by flush number (from 1); ``on_write``: called after each write is
         recorded, in the pipeline's thread (it may block, drop leadership, set stop)."""
+        self.refused: list[Event] = []
+        """Every event refused, in order."""
+        self._refuse = refuse
+        self._keep_before_refused = keep_before_refused
         self.received: list[Event] = []
         self.durable: list[Event] = []
         self.pending: list[Event] = []
@@ -109,11 +118,27 @@ class MemorySink(Sink):
         held = self.pending or self.durable
         positions = [event.position for event in [*held[-1:], *batch]]
         assert positions == sorted(set(positions)), f"out of order or twice: {positions}"
+        refused = next((n for n, event in enumerate(batch) if self._refuse(event)), None)
+        if refused is not None:
+            self._refuse_at(batch, refused)
         self.received.extend(batch)
         self.batches.append(len(batch))
         self.pending.extend(batch)
         if self._on_write is not None:
             self._on_write(batch)
+
+    def _refuse_at(self, batch: Sequence[Event], number: int) -> None:
+        event = batch[number]
+        self.refused.append(event)
+        if self._keep_before_refused:
+            self.durable.extend([*self.pending, *batch[:number]])
+        self.pending.clear()
+        raise SinkRejectedError(
+            f"memory: refused {event.key!r} at {event.position}",
+            key=event.key,
+            revision=event.revision,
+            position=event.position,
+        )
 
     def flush(self) -> None:
         self.flushes += 1

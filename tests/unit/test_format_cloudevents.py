@@ -10,7 +10,16 @@ import orjson
 import pytest
 from cloudevents.core.base import BaseCloudEvent
 
-from bridge.events import Event, EventType, Op, Position, SnapshotReason, snapshot_marker
+from bridge.events import (
+    Event,
+    EventType,
+    OmittedBytes,
+    Op,
+    Position,
+    SnapshotReason,
+    snapshot_marker,
+    values_omitted,
+)
 from bridge.formats import FormatContext, build_format
 from bridge.formats.cloudevents import CloudEventsFormat, is_cloudevents_string
 from config.keyspace import KeySpace
@@ -140,6 +149,9 @@ EVENTS = {
     "empty value": put(20, b"/app/e", b""),
     "revision past 2^31": update(3_000_000_000, b"/app/a", b"4", b"3", index=4),
     "lease": put(21, b"/app/l", b"v", lease=0x694D_8F5A_1234_0001),
+    "value omitted": values_omitted(put(22, b"/app/big", b"x" * 100)),
+    "values omitted": values_omitted(update(23, b"/app/big", b"x" * 100, b"y" * 50)),
+    "prev_value omitted": values_omitted(delete(24, b"/app/big", b"y" * 50)),
 }
 TRANSACTION = ("txn first", "txn middle", "txn last")
 
@@ -182,9 +194,19 @@ def check_attributes(sdk_event: BaseCloudEvent, event: Event) -> None:
     assert sdk_event.get_extension("pipeline") == PIPELINE
     reason = None if event.reason is None else event.reason.value
     assert sdk_event.get_extension("reason") == reason
+    omitted = event.omitted_bytes or OmittedBytes(value=None, prev_value=None)
+    for name, size in (("omittedbytes", omitted.value), ("omittedprevbytes", omitted.prev_value)):
+        found = sdk_event.get_extension(name)
+        assert (None if found is None else str(found)) == (None if size is None else str(size))
     stamp = sdk_event.get_time()
     assert stamp is not None and stamp.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=1)
+
+
+def had_prev(event: Event) -> bool:
+    """Whether etcd sent a previous value: carried, or left out (then its size is said)."""
+    omitted = event.omitted_bytes
+    return event.prev_value is not None or (omitted is not None and omitted.prev_value is not None)
 
 
 def check_data(data: object, event: Event) -> None:
@@ -204,7 +226,7 @@ def check_data(data: object, event: Event) -> None:
     assert data["version"] == event.version
     assert data["lease"] == event.lease
     prev_fields = ("prev_create_revision", "prev_mod_revision", "prev_version", "prev_lease")
-    if event.op in (Op.UPDATE, Op.DELETE) and event.prev_value is not None:
+    if event.op in (Op.UPDATE, Op.DELETE) and had_prev(event):
         assert [data[name] for name in prev_fields] == [getattr(event, n) for n in prev_fields]
     else:
         assert not set(prev_fields) & set(data)
@@ -274,7 +296,7 @@ def test_decode_recovers_the_event(name: str) -> None:
     ):
         assert decoded == event
         assert decoded.more is event.more
-        if event.op in (Op.UPDATE, Op.DELETE) and event.prev_value is not None:
+        if event.op in (Op.UPDATE, Op.DELETE) and had_prev(event):
             assert decoded.prev_mod_revision == event.prev_mod_revision
             assert decoded.prev_create_revision == event.prev_create_revision
             assert decoded.prev_version == event.prev_version

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker
+from bridge.events import Event, EventType, Op, SnapshotReason, snapshot_marker, values_omitted
 from bridge.formats import FormatContext, build_format
 from bridge.formats.debezium import DebeziumFormat
 from config.keyspace import KeySpace
@@ -432,6 +432,10 @@ def every_event() -> list[Event]:
         *snapshot(3),
         *snapshot(1, revision=21),
         *transaction(),
+        values_omitted(create()),
+        values_omitted(update()),
+        values_omitted(update(prev=None)),
+        values_omitted(delete()),
     ]
 
 
@@ -489,7 +493,7 @@ def test_every_wrapped_record_conforms_to_its_schema(values: ValuesMode) -> None
             for row in (payload["before"], payload["after"]):
                 if row is not None:
                     assert [name for name in row_fields if name in row] == list(row)
-                    assert set(row_fields) - set(row) <= {"b64", "raw"}
+                    assert set(row_fields) - set(row) <= {"omitted_bytes", "b64", "raw"}
         unwrapped = payload_of(plain.encode(event))
         for one in (payload, unwrapped):
             one["ts_ms"] = one["source"]["ts_ms"] = 0

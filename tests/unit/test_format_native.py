@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from bridge.events import Event, EventType, Op
+from bridge.events import Event, EventType, Op, values_omitted
 from bridge.formats import EventFormat, FormatContext, build_format
 from config.keyspace import KeySpace
 from config.output import OutputSettings, ValuesMode
@@ -56,3 +56,25 @@ def test_json_values_are_embedded_and_the_rest_named(
     assert back.position == event.position and back.key == event.key
     assert back.prev_value == b'{"replicas":2}', "an embedded value comes back re-serialized"
     assert back.value == (raw if listed else orjson.dumps(embedded))
+
+
+@pytest.mark.parametrize("values", list(ValuesMode))
+@pytest.mark.parametrize("key", [b"/app/big", b"/app/\xff"], ids=["text key", "binary key"])
+def test_an_event_delivered_without_its_values_says_their_sizes(
+    values: ValuesMode, key: bytes
+) -> None:
+    whole = update(b"x" * 100, b"\xfe" * 7, key=key)
+    event = values_omitted(whole)
+    record = native(values).encode(event)
+    document = orjson.loads(record)
+    assert (document["value"], document["prev_value"]) == (None, None)
+    assert document["omitted_bytes"] == {"value": 100, "prev_value": 7}
+    assert native(values).decode(record) == event
+    assert native(values).decode(record) != whole, "the mark is part of the event"
+    assert "omitted_bytes" not in orjson.loads(native(values).encode(whole))
+
+
+def test_a_create_left_out_says_it_had_no_previous_value() -> None:
+    create = Event(9, 0, EventType.PUT, Op.CREATE, b"/app/c", b"v" * 10, None, 9, 9, 1, 0)
+    document = orjson.loads(values_omitted(create).to_json())
+    assert document["omitted_bytes"] == {"value": 10, "prev_value": None}

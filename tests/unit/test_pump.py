@@ -20,6 +20,7 @@ from bridge.events import Event, Position
 from bridge.health import Phase
 from bridge.metrics import REGISTRY
 from bridge.pump import Pipeline, _ChunkQueue, _Failure
+from bridge.refusal import Refusals
 from bridge.retry import Backoff
 from config.pump import PumpSettings
 from tests.fixtures.processes import wait_for
@@ -43,6 +44,7 @@ def pipeline(
     stop: threading.Event,
     health: PhaseLog | None = None,
     may_write: Callable[[], bool] = lambda: True,
+    refusals: Refusals | None = None,
     **limits: int,
 ) -> Pipeline:
     """A pipeline with the given pump limits and a backoff of a millisecond."""
@@ -54,6 +56,7 @@ def pipeline(
         health=health or PhaseLog(sink=sink.name),
         may_write=may_write,
         backoff=Backoff(initial=0.001, maximum=0.001),
+        refusals=refusals,
     )
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge import plugins
 from bridge.app import configure, describe_settings
 from config.errors import ConfigError
+from config.refusal import RefusalPolicy
 from config.settings import load_settings, variable_name
 from sinks.file import FileSettings
 from sinks.stdout.sink import StdoutSettings
@@ -129,6 +131,61 @@ def test_output_settings_are_checked_per_sink(
         configure()
     assert str(caught.value).startswith(message)
     assert len(str(caught.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"BRIDGE_SQLITE__ON_REFUSED": "skip"},
+            "BRIDGE_SQLITE__ON_REFUSED: Input should be 'stop', 'omit_value' or 'dead_letter'",
+        ),
+        (
+            {"BRIDGE_SQLITE__ON_REFUSED": "dead_letter"},
+            "BRIDGE_SQLITE__DEAD_LETTER_PATH: required with BRIDGE_SQLITE__ON_REFUSED=dead_letter",
+        ),
+        (
+            {"BRIDGE_SQLITE__DEAD_LETTER_PATH": "refused.jsonl"},
+            "BRIDGE_SQLITE__DEAD_LETTER_PATH: set, but BRIDGE_SQLITE__ON_REFUSED is stop",
+        ),
+        (
+            {
+                "BRIDGE_SQLITE__ON_REFUSED": "dead_letter",
+                "BRIDGE_SQLITE__DEAD_LETTER_PATH": "refused.jsonl",
+                "BRIDGE_FILE__ON_REFUSED": "dead_letter",
+                "BRIDGE_FILE__DEAD_LETTER_PATH": "./refused.jsonl",
+            },
+            "BRIDGE_FILE__DEAD_LETTER_PATH: the sqlite sink's dead-letter file already",
+        ),
+    ],
+)
+def test_refusal_settings_are_checked_per_sink(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """Every sink's section has ON_REFUSED and DEAD_LETTER_PATH, a third party's too; a policy
+    without its file, a file without its policy, or one file for two sinks is one line."""
+    monkeypatch.setenv("BRIDGE_SINKS", "sqlite,file")
+    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
+    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        configure()
+    assert str(caught.value).startswith(message)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_a_dead_letter_policy_is_read_from_its_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRIDGE_SINKS", "sqlite")
+    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
+    monkeypatch.setenv("BRIDGE_SQLITE__ON_REFUSED", "dead_letter")
+    monkeypatch.setenv("BRIDGE_SQLITE__DEAD_LETTER_PATH", str(tmp_path / "refused.jsonl"))
+    ((name, section),) = configure().sinks
+    refusal = plugins.refusal_settings(name, section)
+    assert refusal.on_refused is RefusalPolicy.DEAD_LETTER
+    assert refusal.dead_letter_path == tmp_path / "refused.jsonl"
 
 
 def test_a_missing_required_sink_setting_names_its_variable(

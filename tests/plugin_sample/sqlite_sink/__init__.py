@@ -85,7 +85,10 @@ class SqliteSink(Sink):
             if max(len(event.value or b""), len(event.prev_value or b"")) > limit:
                 raise SinkRejectedError(
                     f"sqlite: the value of key {printable_key(event.key)!r} at revision "
-                    f"{event.revision} is over BRIDGE_SQLITE__MAX_VALUE_BYTES ({limit})"
+                    f"{event.revision} is over BRIDGE_SQLITE__MAX_VALUE_BYTES ({limit})",
+                    key=event.key,
+                    revision=event.revision,
+                    position=event.position,
                 )
             self._pending.append(event)
 
