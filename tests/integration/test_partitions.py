@@ -6,7 +6,8 @@ watches cut off from the other two (it loses quorum: ``hasleader`` must end the 
 bridge cut from its member (packets dropped: only the stall detector notices), the leader cut
 off while it is the only member the bridge reaches (no member answers: phase ``etcd_down``),
 and a flapping link. ``test_partitioned_leader_stops_before_standby_takes_over`` cuts the
-active instance of an HA pair off from etcd. Both check the sink against what etcd answered
+active instance of an HA pair off from etcd, then both instances from the first endpoint
+(the election must fail over too). Both check the sink against what etcd answered
 to the writes: every change once, in order, none stale.
 """
 
@@ -193,6 +194,18 @@ def test_partitioned_leader_stops_before_standby_takes_over(
         network.heal_all()
         first.wait_phase("standby", timeout=30)
         assert leading(second)
+
+        # Both cut from the first endpoint: the lease refreshes and campaigns must turn to
+        # the other members as the watch does, or nobody leads until the heal.
+        for host in hosts:
+            network.cut(host, host_of(network, members[0]))
+        count = len(read_events(output))
+        wait_for(
+            lambda: len(read_events(output)) > count + 100,
+            timeout=30,
+            what="progress without the first member",
+        )
+        network.heal_all()
     wait_for_revision(output, background.writer.changes[-1].revision, timeout=30)
     for bridge in bridges:
         assert bridge.terminate() == 0
