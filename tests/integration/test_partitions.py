@@ -5,10 +5,12 @@ network namespace of its own (``tests.fixtures.netns``).
 watches cut off from the other two (it loses quorum: ``hasleader`` must end the watch), the
 bridge cut from its member (packets dropped: only the stall detector notices), the leader cut
 off while it is the only member the bridge reaches (no member answers: phase ``etcd_down``),
-and a flapping link. ``test_partitioned_leader_stops_before_standby_takes_over`` cuts the
-active instance of an HA pair off from etcd, then both instances from the first endpoint
-(the election must fail over too). Both check the sink against what etcd answered
-to the writes: every change once, in order, none stale.
+a flapping link, and latency with loss on its link where the kernel has ``netem`` (where it
+has not, that part is skipped, saying why).
+``test_partitioned_leader_stops_before_standby_takes_over`` cuts the active instance of an HA
+pair off from etcd, then both instances from the first endpoint (the election must fail over
+too). Both check the sink against what etcd answered to the writes: every change once, in
+order, none stale.
 """
 
 import json
@@ -142,6 +144,16 @@ def test_bridge_fails_over_across_partitions(
         revision = write(writer, settled_leader(members), count=10)
     wait_for_revision(output, revision, timeout=30)
     print(f"flapping link: caught up after {time.monotonic() - started:.1f}s")
+
+    # 5. Latency and loss on the bridge's link, if the kernel can add them.
+    missing = network.netem_missing()
+    if missing:
+        print(f"latency and loss not tested: {missing}")
+    else:
+        network.degrade(bridge_host, delay_ms=100, loss_percent=5)
+        revision = write(writer, settled_leader(members), count=40)
+        wait_for_revision(output, revision, timeout=60)
+        network.restore(bridge_host)
 
     assert bridge.metric("etcd_bridge_etcd_reconnects_total", sink="file") >= 3
     assert bridge.terminate() == 0
