@@ -222,6 +222,9 @@ def _run_elected(
             for health in healths:
                 health.enter(Phase.STANDBY)
             leader.set(0)
+            # The last term's lease is given back only now, having stood down: across a
+            # partition the revoke hangs until its timeout, while another instance may lead.
+            leadership.resign()
             if not leadership.acquire(stop):
                 return []
             leader.set(1)
@@ -237,7 +240,6 @@ def _run_elected(
             )
             if stop.is_set() or any(not isinstance(f, NotLeaderError) for f in failures):
                 return [f for f in failures if not isinstance(f, NotLeaderError)]
-            leadership.resign()
             log.warning("leadership lost, back to standby", extra={"pipeline": settings.name})
     finally:
         leader.set(0)

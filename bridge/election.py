@@ -13,6 +13,13 @@ deadline comes first. ``valid()`` compares the monotonic clock (which keeps coun
 process is stopped) with it, and the pump asks before every write and flush. What is left is
 the window between that question and the write itself; the README states what each sink
 guarantees if an old instance resumes inside it.
+
+A partition that drops packets makes every refresh hang until its timeout. So no refresh and
+no wait of the keeper outlasts the deadline: a failed refresh is tried again at once on the
+next endpoint, and once the deadline passes without one the term is over (``lost``), before
+etcd can expire the lease and a standby win. Letting a late refresh run its full timeout
+first would keep a cut-off holder counting itself active (its gauge, its phase, its pipelines
+running) for seconds after its successor started.
 """
 
 import logging
@@ -29,6 +36,9 @@ from config.etcd import EtcdSettings
 from config.ha import HaSettings
 
 log = logging.getLogger(__name__)
+
+_RETRY_SECONDS = 0.1
+"""Pause before refreshing again on the next endpoint after a refresh failed."""
 
 
 class Leadership:
@@ -80,9 +90,10 @@ class Leadership:
     def resign(self) -> None:
         """End this term: stop refreshing and revoke the lease, deleting the key if still ours.
 
-        Called whenever a term ends, also when it ended because the local deadline passed
-        while the keeper was still waiting on a refresh: that keeper must not go on renewing
-        a lease nobody uses, or the key would outlive the term and block every campaign.
+        Called before every campaign (nothing to do before the first), so after every term,
+        also one that ended because the local deadline passed while the keeper was still
+        waiting on a refresh: that keeper must not go on renewing a lease nobody uses, or the
+        key would outlive the term and block every campaign.
         """
         self.lost.set()
         if self._keeper is not None:
@@ -111,18 +122,34 @@ class Leadership:
         return False
 
     def _keep(self, stop: threading.Event) -> None:
-        """Refresh the lease every third of the TTL until stopped, lost or expired."""
-        while not self.lost.wait(self._ttl / 3) and not stop.is_set():
+        """Refresh the lease every third of the TTL until stopped or lost; the term is lost
+        when etcd says the lease expired or the local deadline passes unrefreshed (see the
+        module docstring: neither a wait nor a refresh runs past it)."""
+        pause = self._ttl / 3
+        while not self.lost.wait(min(pause, self._left())) and not stop.is_set():
             sent = time.monotonic()
+            if self._left() <= 0:
+                self._lose("no lease refresh succeeded before the local deadline")
+                return
             try:
-                remaining = self._connection.keep_alive(self._lease, timeout=self._ttl / 3)
+                remaining = self._connection.keep_alive(
+                    self._lease, timeout=min(self._ttl / 3, self._left())
+                )
             except EtcdError as error:
                 log.warning("lease refresh failed", extra=error_fields(error))
                 self._connection.failover()
-                remaining = -1
-            if remaining > 0:
-                self._deadline = sent + remaining - self._margin
-            elif remaining == 0 or time.monotonic() >= self._deadline:
-                log.error("leadership lost: the lease expired", extra={"key": self.key.decode()})
-                self.lost.set()
+                pause = _RETRY_SECONDS
+                continue
+            if remaining <= 0:
+                self._lose("the lease expired")
                 return
+            self._deadline = sent + remaining - self._margin
+            pause = self._ttl / 3
+
+    def _left(self) -> float:
+        """Seconds until the local deadline (0 once it has passed)."""
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _lose(self, why: str) -> None:
+        log.error("leadership lost", extra={"key": self.key.decode(), "reason": why})
+        self.lost.set()

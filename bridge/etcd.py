@@ -298,9 +298,14 @@ class EtcdConnection:
         ) from failures[-1]
 
     def failover(self) -> None:
-        """Forget the current channel and prefer the next endpoint on the next connect."""
+        """Forget the current channel and turn to the next endpoint: the next ``connect``
+        starts there, and so does the next request of a user that never calls ``connect``
+        (the election's campaign and lease refreshes open their channel on first use).
+        Moving only the index for ``connect`` left those on a member that had lost its
+        cluster, or that a partition cut off, while the others were fine."""
         self.close()
         self._endpoint_index = (self._endpoint_index + 1) % len(self._settings.endpoints)
+        self.endpoint = self._settings.endpoints[self._endpoint_index]
 
     def close(self) -> None:
         if self._channel is not None:

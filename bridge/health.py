@@ -114,6 +114,8 @@ class PipelineStats:
     etcd_heard_at: float = 0.0
     """Unix time its watch or snapshot last heard from etcd (a change, a progress answer, a
     page)."""
+    etcd_endpoint: str = ""
+    """The etcd member it last connected to: after a failover, which one it reads from."""
 
     def caught_up_to(self, revision: int) -> None:
         """The sink holds every change up to ``revision`` (see ``synced_revision``)."""
@@ -194,6 +196,7 @@ class PipelineHealth:
             "phase": self.phase.value,
             "position": None if stats.position is None else str(stats.position),
             "etcd_revision": stats.etcd_revision,
+            "etcd_endpoint": stats.etcd_endpoint,
             "lag_revisions": stats.lag_revisions,
             "lag_seconds": round(stats.lag_seconds, 3),
             "guarantee": self.guarantee,

@@ -214,6 +214,7 @@ class ChangeSource:
                 current=revision,
                 endpoint=self._connection.endpoint,
             )
+        self._health.stats.etcd_endpoint = self._connection.endpoint
         log.info(
             "connected to etcd",
             extra={

@@ -4,6 +4,8 @@
 # against etcd's own history. Prints one line of figures and exits non-zero unless nothing was
 # lost, duplicated or out of order. Arguments go to the tests/chaos package, e.g.
 #   bash scripts/chaos.sh --operations 30000 --kills 10 --seed 7 [--workdir DIR]
+# With --cluster 3 etcd is three members in network namespaces (as root) and --partitions N adds
+# N partition/heal faults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh

@@ -8,5 +8,6 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
     "tests.fixtures.nats",
+    "tests.fixtures.netns",
     "tests.fixtures.redis",
 ]

@@ -35,6 +35,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10, help="SIGKILLs of the active bridge")
     parser.add_argument("--pauses", type=int, default=2, help="SIGSTOP/SIGCONT of each server")
     parser.add_argument("--max-pause", type=float, default=4.0, help="longest SIGSTOP, seconds")
+    parser.add_argument(
+        "--cluster", type=int, choices=(1, 3), default=1, help="etcd members (3: in namespaces)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=0, help="partition/heal faults (needs --cluster 3)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
@@ -45,6 +51,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         help=f"comma-separated sinks to check (default: all, {','.join(SINKS)})",
     )
     arguments = parser.parse_args(None if argv is None else list(argv))
+    if arguments.partitions and arguments.cluster == 1:
+        parser.error("--partitions needs --cluster 3")
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
     try:
@@ -57,6 +65,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             workdir=workdir,
             sinks=arguments.sinks,
             catch_up_timeout=arguments.catch_up_timeout,
+            members=arguments.cluster,
+            partitions=arguments.partitions,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
         print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)

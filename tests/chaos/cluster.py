@@ -7,31 +7,45 @@ after the pipeline. Bridge instances come and go: a killed or crashed one is rep
 so two always run and a standby is ready to take over. Which one is active is read from etcd
 (the election key names the holder's pid) and confirmed by that instance's own log: the chaos
 must kill the leader, not a standby.
+
+With ``members=3`` etcd is a cluster whose members each run in a network namespace of their
+own (``tests.fixtures.netns``), so that the chaos can partition them. The bridges stay on
+this host, beside the sinks' servers they reach on loopback: a partition of "the bridge"
+from a member cuts this host (the writer too) from it. Partitioning one bridge instance from
+etcd while the other stays connected is ``tests/integration/test_partitions.py``'s part.
 """
 
 import contextlib
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess
-from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.etcd import EtcdCluster, EtcdServer
+from tests.fixtures.netns import Host, Network
 from tests.fixtures.processes import ManagedProcess
 from tests.sinks import SINKS, Destination
 from tests.sinks.base import SinkServer
 
 ELECTION_PREFIX = "/bridge-leader/"
+_CONNECTED = re.compile(r"connected to etcd sink=(\S+) endpoint=(\S+)")
 
 
 class Cluster:
     """etcd, the sinks' servers and the bridge instances of one run; ``stop`` ends them all."""
 
-    def __init__(self, workdir: Path, *, sinks: Sequence[str]) -> None:
+    def __init__(self, workdir: Path, *, sinks: Sequence[str], members: int = 1) -> None:
+        """``members``: etcd's size; above 1, each member in a namespace of its own."""
         self.workdir = workdir
         for part in ("etcd", "bridges", *sinks):
             (workdir / part).mkdir(parents=True, exist_ok=True)
-        self.etcd = EtcdServer(version="3.5", workdir=workdir / "etcd")
+        self.network = Network() if members > 1 else None
+        self.size = members
+        self.etcd_cluster = EtcdCluster(workdir=workdir / "etcd", size=1)
+        """Replaced by the namespaced members in ``start`` when ``members`` is above 1."""
+        self._etcd_turn = 0
         self.servers: dict[str, SinkServer] = {}
         """Each sink's server, by sink name (a sink without one has none here)."""
         for name in sinks:
@@ -47,20 +61,43 @@ class Cluster:
         self.crashes: list[str] = []
         self._lock = threading.Lock()
 
+    @property
+    def members(self) -> list[EtcdServer]:
+        return self.etcd_cluster.members
+
+    @property
+    def etcd(self) -> EtcdServer:
+        """The member the run reads etcd's history from once every partition is healed."""
+        return self.members[0]
+
     def start(self) -> None:
         """The servers; bridge instances are started one by one with ``start_bridge``."""
-        self.etcd.start()
+        if self.network is not None:
+            self.network.start()
+            hosts = [self.network.add_host(f"m{number}") for number in range(self.size)]
+            self.etcd_cluster = EtcdCluster(workdir=self.workdir / "etcd", places=hosts)
+        self.etcd_cluster.start()
         for server in self.servers.values():
             server.start()
 
+    def host_of(self, member: EtcdServer) -> Host:
+        assert self.network is not None, "a single member is not in a namespace"
+        return next(host for host in self.network.hosts if host.address == member.host)
+
+    def _next_member(self) -> EtcdServer:
+        """The member the next pause or restart of ``etcd`` hits: each in turn."""
+        self._etcd_turn += 1
+        return self.members[(self._etcd_turn - 1) % len(self.members)]
+
     def process(self, server: str) -> ManagedProcess:
-        """The process of ``server``: ``etcd`` or a sink's name."""
-        return self.etcd.process if server == "etcd" else self.servers[server].process
+        """The process of ``server``: ``etcd`` (a member, each in turn) or a sink's name."""
+        return self._next_member().process if server == "etcd" else self.servers[server].process
 
     def restart(self, server: str) -> None:
-        """Stop ``server`` (``etcd`` or a sink's name) and start it again on its data."""
+        """Stop ``server`` (``etcd``: a member, each in turn, or a sink's name) and start it
+        again on its data."""
         if server == "etcd":
-            self.etcd.restart()
+            self._next_member().restart()
         else:
             self.servers[server].stop()
             self.servers[server].start()
@@ -82,7 +119,7 @@ class Cluster:
             "BRIDGE_NAME": PIPELINE,
             "BRIDGE_SINKS": ",".join(self.sinks),
             "BRIDGE_STDOUT__CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
-            "BRIDGE_ETCD__ENDPOINTS": self.etcd.url,
+            "BRIDGE_ETCD__ENDPOINTS": self.etcd_cluster.urls,
             "BRIDGE_ETCD__PREFIX": PREFIX.decode(),
             "BRIDGE_ETCD__TIMEOUT": "3",
             "BRIDGE_ETCD__STALL_TIMEOUT": "6",
@@ -126,13 +163,40 @@ class Cluster:
             self.start_bridge()
 
     def leader_pid(self) -> int | None:
-        """The pid etcd's election key names (its value is ``host:pid``), if any."""
-        client = etcd_client(self.etcd, timeout=2)
-        try:
-            value, _meta = client.get(ELECTION_PREFIX + PIPELINE)
-        finally:
-            client.close()
-        return None if value is None else int(value.rsplit(b":", 1)[-1])
+        """The pid etcd's election key names (its value is ``host:pid``), if any, from the
+        first member that answers (one may be partitioned)."""
+        failure: Exception | None = None
+        for member in self.members:
+            client = etcd_client(member, timeout=2)
+            try:
+                value, _meta = client.get(ELECTION_PREFIX + PIPELINE)
+            except Exception as error:  # noqa: BLE001 - the next member may answer
+                failure = error
+                continue
+            finally:
+                client.close()
+            return None if value is None else int(value.rsplit(b":", 1)[-1])
+        raise RuntimeError(f"no etcd member answered: {failure!r}")
+
+    def watched(self, bridge: BridgeProcess) -> EtcdServer:
+        """The member ``bridge`` last connected to (its first pipeline's, from its log)."""
+        connections = _CONNECTED.findall(bridge.log_text())
+        if not connections:
+            return self.etcd
+        first_sink = connections[0][0]
+        endpoint = [endpoint for sink, endpoint in connections if sink == first_sink][-1]
+        return next(member for member in self.members if member.url == endpoint)
+
+    def failovers(self) -> int:
+        """How many times a pipeline of an instance connected to another etcd member than
+        the one it had connected to before, read from every instance's log."""
+        count = 0
+        for bridge in self.factory.processes:
+            endpoints: dict[str, str] = {}
+            for sink, endpoint in _CONNECTED.findall(bridge.log_text()):
+                count += endpoints.get(sink, endpoint) != endpoint
+                endpoints[sink] = endpoint
+        return count
 
     def active(self) -> BridgeProcess | None:
         """The running instance that holds the election key and whose log says it leads."""
@@ -191,6 +255,8 @@ class Cluster:
     def stop(self) -> None:
         """Stop everything this run started, whatever state it is in."""
         self.factory.stop_all()
-        for server in (self.etcd, *self.servers.values()):
+        for server in (*self.members, *self.servers.values()):
             with contextlib.suppress(Exception):
                 server.stop()
+        if self.network is not None:
+            self.network.close()

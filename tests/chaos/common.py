@@ -28,7 +28,7 @@ def say(message: str) -> None:
 def etcd_client(server: EtcdServer, *, timeout: float) -> Any:
     """A fresh client: pyetcd refuses an endpoint for minutes once a call to it failed."""
     return pyetcd.client(
-        host="127.0.0.1",
+        host=server.host,
         port=server.port,
         timeout=timeout,
         grpc_options=[("grpc.max_receive_message_length", -1)],

@@ -38,6 +38,9 @@ class Figures:
     kills: int = 0
     pauses: int = 0
     restarts: int = 0
+    partitions: int = 0
+    failovers: int = 0
+    """Times a bridge's pipeline connected to another etcd member than before."""
     retries: int = 0
     events_in_etcd: int = 0
     seconds: float = 0.0
@@ -65,7 +68,8 @@ class Figures:
         checked = " ".join(f"{sink.name}={sink.events}" for sink in self.sinks)
         return (
             f"chaos seed={self.seed}: operations={self.operations} kills={self.kills} "
-            f"pauses={self.pauses} restarts={self.restarts} etcd_events={self.events_in_etcd} "
+            f"pauses={self.pauses} restarts={self.restarts} partitions={self.partitions} "
+            f"failovers={self.failovers} etcd_events={self.events_in_etcd} "
             f"| checked {checked or 'nothing'} "
             f"| {figure('lost')} {figure('duplicated')} {figure('out_of_order')} "
             f"{figure('unexpected')} problems={len(self.problems)} | {self.seconds:.0f}s"
@@ -83,17 +87,20 @@ def run(
     pause_seconds: tuple[float, float] = (1.0, 4.0),
     initial_keys: int = 300,
     catch_up_timeout: float = 180.0,
+    members: int = 1,
+    partitions: int = 0,
 ) -> Figures:
-    """One chaos run of ``sinks`` in ``workdir``; every process it starts is stopped before
-    it returns."""
+    """One chaos run of ``sinks`` in ``workdir`` against ``members`` etcd members (in network
+    namespaces when more than one, which ``partitions`` needs); every process it starts, and
+    every namespace, is removed before it returns."""
     started = time.monotonic()
     figures = Figures(seed=seed)
-    cluster = Cluster(workdir, sinks=sinks)
+    cluster = Cluster(workdir, sinks=sinks, members=members)
     chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
         say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")
         cluster.start()
-        writer = Writer(cluster.etcd, seed=seed)
+        writer = Writer(cluster.members, seed=seed)
         writer.populate(initial_keys)
         cluster.start_bridge()
         cluster.start_bridge()
@@ -106,6 +113,7 @@ def run(
             seed=seed,
             servers=["etcd", *cluster.servers],
             restartable=cluster.restartable(),
+            partitions=partitions,
         )
         chaos.start()
         try:
@@ -114,6 +122,7 @@ def run(
             chaos.finish()
         figures.operations, figures.retries = writer.operations, writer.retries
         figures.kills, figures.pauses, figures.restarts = chaos.kills, chaos.pauses, chaos.restarts
+        figures.partitions = chaos.partitions
         figures.problems += chaos.errors
         say(f"{writer.operations} operations ({writer.retries} retried attempts); catching up")
         wait_leases_expired(cluster.etcd)
@@ -123,6 +132,7 @@ def run(
         except TimeoutError as error:
             figures.problems.append(f"{error}; {cluster.election_state()}")
         figures.problems += cluster.stop_bridges()
+        figures.failovers = cluster.failovers()
         figures.problems += cluster.crashes
         say("bridges stopped; reading etcd's history and every sink back")
         history = read_history(cluster.etcd, until=last)

@@ -6,6 +6,12 @@ server that keeps its data (Redis), each at an operation number. The writer trig
 action when it reaches that number and keeps writing while the action runs in the ``Chaos``
 thread; the next action waits for the previous one to end, so two never overlap (see the
 package docstring for why that matters).
+
+With a 3-member etcd (``Cluster(members=3)``), ``partitions`` partition/heal faults join them,
+of these kinds in turn: the member the active bridge watches cut off from the other two (it
+loses quorum), the leader cut off from the others, this host (the bridges and the writer) cut
+from the member the active bridge watches, and that link flapping. After the heal the chaos
+waits for an active bridge, as after a pause of etcd.
 """
 
 import enum
@@ -28,6 +34,16 @@ class Kind(enum.Enum):
     KILL = "kill"
     PAUSE = "pause"
     RESTART = "restart"
+    PARTITION = "partition"
+
+
+PARTITIONS = ("member", "leader", "link", "flap")
+"""The targets of partitions, taken in this order (see the module docstring)."""
+PARTITION_SECONDS = (3.0, 12.0)
+"""How long a partition lasts: some shorter than the bridges' stall timeout (6 s) and etcd's
+no-leader cancellation (about 4 s), which they must ride out, most longer."""
+FLAPS, FLAP_DOWN, FLAP_UP = 3, 2.5, 0.5
+"""A flapping link: cut this many times for this long, healed for that long in between."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +52,8 @@ class Action:
 
     kind: Kind
     target: str
-    """``bridge`` (the active one), ``etcd``, or a sink whose server it acts on."""
+    """``bridge`` (the active one), ``etcd``, a sink whose server it acts on, or for a
+    partition one of ``PARTITIONS``."""
     at: int
     """The operation number that triggers it."""
 
@@ -49,14 +66,18 @@ def plan_chaos(
     seed: int,
     servers: Sequence[str],
     restartable: Sequence[str],
+    partitions: int = 0,
 ) -> list[Action]:
     """``kills`` kills, ``pauses`` pauses of each of ``servers``, one restart of each of
-    ``restartable``, shuffled and spread over the operations (one per slot, at a random point
-    of it)."""
+    ``restartable``, ``partitions`` partitions, shuffled and spread over the operations (one
+    per slot, at a random point of it)."""
     chooser = random.Random(f"schedule-{seed}")  # noqa: S311 - reproducible chaos
     kinds = [(Kind.KILL, "bridge")] * kills
     kinds += [(Kind.PAUSE, server) for server in servers] * pauses
     kinds += [(Kind.RESTART, server) for server in restartable]
+    kinds += [
+        (Kind.PARTITION, PARTITIONS[number % len(PARTITIONS)]) for number in range(partitions)
+    ]
     chooser.shuffle(kinds)
     slots = len(kinds)
     return [
@@ -83,6 +104,7 @@ class Chaos:
         self.kills = 0
         self.pauses = 0
         self.restarts = 0
+        self.partitions = 0
         self.errors: list[str] = []
         self.abort = threading.Event()
         self._idle = threading.Event()
@@ -153,6 +175,11 @@ class Chaos:
             say(f"pause {self.pauses}: {action.target} stopped for {seconds:.1f}s")
             if action.target == "etcd":
                 self._wait_active()
+        elif action.kind is Kind.PARTITION:
+            what = self._partition(action.target)
+            self.partitions += 1
+            say(f"partition {self.partitions}: {what}; healed")
+            self._wait_active()
         else:
             started = time.monotonic()
             self.cluster.restart(action.target)
@@ -160,3 +187,32 @@ class Chaos:
             say(f"restart {self.restarts}: {action.target} in {time.monotonic() - started:.1f}s")
             if action.target == "etcd":
                 self._wait_active()
+
+    def _partition(self, target: str) -> str:
+        """Cut what ``target`` names, wait, heal; say what it was."""
+        network = self.cluster.network
+        assert network is not None, "partitions need the cluster in namespaces (--cluster 3)"
+        members = self.cluster.members
+        member = self.cluster.watched(self._wait_active())
+        if target == "flap":
+            host = self.cluster.host_of(member)
+            for _flap in network.flap(network.local, host, times=FLAPS, down=FLAP_DOWN, up=FLAP_UP):
+                pass
+            return f"link to {member.name} flapped {FLAPS} times"
+        seconds = self.random.uniform(*PARTITION_SECONDS)
+        if target == "link":
+            network.cut(network.local, self.cluster.host_of(member))
+            what = f"this host cut from {member.name}"
+        else:
+            if target == "leader":
+                member = self.cluster.etcd_cluster.leader()
+            network.isolate(
+                self.cluster.host_of(member),
+                from_hosts=[self.cluster.host_of(other) for other in members],
+            )
+            what = f"{target} {member.name} cut from the other members"
+        try:
+            time.sleep(seconds)
+        finally:
+            network.heal_all()
+        return f"{what} for {seconds:.1f}s"

@@ -1,7 +1,8 @@
 """The writer of a chaos run: mixed operations on the prefix, planned from the seed alone.
 
 What an operation does is a function of the seed and its number only, never of what etcd
-answered, so a seed always asks for the same operations. What etcd made of them (which
+answered, so a seed always asks for the same operations. An attempt that fails is retried on
+the next member of the cluster (one may be paused or partitioned). What etcd made of them (which
 revision, whether a lease had expired, whether an attempt cut off by a pause had landed) is
 not recorded here: the check reads it back from etcd's own history.
 """
@@ -10,6 +11,7 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +42,9 @@ class Operation:
 class Writer:
     """Mixed operations on the prefix, each retried until etcd takes it; records nothing."""
 
-    def __init__(self, server: EtcdServer, *, seed: int) -> None:
-        self.server = server
+    def __init__(self, servers: Sequence[EtcdServer], *, seed: int) -> None:
+        self.servers = list(servers)
+        self._turn = 0
         self.random = random.Random(f"writer-{seed}")  # noqa: S311 - reproducible, not security
         self.operations = 0
         self.retries = 0
@@ -123,6 +126,7 @@ class Writer:
             except Exception:  # etcd paused, restarting or timing out: try again
                 self.retries += 1
                 self.close()
+                self._turn += 1
                 if (abort is not None and abort.is_set()) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
@@ -130,7 +134,7 @@ class Writer:
 
     def _apply(self, operation: Operation) -> int:
         if self._client is None:
-            self._client = etcd_client(self.server, timeout=2)
+            self._client = etcd_client(self.servers[self._turn % len(self.servers)], timeout=2)
         lease = 0
         if operation.lease_ttl:
             grant = self._client.leasestub.LeaseGrant(
