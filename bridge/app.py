@@ -70,6 +70,7 @@ class Configuration:
                 keyspace=settings.etcd.keyspace,
                 cluster=settings.cluster,
                 values=settings.values,
+                ha=settings.ha.enabled,
             )
             for name, section in self.sinks
         ]

@@ -112,6 +112,7 @@ def build_sink(
     keyspace: KeySpace,
     cluster: str = "etcd",
     values: ValuesMode = ValuesMode.BYTES,
+    ha: bool = False,
 ) -> Sink:
     """The sink registered as ``name``, built from its loaded ``section`` (``settings_model``)
     with the format the section selects: how the bridge builds every sink, and the tests too."""
@@ -124,6 +125,7 @@ def build_sink(
         keyspace=keyspace,
         cluster=cluster,
         values=values,
+        ha=ha,
     )
     return sink_class.from_settings(section, context=context)
 
@@ -161,9 +163,13 @@ def _sink_context(
     keyspace: KeySpace,
     cluster: str,
     values: ValuesMode,
+    ha: bool = False,
 ) -> SinkContext:
     output = output_settings(name, sink_class, section)
     context = FormatContext(pipeline=pipeline, cluster=cluster, keyspace=keyspace, values=values)
     return SinkContext(
-        pipeline=pipeline, keyspace=keyspace, format=build_format(output, context=context)
+        pipeline=pipeline,
+        keyspace=keyspace,
+        format=build_format(output, context=context),
+        ha=ha,
     )
