@@ -72,6 +72,7 @@ class Configuration:
             keyspace=settings.etcd.keyspace,
             cluster=settings.cluster,
             values=settings.values,
+            ha=settings.ha.enabled,
         )
 
     def build_sinks(self) -> list[Sink]:

@@ -8,10 +8,10 @@ same fold, and each rule is easy to get wrong on its own:
   position applied is skipped and counted in ``Fold.skipped``.
 - **Snapshot frames.** Between ``snapshot_begin`` and ``snapshot_end`` the keys seen are
   collected; at ``snapshot_end`` every key the snapshot did not contain is dropped, whatever
-  the reason (``initial``, ``compacted``, ``requested``). That is what makes a resync after
-  compaction correct: keys deleted while the history was lost are simply absent from it. A
-  ``snapshot_begin`` inside a snapshot starts it again (the bridge abandons a snapshot whose
-  revision was compacted under it).
+  the reason (``initial``, ``compacted``, ``requested``, ``lost``). That is what makes a
+  resync after compaction correct: keys deleted while the history was lost are simply absent
+  from it. A ``snapshot_begin`` inside a snapshot starts it again (the bridge abandons a
+  snapshot whose revision was compacted under it).
 - **Whole revisions.** The state is the prefix's state at a revision only between
   revisions: not inside a snapshot, and not after a change whose ``more`` is set (one etcd
   transaction is one revision, handed over in pieces). The fold commits its store at every

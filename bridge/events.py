@@ -60,6 +60,10 @@ class SnapshotReason(enum.StrEnum):
     COMPACTED = "compacted"
     REQUESTED = "requested"
     """An operator asked for it (``POST /resnapshot``), for a consumer that lost its state."""
+    LOST = "lost"
+    """The sink lost data it had acknowledged (a server restarted empty, a stream deleted, a
+    file truncated): the pump found its tail behind what it had flushed, and the sink gets the
+    prefix's whole state again rather than a silent resume in the middle."""
 
 
 SNAPSHOT_OPS = frozenset({Op.SNAPSHOT_BEGIN, Op.SNAPSHOT, Op.SNAPSHOT_END})

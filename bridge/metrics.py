@@ -131,6 +131,13 @@ SNAPSHOT_KEYS_EXPECTED = Gauge(
     ["sink"],
     registry=REGISTRY,
 )
+SINK_DATA_LOST = Counter(
+    "etcd_bridge_sink_data_lost",
+    "Reopened sinks found holding less than the bridge had flushed to them (a server restarted "
+    "empty, a stream deleted, a file truncated); each is followed by a snapshot, reason lost.",
+    ["sink"],
+    registry=REGISTRY,
+)
 SNAPSHOTS_REQUESTED = Counter(
     "etcd_bridge_snapshots_requested",
     "Snapshots taken on request (POST /resnapshot).",
@@ -177,6 +184,7 @@ _PER_SINK = (
     SNAPSHOT_KEYS_READ,
     SNAPSHOT_KEYS_EXPECTED,
     SNAPSHOTS_REQUESTED,
+    SINK_DATA_LOST,
 )
 
 

@@ -131,13 +131,15 @@ def _fields_of(model: type[Fields], section: BaseModel) -> Fields:
 
 class Surroundings(TypedDict):
     """What a sink is built with besides its own section: the pipeline's name
-    (``BRIDGE_NAME``), its watched keyspace, and, optionally, the cluster's name and how
-    values are embedded (``BRIDGE_CLUSTER``, ``BRIDGE_VALUES``)."""
+    (``BRIDGE_NAME``), its watched keyspace, and, optionally, the cluster's name, how values
+    are embedded and whether instances are elected (``BRIDGE_CLUSTER``, ``BRIDGE_VALUES``,
+    ``BRIDGE_HA__ENABLED``)."""
 
     pipeline: str
     keyspace: KeySpace
     cluster: NotRequired[str]
     values: NotRequired[ValuesMode]
+    ha: NotRequired[bool]
 
 
 def build_sink(name: str, section: BaseModel, **surroundings: Unpack[Surroundings]) -> Sink:
@@ -162,11 +164,15 @@ def _resolve(
     keyspace: KeySpace,
     cluster: str = "etcd",
     values: ValuesMode = ValuesMode.BYTES,
+    ha: bool = False,
 ) -> tuple[type[Sink], SinkContext]:
     """The sink class registered as ``name`` and the context it is built with."""
     sink_class = load(name)
     output = output_settings(name, sink_class, section)
     context = FormatContext(pipeline=pipeline, cluster=cluster, keyspace=keyspace, values=values)
     return sink_class, SinkContext(
-        pipeline=pipeline, keyspace=keyspace, format=build_format(output, context=context)
+        pipeline=pipeline,
+        keyspace=keyspace,
+        format=build_format(output, context=context),
+        ha=ha,
     )

@@ -28,6 +28,12 @@ A refusal of one event (``SinkRejectedError`` naming its position) goes to the p
 closed and reopened, and delivery starts again from its tail with that event replaced or
 diverted (the steps are in ``bridge.refusal``). Only batches delivered while such an event is
 pending pay for it: the common path asks one attribute per batch.
+
+The pipeline remembers the last positions it flushed. A reopened sink whose tail is behind
+them (further than the sink's ``flushes_behind`` allows) lost data it had acknowledged: a
+server restarted empty, a stream deleted, a file truncated. That is logged as an error with
+both positions and counted, and the source is opened with a snapshot (reason ``lost``) first:
+consumers get the prefix's whole state again, never a silent resume in the middle.
 """
 
 import collections
@@ -42,7 +48,7 @@ from dataclasses import dataclass
 from bridge import metrics
 from bridge.errors import BridgeError, NotLeaderError, SinkError, SinkRejectedError
 from bridge.etcd import Chunk
-from bridge.events import Event, Position, past
+from bridge.events import Event, Position, SnapshotReason, past
 from bridge.health import Phase, PipelineHealth
 from bridge.logs import error_fields
 from bridge.refusal import Refusals
@@ -95,6 +101,11 @@ class Pipeline:
         self.health = health
         self.stats = health.stats
         health.guarantee = sink.guarantee
+        self._flushed: collections.deque[Position] = collections.deque(
+            maxlen=sink.flushes_behind + 1
+        )
+        """The last positions flushed in this process, oldest first: the sink must hold at
+        least the oldest of them when it is reopened."""
 
     def run(self) -> None:
         """Deliver until stopped, reopening the sink after a retryable error (with backoff);
@@ -160,7 +171,9 @@ class Pipeline:
             },
         )
         halt = threading.Event()
-        source = self._open_source(tail, stop=halt, health=self.health)
+        source = self._open_source(
+            tail, stop=halt, health=self.health, resync=self._lost_since_flushed(tail)
+        )
         chunks = _ChunkQueue(
             max_events=self._limits.queue_depth * self._limits.batch_events,
             max_bytes=self._limits.queue_bytes,
@@ -206,6 +219,22 @@ class Pipeline:
                 self.stats.position = diverted.position
                 self.stats.observe()
 
+    def _lost_since_flushed(self, tail: Event | None) -> SnapshotReason | None:
+        """``LOST`` when the sink's reopened ``tail`` is behind what this process knows it
+        flushed (logged and counted), else None."""
+        if not self._flushed:
+            return None
+        flushed = self._flushed[0]
+        if tail is not None and tail.position >= flushed:
+            return None
+        metrics.SINK_DATA_LOST.labels(self.sink.name).inc()
+        log.error(
+            "sink lost data it had acknowledged; taking a new snapshot (reason lost)",
+            extra={"sink": self.sink.name, "holds": _describe(tail), "flushed": str(flushed)},
+        )
+        self._flushed.clear()
+        return SnapshotReason.LOST
+
     def _check_leadership(self) -> None:
         if not self._may_write():
             raise NotLeaderError(
@@ -219,6 +248,7 @@ class Pipeline:
         for event_type, count in Counter(event.type for event in batch).items():
             metrics.EVENTS_DELIVERED.labels(sink, event_type.value).inc(count)
         self.stats.position = batch[-1].position
+        self._flushed.append(batch[-1].position)
         self.stats.delivered += len(batch)
         self.stats.observe()
         self.health.beat()  # a slow sink still shows life while its reader waits on the queue

@@ -47,7 +47,14 @@ the positions; the sink owns durability. The contract, which every sink's tests 
     sink cuts a torn last line) reads without repairing.
 
 The pump never writes an event at or below the durable tail, so a sink that reads its tail
-back from its own data is exactly once across ``kill -9``.
+back from its own data is exactly once across ``kill -9``. It also remembers what it flushed:
+a reopened sink whose tail is behind that (more than ``flushes_behind`` flushes) lost data it
+had acknowledged, and gets a new snapshot (reason ``lost``) instead of a resume in the middle.
+
+One destination, one writer: a sink that can tell refuses to open a destination another
+bridge writes (a lock, an owner marker), with a ``SinkRejectedError`` naming the other one;
+with HA (``SinkContext.ha``) it lets another instance of its own pipeline go, since the
+election already keeps a paused former leader from writing.
 
 A sink is a plug-in: found by name through the ``etcd_bridge.sinks`` entry point group (see
 ``bridge.plugins``), configured by its own pydantic model (``settings_model``) that the bridge
@@ -95,6 +102,10 @@ class SinkContext:
     """What the sink's records look like (``BRIDGE_<NAME>__FORMAT``, ``BRIDGE_VALUES``): a
     sink that declares more than the native format in ``Sink.formats`` encodes with it, and
     reads its tail back with it where it reads records back."""
+    ha: bool = False
+    """``BRIDGE_HA__ENABLED``: instances of this pipeline take turns under the election, so a
+    destination held by another instance of the same pipeline (a paused former leader) is
+    taken over rather than refused."""
 
 
 class Sink(Closing, abc.ABC):
@@ -111,6 +122,11 @@ class Sink(Closing, abc.ABC):
     """The record formats the sink writes through ``context.format``; selecting another one
     is a configuration error. A sink that writes events as records (rather than rows or
     state) should accept every ``FormatName``."""
+
+    flushes_behind: ClassVar[int] = 0
+    """How many flushes the tail ``open()`` reports may lag behind the last flush (the Kafka
+    sink's checkpoint travels with the next flush: 1). The pump takes a tail further behind
+    than that for data the sink lost."""
 
     guarantee: str = "exactly-once"
     """What a consumer gets across crashes (``exactly-once``, ``at-least-once``, ...); a sink

@@ -21,6 +21,10 @@ etcd has compacted the revision it needs, it logs an error, counts a resync, and
 snapshot (reason ``compacted``): consumers see a ``snapshot_begin`` marker with that reason
 and must treat the snapshot as the prefix's new state. Nothing is skipped silently.
 
+When the pump finds that its sink lost data (``bridge.pump``), it opens the source with
+``resync``: a snapshot with that reason (``lost``) comes first, whatever the tail, numbered
+after the tail like a requested one.
+
 An operator may ask for a snapshot (``POST /resnapshot``, for a consumer that lost its
 state): the watch ends, a snapshot (reason ``requested``) is taken at etcd's current revision,
 and the watch goes on after it. Its positions follow everything already handed on: at a
@@ -74,12 +78,18 @@ class ChangeSourceFactory(Protocol):
     """Opens the changes after a sink's durable ``tail`` (None: it holds nothing yet).
 
     The pump calls it each time it (re)opens its sink, with the tail the sink reported, an
-    event that ``close`` sets, and the pipeline's health to report phases to. The composition
-    root passes ``etcd_changes``; unit tests pass a scripted source.
+    event that ``close`` sets, the pipeline's health to report phases to, and ``resync``: the
+    reason of a snapshot to take first whatever the tail (None: resume from the tail). The
+    composition root passes ``etcd_changes``; unit tests pass a scripted source.
     """
 
     def __call__(
-        self, tail: Event | None, *, stop: threading.Event, health: PipelineHealth
+        self,
+        tail: Event | None,
+        *,
+        stop: threading.Event,
+        health: PipelineHealth,
+        resync: SnapshotReason | None = None,
     ) -> ChunkStream: ...
 
 
@@ -110,7 +120,11 @@ def etcd_changes(settings: EtcdSettings, *, pipelines: int) -> ChangeSourceFacto
     watch_response_bytes = settings.watch_response_bytes_per_pipeline(pipelines)
 
     def open_changes(
-        tail: Event | None, *, stop: threading.Event, health: PipelineHealth
+        tail: Event | None,
+        *,
+        stop: threading.Event,
+        health: PipelineHealth,
+        resync: SnapshotReason | None = None,
     ) -> "ChangeSource":
         return ChangeSource(
             EtcdConnection(settings, watch_response_bytes=watch_response_bytes),
@@ -119,6 +133,7 @@ def etcd_changes(settings: EtcdSettings, *, pipelines: int) -> ChangeSourceFacto
             tail=tail,
             stop=stop,
             health=health,
+            resync=resync,
         )
 
     return open_changes
@@ -137,9 +152,11 @@ class ChangeSource:
         stop: threading.Event,
         health: PipelineHealth,
         backoff: Backoff | None = None,
+        resync: SnapshotReason | None = None,
     ) -> None:
         """``page_bytes``: a snapshot page's target size; ``backoff``: the delays between
-        reconnections (default: 0.1 s doubling to 5 s)."""
+        reconnections (default: 0.1 s doubling to 5 s); ``resync``: take a snapshot with this
+        reason first, whatever the tail."""
         self._connection = connection
         self._keyspace = keyspace
         self._page_bytes = page_bytes
@@ -155,7 +172,9 @@ class ChangeSource:
         self._tail_revision = 0 if tail is None else tail.revision
         self._last: Position | None = None if tail is None else tail.position
         """The last position handed on (or the tail's): a requested snapshot numbers after it."""
-        if tail is None:
+        if resync is not None:
+            self._snapshot = SnapshotCursor(reason=resync)
+        elif tail is None:
             self._snapshot = SnapshotCursor(reason=SnapshotReason.INITIAL)
         elif tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
             self._snapshot = SnapshotCursor.resuming(tail)

@@ -8,11 +8,26 @@ complete when its newline is there; a crash in the middle of a write leaves a to
 which open() cuts off (it was never acknowledged, and the pump rewrites it), so nothing is
 duplicated and nothing half-written is ever followed by more data.
 
+One file, one writer: while open, the sink holds an exclusive ``flock`` on ``<file>.lock``
+beside it, which names the holder (``bridge.ownership``). A second bridge is refused with a
+line naming the first, instead of interleaving its lines; the kernel drops the lock with the
+process, so a restart after ``kill -9`` never waits. With HA an instance of the same pipeline
+takes over from a paused former leader that still holds it (the election fences that one).
+
+The file can change under the sink: a full disk fails a write part-way (the torn line is cut
+by the next open, which the pump makes after ``SinkUnavailableError``), and an operator may
+truncate, delete or replace it. Before each write the sink checks that the path still is the
+file it opened and has the size it left it at; if not, it reports the sink unavailable, and the
+reopen reads what is left, which the pump finds behind what it flushed (a snapshot, reason
+``lost``, follows).
+
 ``FileSink.reader`` reads the complete lines back (``FileReader``), for ``etcd-bridge verify``
 and consumers, without opening the file for writing: safe beside a running bridge.
 """
 
+import fcntl
 import functools
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,9 +38,12 @@ from pydantic import BaseModel, Field
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Position
 from bridge.formats import EventFormat
+from bridge.ownership import Owner
 from bridge.reader import StreamReader
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.output import FormatName
+
+log = logging.getLogger(__name__)
 
 _READ_BACK_CHUNK = 64 * 1024
 _READ_CHUNK = 1024 * 1024
@@ -51,28 +69,90 @@ class FileSink(Sink):
     formats = frozenset(FormatName)
 
     def __init__(
-        self, *, path: Path, fsync: bool = True, record_format: EventFormat = NATIVE
+        self,
+        *,
+        path: Path,
+        fsync: bool = True,
+        record_format: EventFormat = NATIVE,
+        owner: Owner | None = None,
+        ha: bool = False,
     ) -> None:
+        """``owner``: who this instance is, written in the lock file (default: this process
+        of an unnamed pipeline); ``ha``: see ``bridge.ownership``."""
         self.path = path
         self._fsync = fsync
         self._format = record_format
+        self._owner = owner or Owner.this_process("")
+        self._ha = ha
         self._descriptor: int | None = None
+        self._lock: int | None = None
+        self._written_to: tuple[int, int] = (0, 0)
+        """The inode and size the file has after the sink's last write."""
 
     @classmethod
     def from_settings(cls, settings: FileSettings, *, context: SinkContext) -> Self:
-        return cls(path=settings.path, fsync=settings.fsync, record_format=context.format)
+        return cls(
+            path=settings.path,
+            fsync=settings.fsync,
+            record_format=context.format,
+            owner=Owner.this_process(context.pipeline),
+            ha=context.ha,
+        )
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     def open(self) -> Event | None:
         self.close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = self._claim()
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._descriptor = descriptor
+            tail = _last_complete_line(descriptor, cut=True)
+            status = os.fstat(descriptor)
         except OSError as error:
+            self.close()
             raise SinkUnavailableError(
                 f"file: cannot open {self.path}: {error.strerror}"
             ) from error
-        self._descriptor = descriptor
-        return self._decode_tail(_last_complete_line(descriptor, cut=True))
+        except SinkRejectedError:
+            self.close()
+            raise
+        self._written_to = (status.st_ino, status.st_size)
+        return self._decode_tail(tail)
+
+    def _claim(self) -> int | None:
+        """Lock ``<file>.lock`` and write this owner in it; SinkRejectedError naming the
+        holder if another bridge has it (None: taking over under HA, without the lock)."""
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Owner.decode(os.pread(descriptor, 4096, 0))
+            os.close(descriptor)
+            if self._owner.may_take_over_from(holder, ha=self._ha):
+                log.warning(
+                    "file: taking over from a former leader that still holds the lock",
+                    extra={"path": str(self.path), "holder": str(holder)},
+                )
+                return None
+            raise SinkRejectedError(
+                f"file: {self.path} is being written by another bridge "
+                f"({holder or 'unknown: see ' + str(self.lock_path)}); one file takes one "
+                "writer: stop that one, or set BRIDGE_FILE__PATH to another file (instances "
+                "of one pipeline share a file only with BRIDGE_HA__ENABLED)"
+            ) from None
+        identity = self._owner.encode()
+        try:
+            if os.pread(descriptor, 4096, 0) != identity:  # a reopen rewrites nothing
+                os.ftruncate(descriptor, 0)
+                os.pwrite(descriptor, identity, 0)
+        except OSError:
+            os.close(descriptor)
+            raise
+        return descriptor
 
     @classmethod
     def reader(cls, settings: FileSettings, *, context: SinkContext) -> "FileReader":
@@ -102,13 +182,33 @@ class FileSink(Sink):
         descriptor = self._require_open()
         payload = memoryview(self._format.encode_lines(batch))
         try:
+            self._check_unchanged(descriptor)
             while payload:
                 written = os.write(descriptor, payload)
                 payload = payload[written:]
+                inode, size = self._written_to
+                self._written_to = (inode, size + written)
         except OSError as error:
             raise SinkUnavailableError(
                 f"file: writing {self.path} failed: {error.strerror}"
             ) from error
+
+    def _check_unchanged(self, descriptor: int) -> None:
+        """SinkUnavailableError if the path no longer is the file as the sink left it: the
+        reopen then finds what is left of it (or a new file)."""
+        inode, size = self._written_to
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != inode:
+            raise SinkUnavailableError(f"file: {self.path} was removed or replaced while open")
+        found = os.fstat(descriptor).st_size
+        if found != size:
+            raise SinkUnavailableError(
+                f"file: {self.path} changed size while open ({size} bytes written, {found} "
+                "found): truncated, or written by something else"
+            )
 
     def flush(self) -> None:
         if self._fsync:
@@ -120,9 +220,13 @@ class FileSink(Sink):
                 ) from error
 
     def close(self) -> None:
+        """Close the file, then release the lock (closing its descriptor unlocks it)."""
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _require_open(self) -> int:
         if self._descriptor is None:

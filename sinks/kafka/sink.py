@@ -82,6 +82,7 @@ class KafkaSink(Sink):
 
     name = "kafka"
     settings_model = KafkaSettings
+    flushes_behind = 1  # the checkpoint travels with the next flush (see above)
 
     formats = frozenset(FormatName)
 

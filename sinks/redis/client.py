@@ -4,6 +4,7 @@ pipeline's checkpoint lives, and one line for the operator when Redis says no.
 No message ever holds the URL's password: they show ``RedisSettings.safe_url``.
 """
 
+import logging
 import re
 from typing import Any
 
@@ -15,8 +16,16 @@ from redis.retry import Retry
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from sinks.redis.settings import RedisMode, RedisSettings
 
+log = logging.getLogger(__name__)
+
 _SCRIPT_LOCATION = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?\s*$")
 _TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+_TRANSIENT_ERRORS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+"""Replies redis-py turns into classes of their own, dropping the code from the message."""
 _TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
 
 
@@ -65,6 +74,39 @@ def connect(own: RedisSettings) -> "redis.Redis":
         ) from None
 
 
+def refuse_eviction(client: "redis.Redis", *, settings: RedisSettings) -> None:
+    """SinkRejectedError when Redis may evict any key under memory pressure (``allkeys-*``),
+    the stream and checkpoint included, unless ``BRIDGE_REDIS__ACCEPT_EVICTION`` says to go
+    on. ``noeviction`` makes a full Redis refuse writes (OOM: retried until memory is freed)
+    and ``volatile-*`` evicts only keys with a TTL, which the sink never sets. A user that may
+    not run ``CONFIG GET`` (managed services, a minimal ACL) gets a warning instead."""
+    where = f"redis at {settings.safe_url}"
+    try:
+        reply = client.config_get("maxmemory-policy")
+    except redis.exceptions.ResponseError as error:  # NOPERM, or CONFIG renamed away
+        log.warning(
+            "redis: cannot read maxmemory-policy; make sure it is noeviction or volatile-*",
+            extra={"url": settings.safe_url, "detail": str(error)},
+        )
+        return
+    # redis-py decodes CONFIG GET's reply or not, depending on its version and protocol
+    found = {_text(name): _text(value) for name, value in dict(reply).items()}
+    policy = found.get("maxmemory-policy", "")
+    if not policy.startswith("allkeys-"):
+        return
+    if settings.accept_eviction:
+        log.warning(
+            "redis may evict the sink's keys (BRIDGE_REDIS__ACCEPT_EVICTION is set)",
+            extra={"url": settings.safe_url, "policy": policy},
+        )
+        return
+    raise SinkRejectedError(
+        f"{where} has maxmemory-policy {policy}, which may evict the stream or the checkpoint "
+        "when memory runs out; set it to noeviction (CONFIG SET maxmemory-policy noeviction), "
+        "or set BRIDGE_REDIS__ACCEPT_EVICTION=true to accept losing data"
+    )
+
+
 def translate(
     error: redis.exceptions.RedisError, *, settings: RedisSettings, names: list[str], doing: str
 ) -> SinkError:
@@ -96,7 +138,14 @@ def translate(
         return SinkUnavailableError(
             f"{where} is unreachable ({detail}), {doing}; check BRIDGE_REDIS__URL"
         )
+    if isinstance(error, _TRANSIENT_ERRORS):
+        return SinkUnavailableError(f"{where} refused a write for now ({detail}), {doing}")
     if isinstance(error, redis.exceptions.ResponseError):
+        if detail.startswith("LOST"):
+            return SinkUnavailableError(
+                f"{where} lost data the sink had written ({detail.removeprefix('LOST ')}: "
+                f"restarted empty, flushed, or keys deleted), {doing}; reopening"
+            )
         if detail.startswith(_TRANSIENT_REPLIES):
             return SinkUnavailableError(f"{where} refused a write for now ({detail}), {doing}")
         if detail.startswith(_TOO_OLD_REPLIES) or "#!" in detail:
@@ -110,6 +159,10 @@ def translate(
                 f"choose another {_setting_of(own.mode)} or remove that key"
             )
     return SinkRejectedError(f"{where}: {detail}, {doing}")
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _setting_of(mode: RedisMode) -> str:

@@ -10,7 +10,12 @@ its checks before its first write:
 2. position: it reads the durable position (the stream's last id, or the checkpoint hash) and
    skips every event at or below it, so a replayed batch is detected and never duplicated;
 3. collisions: before adding to a stream it checks the stream's ``last-generated-id`` is below
-   what it will add, since an XADD with a smaller id would fail mid-batch.
+   what it will add, since an XADD with a smaller id would fail mid-batch;
+4. loss: the last two arguments are the position the sink last knew Redis to hold (``-1 -1``
+   for none); a durable position behind it means Redis lost what it had acknowledged (a
+   restart without persistence, a ``FLUSHALL``, the stream or checkpoint deleted), and the
+   script refuses with ``LOST`` instead of writing on after the gap. redis-py reconnects on its
+   own to a restarted server, so the sink could not tell otherwise.
 
 Every script starts with ``#!lua`` (Redis 7 "shebang" scripts): Redis then refuses the whole
 script up front when it is over ``maxmemory`` (OOM), instead of failing at some write in the
@@ -49,6 +54,17 @@ local function last_id(stream)
   return nil
 end
 
+-- The events' arguments end before the last two, the position the sink last knew held.
+local EVENTS_END = #ARGV - 2
+
+local function not_behind(what, rev, idx)
+  local held_rev, held_idx = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  if after(held_rev, held_idx, rev, idx) then
+    error({err = 'LOST ' .. what .. ' holds up to ' .. rev .. '-' .. idx ..
+      ' but the sink had written up to ' .. held_rev .. '-' .. held_idx})
+  end
+end
+
 local function stream_allowed(stream)
   allowed(stream, 'XADD', stream, 'MAXLEN', '~', '1', '1-1', 'op', 'o', 'key', 'k', 'event', 'e')
   allowed(stream, 'XINFO', 'STREAM', stream)
@@ -81,9 +97,10 @@ end
 _CHECKPOINTED = """
 local function checkpointed(checkpoint, last_event, first, stride, apply)
   local last_rev, last_idx = checkpoint_position(checkpoint)
+  not_behind('checkpoint ' .. checkpoint, last_rev, last_idx)
   local saved_rev, saved_idx = nil, nil
   local written, skipped = 0, 0
-  for i = first, #ARGV, stride do
+  for i = first, EVENTS_END, stride do
     local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
     if after(rev, idx, last_rev, last_idx) then
       apply(i)
@@ -110,8 +127,9 @@ local stream, maxlen = KEYS[1], ARGV[1]
 stream_allowed(stream)
 local last_rev, last_idx = last_id(stream)
 last_rev, last_idx = last_rev or -1, last_idx or -1
+not_behind('stream ' .. stream, last_rev, last_idx)
 local written, skipped = 0, 0
-for i = 2, #ARGV, 5 do
+for i = 2, EVENTS_END, 5 do
   local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if after(rev, idx, last_rev, last_idx) then
     xadd(stream, maxlen, ARGV[i] .. '-' .. ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
@@ -142,6 +160,7 @@ for k = 3, #KEYS do
   stream_allowed(KEYS[k])
 end
 local last_rev, last_idx = checkpoint_position(checkpoint)
+not_behind('checkpoint ' .. checkpoint, last_rev, last_idx)
 local saved_rev, saved_idx = nil, nil
 local open = redis.call('HMGET', checkpoint, 'begin_id', 'begin_key', 'begin_event')
 local begin = nil
@@ -150,7 +169,7 @@ if open[1] then
 end
 
 local first_rev, first_idx = nil, nil
-for i = 3, #ARGV, 6 do
+for i = 3, EVENTS_END, 6 do
   local rev, idx = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if after(rev, idx, last_rev, last_idx) then
     first_rev, first_idx = rev, idx
@@ -158,7 +177,7 @@ for i = 3, #ARGV, 6 do
   end
 end
 if first_rev == nil then
-  return {0, (#ARGV - 2) / 6}
+  return {0, (EVENTS_END - 2) / 6}
 end
 
 local known = {}
@@ -179,7 +198,7 @@ for k = 3, #KEYS do
 end
 
 local written, skipped = 0, 0
-for i = 3, #ARGV, 6 do
+for i = 3, EVENTS_END, 6 do
   local target, rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if after(rev, idx, last_rev, last_idx) then
     local id, op, key, event = ARGV[i + 1] .. '-' .. ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],

@@ -83,6 +83,12 @@ class RedisSettings(BaseModel):
         description="Most events per Lua script call (soft: the changes of one etcd revision "
         "are never split).",
     )
+    accept_eviction: bool = Field(
+        default=False,
+        description="Write to a Redis whose maxmemory-policy is allkeys-*, which may evict the "
+        "stream or the checkpoint under memory pressure (the loss is found when the sink is "
+        "reopened, and answered with a snapshot, reason lost). Off: such a Redis is refused.",
+    )
     timeout: PositiveFloat = Field(
         default=10.0, description="Connect and reply timeout of one Redis call, seconds."
     )

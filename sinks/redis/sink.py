@@ -24,6 +24,11 @@ The mirror, which promises never to show half a transaction, stages the changes 
 revision that continues past a script call (``Event.more``) in a hash beside it and applies
 them with the revision's last change.
 
+Memory: with ``maxmemory-policy noeviction`` a full Redis refuses the script up front (OOM),
+which is retried like an outage until memory is freed; an ``allkeys-*`` policy, which may
+evict the stream or the checkpoint, is refused at open (``BRIDGE_REDIS__ACCEPT_EVICTION``
+accepts it knowingly).
+
 Errors: connection loss, timeouts, a loading or read-only server, OOM and MISCONF become
 ``SinkUnavailableError`` (the pump reopens and rewrites from the durable tail; the scripts skip
 anything already held, so a reply lost after Redis applied a batch duplicates nothing). A wrong
@@ -43,7 +48,7 @@ import redis.exceptions
 
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
-from bridge.events import Event, EventType, Op
+from bridge.events import Event, EventType, Op, Position
 from bridge.formats import EventFormat
 from bridge.keytemplate import KeyTemplate
 from bridge.reader import SinkReader
@@ -52,7 +57,7 @@ from config.errors import ConfigError
 from config.keyspace import KeySpace
 from config.output import FormatName
 from sinks.redis import lua
-from sinks.redis.client import as_bytes, checkpoint_key, connect, translate
+from sinks.redis.client import as_bytes, checkpoint_key, connect, refuse_eviction, translate
 from sinks.redis.reader import reader_of
 from sinks.redis.settings import RedisMode, RedisSettings
 
@@ -314,6 +319,9 @@ class RedisSink(Sink):
         self._layout = layout
         self._client: redis.Redis | None = None
         self._pending: list[Event] = []
+        self._held: Position | None = None
+        """What Redis held when last read or written: every script call checks Redis still
+        holds it (``sinks.redis.lua``, step 4)."""
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, *, context: SinkContext) -> Self:
@@ -333,7 +341,9 @@ class RedisSink(Sink):
         client = self._connect()
         self._client = client
         try:
+            refuse_eviction(client, settings=self._settings)
             tail = self._layout.read_tail(client)
+            self._held = None if tail is None else tail.position
             # An empty batch runs every ACL and type check of the script and writes nothing.
             self._run(client, [])
         except redis.exceptions.RedisError as error:
@@ -387,6 +397,7 @@ class RedisSink(Sink):
             )
             raise self._translate(error, doing=doing) from error
         del self._pending[:end]
+        self._held = chunk[-1].position
         self._layout.committed(chunk)
         if skipped:
             log.warning(
@@ -396,6 +407,8 @@ class RedisSink(Sink):
 
     def _run(self, client: "redis.Redis", chunk: Sequence[Event]) -> tuple[int, int]:
         keys, args = self._layout.call(chunk)
+        held = self._held
+        args += (-1, -1) if held is None else (held.revision, held.index)
         script = self._layout.script
         try:
             reply = client.evalsha(script.sha, len(keys), *keys, *args)

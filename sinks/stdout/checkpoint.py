@@ -3,13 +3,15 @@
 For sinks that cannot hold their own position (stdout: what was written to a pipe cannot be
 read back), the last event delivered is saved here after the sink's flush. Saving writes a
 temporary file, fsyncs it and renames it over the old one, so a crash leaves either the old
-or the new checkpoint, never a torn one. Such a sink is at-least-once: a crash between the
+or the new checkpoint, never a torn one (a full disk fails the temporary file, which is
+removed, and leaves the old checkpoint). Such a sink is at-least-once: a crash between the
 flush and the save replays that batch.
 """
 
 import os
 from pathlib import Path
 
+from bridge.errors import SinkUnavailableError
 from bridge.events import Event
 from config.errors import ConfigError
 
@@ -33,10 +35,19 @@ class FileCheckpoint:
             ) from error
 
     def save(self, event: Event) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Replace the checkpoint with ``event``; SinkUnavailableError (the old checkpoint
+        kept) when the directory cannot take it: full, read-only, gone."""
         temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(event.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as handle:
+                handle.write(event.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise SinkUnavailableError(
+                f"stdout: cannot save the checkpoint {self.path}: {error.strerror}; "
+                "BRIDGE_STDOUT__CHECKPOINT_DIR must be writable and have room"
+            ) from error

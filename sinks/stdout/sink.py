@@ -7,6 +7,11 @@ What went into a pipe cannot be read back, so the position lives in a checkpoint
 after each flush (``sinks.stdout.checkpoint``): at-least-once. A crash between a flush and its
 checkpoint repeats that batch on restart; use the ``file`` sink for exactly once. For the
 same reason it offers no reader (``etcd-bridge verify`` reports it as not verifiable).
+
+A checkpoint that cannot be saved (a full disk) makes the flush fail as unavailable: the pump
+reopens with backoff, and ``open()`` reports the last event this instance flushed to the
+stream if the checkpoint lags behind it, so a full disk repeats nothing while the process
+lives, and the checkpoint catches up once there is room.
 """
 
 import sys
@@ -54,6 +59,8 @@ class StdoutSink(Sink):
         self._format = record_format
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._last_written: Event | None = None
+        self._last_flushed: Event | None = None
+        """The last event flushed to the stream by this instance, saved or not."""
 
     @classmethod
     def from_settings(cls, settings: StdoutSettings, *, context: SinkContext) -> Self:
@@ -70,7 +77,11 @@ class StdoutSink(Sink):
         )
 
     def open(self) -> Event | None:
-        return self._checkpoint.load()
+        saved = self._checkpoint.load()
+        flushed = self._last_flushed
+        if flushed is not None and (saved is None or saved.position < flushed.position):
+            return flushed
+        return saved
 
     def write(self, batch: Sequence[Event]) -> None:
         try:
@@ -85,4 +96,5 @@ class StdoutSink(Sink):
         except BrokenPipeError as error:
             raise SinkRejectedError("stdout: the reader closed the pipe") from error
         if self._last_written is not None:
+            self._last_flushed = self._last_written
             self._checkpoint.save(self._last_written)

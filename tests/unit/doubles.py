@@ -19,7 +19,7 @@ from pyetcd.etcdrpc.kv_pb2 import KeyValue
 
 from bridge.errors import BridgeError, RevisionCompactedError, SinkRejectedError
 from bridge.etcd import Chunk, RangePage
-from bridge.events import Event, EventType, Op
+from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.health import Phase, PipelineHealth
 from bridge.sink import Sink, SinkContext
 from bridge.source import ChunkStream
@@ -164,14 +164,22 @@ class HistorySource:
     def __init__(self, chunks: list[Chunk], *, failures: dict[int, BaseException] | None = None):
         self.chunks = chunks
         self.tails: list[Event | None] = []
+        self.resyncs: list[SnapshotReason | None] = []
+        """The ``resync`` of each opening (the history is played from the tail regardless)."""
         self.asked = 0
         self.handed = 0
         self._failures = failures or {}
 
     def __call__(
-        self, tail: Event | None, *, stop: threading.Event, health: PipelineHealth
+        self,
+        tail: Event | None,
+        *,
+        stop: threading.Event,
+        health: PipelineHealth,
+        resync: SnapshotReason | None = None,
     ) -> ChunkStream:
         self.tails.append(tail)
+        self.resyncs.append(resync)
         after = [chunk.events[-1].position > tail.position for chunk in self.chunks] if tail else []
         start = after.index(True) if True in after else len(after)
         return _Playback(chunks=self._play(start, stop), stop=stop)

@@ -16,7 +16,7 @@ from bridge.errors import (
     SinkUnavailableError,
 )
 from bridge.etcd import Chunk
-from bridge.events import Event, Position
+from bridge.events import Event, Position, SnapshotReason
 from bridge.health import Phase
 from bridge.metrics import REGISTRY
 from bridge.pump import Pipeline, _ChunkQueue, _Failure
@@ -265,6 +265,59 @@ def test_reopening_resumes_from_the_durable_tail() -> None:
     assert source.tails == [None, events[sink.batches[0]]], "reopened from the durable tail"
     assert Phase.SINK_DOWN in health.phases and health.phases[-1] is Phase.STOPPED
     assert errors_counted("memory", "SinkUnavailableError") == before + 1
+
+
+def lost_counted(sink: str) -> float:
+    sample = REGISTRY.get_sample_value("etcd_bridge_sink_data_lost_total", {"sink": sink})
+    return sample or 0
+
+
+class ForgetfulSink(MemorySink):
+    """When its ``forget``-th flush fails, loses everything it held (a server restarted
+    empty), or with ``last_flush`` only what the flush before made durable (a checkpoint one
+    flush behind); lags ``behind`` flushes by its contract."""
+
+    def __init__(self, *, forget: int, last_flush: bool = False, behind: int = 0) -> None:
+        super().__init__(failures={forget: FlushFailure(SinkUnavailableError("memory: gone"))})
+        self._forget, self._last_flush = forget, last_flush
+        self.flushes_behind = behind  # type: ignore[misc]
+
+    def flush(self) -> None:
+        if self.flushes + 1 == self._forget:
+            kept = len(self.durable) - self.batches[-2] if self._last_flush else 0
+            del self.durable[kept:]
+        super().flush()
+
+
+@pytest.mark.parametrize("last_flush", [False, True])
+def test_a_sink_found_behind_what_was_flushed_gets_a_lost_snapshot(last_flush: bool) -> None:
+    """The sink forgets everything, or its last flush: the source is reopened from what it
+    still holds with a snapshot of reason lost first, counted."""
+    chunks = history(range(1, 11))
+    source = HistorySource(chunks)
+    sink = ForgetfulSink(forget=3, last_flush=last_flush)
+    stop = threading.Event()
+    before = lost_counted("memory")
+    under_test = pipeline(sink, source, stop=stop, batch_events=4)
+    run(under_test, stop=stop, until=lambda: len(source.resyncs) == 2)
+    assert source.resyncs == [None, SnapshotReason.LOST]
+    assert (source.tails[1] is None) is not last_flush
+    assert lost_counted("memory") == before + 1
+
+
+def test_a_tail_within_the_sinks_allowed_lag_is_not_a_loss() -> None:
+    """A sink whose tail may lag one flush (Kafka's checkpoint) reopens one flush behind:
+    a plain resume, not a loss."""
+    chunks = history(range(1, 11))
+    source = HistorySource(chunks)
+    sink = ForgetfulSink(forget=3, last_flush=True, behind=1)
+    stop = threading.Event()
+    before = lost_counted("memory")
+    under_test = pipeline(sink, source, stop=stop, batch_events=4)
+    run(under_test, stop=stop, until=lambda: len(sink.durable) == len(chunks))
+    assert source.resyncs == [None, None]
+    assert sink.durable == events_of(chunks)
+    assert lost_counted("memory") == before
 
 
 def test_a_sink_that_fails_on_open_is_retried() -> None:

@@ -84,6 +84,11 @@ def sink(**redis_settings: object) -> RedisSink:
             SinkUnavailableError,
             ["refused a write for now", "OOM"],
         ),
+        (  # what redis-py makes of an OOM reply: a class of its own, the code dropped
+            redis.exceptions.OutOfMemoryError("command not allowed when used memory"),
+            SinkUnavailableError,
+            ["refused a write for now", "used memory"],
+        ),
         (
             redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
             SinkUnavailableError,

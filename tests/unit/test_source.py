@@ -306,3 +306,33 @@ def test_a_sink_ahead_of_etcd_is_refused() -> None:
         "http://etcd-a:2379",
     )
     assert etcd.watches == []
+
+
+@pytest.mark.parametrize("tail", [None, change(11, 0, more=True)], ids=["empty", "mid-revision"])
+def test_a_lost_sink_gets_a_snapshot_first_numbered_after_its_tail(tail: Event | None) -> None:
+    """Opened with ``resync=lost`` (the pump found the sink behind what it flushed): the
+    snapshot comes first whatever the tail, at etcd's revision, after the tail's index."""
+    etcd = ScriptedEtcd(revision=11, keys=KEYS, sessions=[history(range(12, 13))])
+    health = PhaseLog(sink=f"lost-{id(etcd)}")
+    lost = ChangeSource(
+        etcd,
+        keyspace=KEYSPACE,
+        page_bytes=64 * 1024,
+        tail=tail,
+        stop=threading.Event(),
+        health=health,
+        resync=SnapshotReason.LOST,
+    )
+    events: list[Event] = []
+    for chunk in lost:
+        events += chunk.events
+        if events[-1].revision == 12:
+            break
+    first = 0 if tail is None else 1
+    assert [(event.revision, event.index, event.op) for event in events[::4]] == [
+        (11, first, Op.SNAPSHOT_BEGIN),
+        (11, first + 4, Op.SNAPSHOT_END),
+    ]
+    assert events[0].reason is SnapshotReason.LOST is events[4].reason
+    assert summary(events[5:]) == [(12, 0, "update", b"/p/12-0")]
+    assert etcd.watches == [(12, False)]
