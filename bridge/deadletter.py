@@ -18,8 +18,7 @@ from pathlib import Path
 from bridge.closing import Closing
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event
-
-_READ_BACK_BYTES = 64 * 1024
+from bridge.lines import last_complete_line
 
 
 class DeadLetterFile(Closing):
@@ -48,7 +47,8 @@ class DeadLetterFile(Closing):
                 f"dead-letter file {self.path}: cannot open it: {error.strerror}"
             ) from error
         try:
-            line = _last_complete_line(descriptor)
+            line = last_complete_line(descriptor, cut=True)
+            os.fsync(descriptor)  # a cut torn line stays cut
         except OSError as error:
             raise SinkUnavailableError(
                 f"dead-letter file {self.path}: cannot read its tail: {error.strerror}"
@@ -91,28 +91,3 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _last_complete_line(descriptor: int) -> bytes | None:
-    """The last line that ends in a newline (without it), having cut what follows it."""
-    size = os.fstat(descriptor).st_size
-    end = _past_last_newline(descriptor, before=size)
-    if end != size:
-        os.ftruncate(descriptor, end)
-        os.fsync(descriptor)
-    if end == 0:
-        return None
-    start = _past_last_newline(descriptor, before=end - 1)
-    return os.pread(descriptor, end - 1 - start, start)
-
-
-def _past_last_newline(descriptor: int, *, before: int) -> int:
-    """The offset just past the last newline in ``[0, before)``, or 0 when there is none."""
-    end = before
-    while end > 0:
-        start = max(0, end - _READ_BACK_BYTES)
-        found = os.pread(descriptor, end - start, start).rfind(b"\n")
-        if found != -1:
-            return start + found + 1
-        end = start
-    return 0

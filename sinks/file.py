@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Position
 from bridge.formats import EventFormat
+from bridge.lines import last_complete_line
 from bridge.ownership import Owner
 from bridge.reader import StreamReader
 from bridge.sink import NATIVE, Sink, SinkContext
@@ -45,7 +46,6 @@ from config.output import FormatName
 
 log = logging.getLogger(__name__)
 
-_READ_BACK_CHUNK = 64 * 1024
 _READ_CHUNK = 1024 * 1024
 """Bytes read at a time by ``FileReader``: memory stays at this plus the longest line."""
 
@@ -110,7 +110,7 @@ class FileSink(Sink):
             self._lock = self._claim()
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             self._descriptor = descriptor
-            tail = _last_complete_line(descriptor, cut=True)
+            tail = last_complete_line(descriptor, cut=True)
             status = os.fstat(descriptor)
         except OSError as error:
             self.close()
@@ -169,7 +169,7 @@ class FileSink(Sink):
                 f"file: cannot read {self.path}: {error.strerror}"
             ) from error
         try:
-            return self._decode_tail(_last_complete_line(descriptor, cut=False))
+            return self._decode_tail(last_complete_line(descriptor, cut=False))
         finally:
             os.close(descriptor)
 
@@ -291,27 +291,3 @@ def _decode(
             f"{record_format.name.value} record ({error}); point BRIDGE_FILE__PATH at a "
             "file of this pipeline, or set BRIDGE_FILE__FORMAT to the format it holds"
         ) from error
-
-
-def _last_complete_line(descriptor: int, *, cut: bool) -> bytes | None:
-    """The last complete line, if any; with ``cut``, truncate anything after it first."""
-    size = os.fstat(descriptor).st_size
-    complete_end = _past_last_newline(descriptor, before=size)
-    if cut and complete_end != size:
-        os.ftruncate(descriptor, complete_end)
-    if complete_end == 0:
-        return None
-    line_start = _past_last_newline(descriptor, before=complete_end - 1)
-    return os.pread(descriptor, complete_end - 1 - line_start, line_start)
-
-
-def _past_last_newline(descriptor: int, *, before: int) -> int:
-    """The offset just past the last newline in ``[0, before)``, or 0 when there is none."""
-    end = before
-    while end > 0:
-        start = max(0, end - _READ_BACK_CHUNK)
-        found = os.pread(descriptor, end - start, start).rfind(b"\n")
-        if found != -1:
-            return start + found + 1
-        end = start
-    return 0
