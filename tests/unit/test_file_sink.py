@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge import lines
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op
 from bridge.formats import FormatContext, build_format
 from bridge.ownership import Owner
 from config.keyspace import KeySpace
 from config.output import FormatName, OutputSettings
-from sinks import file as file_module
 from sinks.file import FileSink
 
 
@@ -56,7 +56,7 @@ def test_a_single_torn_line_empties_the_file(tmp_path: Path) -> None:
 def test_lines_longer_than_the_read_back_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(file_module, "_READ_BACK_CHUNK", 16)
+    monkeypatch.setattr(lines, "_READ_BACK_BYTES", 16)
     path = tmp_path / "out.jsonl"
     big = change(7, value=b"x" * 300)
     path.write_bytes(change(6).to_json() + b"\n" + big.to_json() + b"\n" + b'{"torn')
