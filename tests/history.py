@@ -75,6 +75,18 @@ class RecordingWriter:
                 planned.append((key, self._value()))
         return self.apply(planned)
 
+    def steps_across(self, groups: Sequence[bytes], *, steps: int) -> int:
+        """``steps`` random steps, and every 30 a transaction over a key of each of
+        ``groups`` (key segments under the prefix, for routing by segment) then a delete of
+        two of them; returns the last revision."""
+        for step in range(steps):
+            self.step()
+            if step % 30 == 0:
+                keys = [self.prefix + group + b"/t%d" % step for group in groups]
+                self.transaction(keys)
+                self.transaction(keys[:2], delete=True)
+        return self.changes[-1].revision
+
     def put_keys(self, items: Sequence[tuple[bytes, bytes]]) -> int:
         """Put ``items`` (distinct keys) in one transaction, recorded; return its revision."""
         return self.apply(list(items))

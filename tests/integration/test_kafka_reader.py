@@ -95,13 +95,7 @@ def run(
         ]
         for bridge in bridges:
             bridge.wait_watching(timeout=40)
-        for step in range(120):
-            writer.step()
-            if step % 30 == 0:  # a transaction across every group, and a delete of two
-                keys = [prefix.encode() + group + b"/t%d" % step for group in GROUPS]
-                writer.transaction(keys)
-                writer.transaction(keys[:2], delete=True)
-        last = writer.changes[-1].revision
+        last = writer.steps_across(GROUPS, steps=120)
         for pipeline in settings:
             wait_for(
                 lambda pipeline=pipeline: held(history, pipeline) >= last,  # type: ignore[misc]

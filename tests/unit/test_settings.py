@@ -101,6 +101,27 @@ def test_a_sink_reads_its_own_section(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert [sink.name for sink in configuration.build_sinks()] == ["file", "stdout"]
 
 
+def assert_one_line_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *,
+    sinks: str,
+    variables: dict[str, str],
+    message: str,
+) -> None:
+    """``configure`` with the file and sqlite sinks' paths set, ``sinks`` selected and
+    ``variables`` set, refuses with one line starting with ``message``."""
+    monkeypatch.setenv("BRIDGE_SINKS", sinks)
+    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
+    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        configure()
+    assert str(caught.value).startswith(message)
+    assert len(str(caught.value).splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("variables", "message"),
     [
@@ -122,15 +143,9 @@ def test_output_settings_are_checked_per_sink(
 ) -> None:
     """Every sink's section has FORMAT, a third party's too; one it cannot write is refused
     with one line naming the variable."""
-    monkeypatch.setenv("BRIDGE_SINKS", "file")
-    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
-    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as caught:
-        configure()
-    assert str(caught.value).startswith(message)
-    assert len(str(caught.value).splitlines()) == 1
+    assert_one_line_refusal(
+        monkeypatch, tmp_path, sinks="file", variables=variables, message=message
+    )
 
 
 @pytest.mark.parametrize(
@@ -164,15 +179,9 @@ def test_refusal_settings_are_checked_per_sink(
 ) -> None:
     """Every sink's section has ON_REFUSED and DEAD_LETTER_PATH, a third party's too; a policy
     without its file, a file without its policy, or one file for two sinks is one line."""
-    monkeypatch.setenv("BRIDGE_SINKS", "sqlite,file")
-    monkeypatch.setenv("BRIDGE_FILE__PATH", str(tmp_path / "out.jsonl"))
-    monkeypatch.setenv("BRIDGE_SQLITE__PATH", str(tmp_path / "out.db"))
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as caught:
-        configure()
-    assert str(caught.value).startswith(message)
-    assert len(str(caught.value).splitlines()) == 1
+    assert_one_line_refusal(
+        monkeypatch, tmp_path, sinks="sqlite,file", variables=variables, message=message
+    )
 
 
 def test_a_dead_letter_policy_is_read_from_its_section(
