@@ -41,6 +41,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--partitions", type=int, default=0, help="partition/heal faults (needs --cluster 3)"
     )
+    parser.add_argument(
+        "--disk-full", type=int, default=0, help="times the file sink's disk fills up for a while"
+    )
+    parser.add_argument(
+        "--oom", type=int, default=0, help="times Redis refuses writes for want of memory"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
@@ -53,6 +59,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     arguments = parser.parse_args(None if argv is None else list(argv))
     if arguments.partitions and arguments.cluster == 1:
         parser.error("--partitions needs --cluster 3")
+    if arguments.disk_full and "file" not in arguments.sinks:
+        parser.error("--disk-full fills the file sink's disk: include file in --sinks")
+    if arguments.oom and "redis" not in arguments.sinks:
+        parser.error("--oom starves Redis: include redis in --sinks")
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
     try:
@@ -67,6 +77,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             catch_up_timeout=arguments.catch_up_timeout,
             members=arguments.cluster,
             partitions=arguments.partitions,
+            disk_fulls=arguments.disk_full,
+            ooms=arguments.oom,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
         print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)

@@ -21,13 +21,16 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.chaos import storage
 from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
+from tests.fixtures import disk
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess
 from tests.fixtures.etcd import EtcdCluster, EtcdServer
 from tests.fixtures.netns import Host, Network
 from tests.fixtures.processes import ManagedProcess
 from tests.sinks import SINKS, Destination
 from tests.sinks.base import SinkServer
+from tests.sinks.redis import RedisDestination
 
 ELECTION_PREFIX = "/bridge-leader/"
 _CONNECTED = re.compile(r"connected to etcd sink=(\S+) endpoint=(\S+)")
@@ -36,9 +39,16 @@ _CONNECTED = re.compile(r"connected to etcd sink=(\S+) endpoint=(\S+)")
 class Cluster:
     """etcd, the sinks' servers and the bridge instances of one run; ``stop`` ends them all."""
 
-    def __init__(self, workdir: Path, *, sinks: Sequence[str], members: int = 1) -> None:
-        """``members``: etcd's size; above 1, each member in a namespace of its own."""
+    def __init__(
+        self, workdir: Path, *, sinks: Sequence[str], members: int = 1, small_disk: bool = False
+    ) -> None:
+        """``members``: etcd's size; above 1, each member in a namespace of its own.
+        ``small_disk``: the file sink's directory on a tmpfs of its own, for ``storage_fault``
+        to fill."""
         self.workdir = workdir
+        self._mounts = contextlib.ExitStack()
+        if small_disk and "file" in sinks:
+            self._mounts.enter_context(disk.small_disk(workdir / "file", size=storage.DISK_BYTES))
         for part in ("etcd", "bridges", *sinks):
             (workdir / part).mkdir(parents=True, exist_ok=True)
         self.network = Network() if members > 1 else None
@@ -252,6 +262,17 @@ class Cluster:
                 )
         return problems
 
+    def storage_fault(self, kind: str, *, seconds: float) -> None:
+        """``disk_full``: the file sink's disk full for ``seconds``; ``oom``: Redis refusing
+        writes for want of memory as long (``tests.chaos.storage``)."""
+        if kind == "disk_full":
+            storage.fill_for(self.workdir / "file", seconds=seconds)
+        else:
+            destination = self.sinks["redis"]
+            assert isinstance(destination, RedisDestination)
+            with destination.client() as client:
+                storage.starve_for(client, seconds=seconds)
+
     def stop(self) -> None:
         """Stop everything this run started, whatever state it is in."""
         self.factory.stop_all()
@@ -260,3 +281,4 @@ class Cluster:
                 server.stop()
         if self.network is not None:
             self.network.close()
+        self._mounts.close()

@@ -39,6 +39,8 @@ class Figures:
     pauses: int = 0
     restarts: int = 0
     partitions: int = 0
+    storage_faults: int = 0
+    """Full disks under the file sink and Redis out of memory, together."""
     failovers: int = 0
     """Times a bridge's pipeline connected to another etcd member than before."""
     retries: int = 0
@@ -69,6 +71,7 @@ class Figures:
         return (
             f"chaos seed={self.seed}: operations={self.operations} kills={self.kills} "
             f"pauses={self.pauses} restarts={self.restarts} partitions={self.partitions} "
+            f"storage_faults={self.storage_faults} "
             f"failovers={self.failovers} etcd_events={self.events_in_etcd} "
             f"| checked {checked or 'nothing'} "
             f"| {figure('lost')} {figure('duplicated')} {figure('out_of_order')} "
@@ -89,13 +92,15 @@ def run(
     catch_up_timeout: float = 180.0,
     members: int = 1,
     partitions: int = 0,
+    disk_fulls: int = 0,
+    ooms: int = 0,
 ) -> Figures:
     """One chaos run of ``sinks`` in ``workdir`` against ``members`` etcd members (in network
     namespaces when more than one, which ``partitions`` needs); every process it starts, and
     every namespace, is removed before it returns."""
     started = time.monotonic()
     figures = Figures(seed=seed)
-    cluster = Cluster(workdir, sinks=sinks, members=members)
+    cluster = Cluster(workdir, sinks=sinks, members=members, small_disk=disk_fulls > 0)
     chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
         say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")
@@ -114,6 +119,8 @@ def run(
             servers=["etcd", *cluster.servers],
             restartable=cluster.restartable(),
             partitions=partitions,
+            disk_fulls=disk_fulls,
+            ooms=ooms,
         )
         chaos.start()
         try:
@@ -123,6 +130,7 @@ def run(
         figures.operations, figures.retries = writer.operations, writer.retries
         figures.kills, figures.pauses, figures.restarts = chaos.kills, chaos.pauses, chaos.restarts
         figures.partitions = chaos.partitions
+        figures.storage_faults = chaos.storage_faults
         figures.problems += chaos.errors
         say(f"{writer.operations} operations ({writer.retries} retried attempts); catching up")
         wait_leases_expired(cluster.etcd)

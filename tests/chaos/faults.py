@@ -35,6 +35,8 @@ class Kind(enum.Enum):
     PAUSE = "pause"
     RESTART = "restart"
     PARTITION = "partition"
+    DISK_FULL = "disk_full"
+    OOM = "oom"
 
 
 PARTITIONS = ("member", "leader", "link", "flap")
@@ -67,10 +69,13 @@ def plan_chaos(
     servers: Sequence[str],
     restartable: Sequence[str],
     partitions: int = 0,
+    disk_fulls: int = 0,
+    ooms: int = 0,
 ) -> list[Action]:
     """``kills`` kills, ``pauses`` pauses of each of ``servers``, one restart of each of
-    ``restartable``, ``partitions`` partitions, shuffled and spread over the operations (one
-    per slot, at a random point of it)."""
+    ``restartable``, ``partitions`` partitions, ``disk_fulls`` full disks under the file sink
+    and ``ooms`` times Redis out of memory, shuffled and spread over the operations (one per
+    slot, at a random point of it)."""
     chooser = random.Random(f"schedule-{seed}")  # noqa: S311 - reproducible chaos
     kinds = [(Kind.KILL, "bridge")] * kills
     kinds += [(Kind.PAUSE, server) for server in servers] * pauses
@@ -78,6 +83,8 @@ def plan_chaos(
     kinds += [
         (Kind.PARTITION, PARTITIONS[number % len(PARTITIONS)]) for number in range(partitions)
     ]
+    kinds += [(Kind.DISK_FULL, "file")] * disk_fulls
+    kinds += [(Kind.OOM, "redis")] * ooms
     chooser.shuffle(kinds)
     slots = len(kinds)
     return [
@@ -105,6 +112,7 @@ class Chaos:
         self.pauses = 0
         self.restarts = 0
         self.partitions = 0
+        self.storage_faults = 0
         self.errors: list[str] = []
         self.abort = threading.Event()
         self._idle = threading.Event()
@@ -175,6 +183,11 @@ class Chaos:
             say(f"pause {self.pauses}: {action.target} stopped for {seconds:.1f}s")
             if action.target == "etcd":
                 self._wait_active()
+        elif action.kind in (Kind.DISK_FULL, Kind.OOM):
+            seconds = self.random.uniform(*self.pause_seconds)
+            self.cluster.storage_fault(action.kind.value, seconds=seconds)
+            self.storage_faults += 1
+            say(f"{action.kind.value} {self.storage_faults}: {action.target} for {seconds:.1f}s")
         elif action.kind is Kind.PARTITION:
             what = self._partition(action.target)
             self.partitions += 1
