@@ -44,6 +44,10 @@ class RecordingWriter:
         self.state: dict[bytes, bytes] = {}
         self.changes: list[Change] = []
         self.operations = 0
+        self.revisions_from_keys = False
+        """Record a transaction at its keys' ``mod_revision``, read back, rather than at its
+        response header's revision: right after an etcd leader is killed, a header was seen
+        one revision short of the transaction's own (the watch had it right)."""
 
     def _key(self) -> bytes:
         return self.prefix + b"k%03d" % self.random.randrange(self.key_space)
@@ -112,6 +116,10 @@ class RecordingWriter:
         ]
         response = self.client.kvstub.Txn(etcdrpc.TxnRequest(success=operations), timeout=10)
         revision = int(response.header.revision)
+        written = next((key for key, value in planned if value is not None), None)
+        if self.revisions_from_keys and written is not None:
+            read = self.client.kvstub.Range(etcdrpc.RangeRequest(key=written), timeout=10)
+            revision = int(read.kvs[0].mod_revision)
         for index, (key, value) in enumerate(planned):
             previous = self.state.get(key)
             if value is None:

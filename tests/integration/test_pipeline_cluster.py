@@ -41,6 +41,7 @@ def test_member_and_leader_killed_under_running_bridge(
         with survivor.client() as client:
             if writer is None:
                 writer = RecordingWriter(client, prefix="/ha/", seed=5)
+                writer.revisions_from_keys = True  # members and leaders die under it
             writer.client = client
             for _ in range(50):
                 writer.step()
