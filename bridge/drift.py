@@ -36,8 +36,7 @@ from config.output import ValuesMode
 EXAMPLES = 3
 """Examples kept per kind of difference."""
 
-_REVISION_FIELDS = ("mod_revision", "create_revision", "version", "lease")
-_CHANGE_FIELDS = ("type", "op", "key", *_REVISION_FIELDS)
+_CHANGE_FIELDS = ("type", "op", "key", *REVISION_FIELDS)
 
 
 def shown_key(key: bytes, *, limit: int = 80) -> str:
@@ -134,7 +133,7 @@ def _differing(
     value = [] if same_value(want.value, have.value, values=values) else ["value"]
     return value + [
         name
-        for name in _REVISION_FIELDS
+        for name in REVISION_FIELDS
         if name in kept and getattr(want, name) != getattr(have, name)
     ]
 

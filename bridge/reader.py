@@ -41,14 +41,14 @@ class StreamReader(SinkReader):
         in pages so that memory stays bounded whatever the sink holds."""
 
 
-REVISION_FIELDS = frozenset({"mod_revision", "create_revision", "version", "lease"})
-"""What etcd keeps of a key besides its value."""
+REVISION_FIELDS = ("mod_revision", "create_revision", "version", "lease")
+"""What etcd keeps of a key besides its value, in the order its ``KeyValue`` lists them."""
 
 
 class StateReader(SinkReader):
     """The state a mirror sink durably holds."""
 
-    kept: ClassVar[frozenset[str]] = REVISION_FIELDS
+    kept: ClassVar[frozenset[str]] = frozenset(REVISION_FIELDS)
     """The ``REVISION_FIELDS`` the mirror keeps; ``items`` gives 0 for the others, which
     ``verify`` then does not compare."""
 

@@ -27,7 +27,7 @@ fail the run. ``bridge.verify_service`` repeats rounds and exports them as metri
 import enum
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
@@ -261,9 +261,9 @@ def _verify_reader(
             progress,
             kept=reader.kept,
         )
-        if reader.kept != REVISION_FIELDS:
-            left_out = ", ".join(sorted(REVISION_FIELDS - reader.kept))
-            report.notes.append(f"the mirror keeps no {left_out}: not compared")
+        left_out = [name for name in REVISION_FIELDS if name not in reader.kept]
+        if left_out:
+            report.notes.append(f"the mirror keeps no {', '.join(left_out)}: not compared")
         if options.history is not None:
             report.notes.append("--history: a mirror keeps a state, not the changes")
     else:
@@ -303,7 +303,7 @@ def _compare(
     connection: EtcdConnection,
     progress: Progress,
     *,
-    kept: frozenset[str] = REVISION_FIELDS,
+    kept: Collection[str] = REVISION_FIELDS,
 ) -> None:
     """Compare the sink's state at ``report.revision`` with etcd's, at the nearest revision
     etcd holds (see the module docstring), on the revision fields the sink ``kept``; fills
