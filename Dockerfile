@@ -16,6 +16,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "etcd-bridge[all]" \
  && rm -rf /wheels
 ENV BRIDGE_STDOUT__CHECKPOINT_DIR=/var/lib/etcd-bridge \
+    BRIDGE_JOURNAL__PATH=/var/lib/etcd-bridge/journal \
     BRIDGE_LOG__FORMAT=json \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/etcd-bridge"]

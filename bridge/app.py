@@ -38,11 +38,12 @@ from bridge.election import Leadership
 from bridge.errors import BridgeError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
+from bridge.journal import RECORDER, recording
 from bridge.logs import error_fields
 from bridge.pump import Pipeline
 from bridge.refusal import Refusals
 from bridge.sink import Sink
-from bridge.source import etcd_changes
+from bridge.source import ChangeSourceFactory, etcd_changes
 from config.errors import ConfigError
 from config.settings import ENV_PREFIX, Settings, load_section, load_settings, variable_name
 from config.variables import (
@@ -187,12 +188,15 @@ def run(configuration: Configuration) -> int:
         PipelineHealth(sink=name, format=plugins.section_format(section))
         for name, section in configuration.sinks
     ]
-    http = _start_http(settings, healths)
+    recorder = None if settings.journal.path is None else PipelineHealth(sink=RECORDER)
+    http = _start_http(settings, healths if recorder is None else [*healths, recorder])
     try:
         if settings.ha.enabled:
-            failures = _run_elected(configuration, stop=stop, healths=healths)
+            failures = _run_elected(configuration, stop=stop, healths=healths, recorder=recorder)
         else:
-            failures = _run_term(configuration, stop=stop, healths=healths, may_write=_always)
+            failures = _run_term(
+                configuration, stop=stop, healths=healths, recorder=recorder, may_write=_always
+            )
     finally:
         if http is not None:
             http.stop()
@@ -212,7 +216,11 @@ def _always() -> bool:
 
 
 def _run_elected(
-    configuration: Configuration, *, stop: threading.Event, healths: list[PipelineHealth]
+    configuration: Configuration,
+    *,
+    stop: threading.Event,
+    healths: list[PipelineHealth],
+    recorder: PipelineHealth | None,
 ) -> list[BaseException]:
     """Standby until elected, active until the lease is lost, and again, until stopped."""
     settings = configuration.settings
@@ -220,7 +228,7 @@ def _run_elected(
     leader = metrics.HA_LEADER.labels(settings.name)
     try:
         while True:
-            for health in healths:
+            for health in healths if recorder is None else [*healths, recorder]:
                 health.enter(Phase.STANDBY)
             leader.set(0)
             # The last term's lease is given back only now, having stood down: across a
@@ -237,7 +245,11 @@ def _run_elected(
                 daemon=True,
             ).start()
             failures = _run_term(
-                configuration, stop=term, healths=healths, may_write=leadership.valid
+                configuration,
+                stop=term,
+                healths=healths,
+                recorder=recorder,
+                may_write=leadership.valid,
             )
             if stop.is_set() or any(not isinstance(f, NotLeaderError) for f in failures):
                 return [f for f in failures if not isinstance(f, NotLeaderError)]
@@ -258,11 +270,46 @@ def _run_term(
     *,
     stop: threading.Event,
     healths: list[PipelineHealth],
+    recorder: PipelineHealth | None,
     may_write: Callable[[], bool],
 ) -> list[BaseException]:
     """One pipeline thread per sink until ``stop``, or until every pipeline has failed;
     returns what failed. A lost leadership ends the term for all of them; any other failure
-    ends its own pipeline only (see the module docstring)."""
+    ends its own pipeline only (see the module docstring). With the local log on
+    (``recorder``: its reader's health), the pipelines read it (``bridge.journal``)."""
+    settings = configuration.settings
+    etcd = etcd_changes(settings.etcd, pipelines=len(settings.sinks) + (recorder is not None))
+    if recorder is None:
+        return _run_pipelines(
+            configuration, stop=stop, healths=healths, may_write=may_write, source=etcd
+        )
+    with recording(
+        settings.journal,
+        identity=f"{settings.name} {settings.etcd.keyspace!r}",
+        etcd=etcd,
+        health=recorder,
+        shutdown_timeout=settings.pump.shutdown_timeout,
+    ) as (journal, source):
+        for health in healths:
+            journal.register(health.stats)
+        try:
+            return _run_pipelines(
+                configuration, stop=stop, healths=healths, may_write=may_write, source=source
+            )
+        finally:
+            for health in healths:
+                journal.unregister(health.stats)
+
+
+def _run_pipelines(
+    configuration: Configuration,
+    *,
+    stop: threading.Event,
+    healths: list[PipelineHealth],
+    may_write: Callable[[], bool],
+    source: ChangeSourceFactory,
+) -> list[BaseException]:
+    """``_run_term``'s pipelines, each reading its changes from ``source``."""
     settings = configuration.settings
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -284,7 +331,7 @@ def _run_term(
     pipelines = [
         Pipeline(
             sink,
-            source=etcd_changes(settings.etcd, pipelines=len(settings.sinks)),
+            source=source,
             limits=settings.pump,
             stop=stop,
             health=health,

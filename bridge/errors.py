@@ -11,10 +11,13 @@
     │   ├── RevisionCompactedError   handled: the position is older than etcd's history
     │   ├── WatchResponseTooLargeError  handled: re-watch in fragments; fatal if fragmented
     │   └── PositionAheadError       fatal: the sink holds revisions etcd never reached
-    └── SinkError
-        ├── SinkUnavailableError     retryable: the sink's server is down or slow
-        └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL);
-                                     handled per BRIDGE_<NAME>__ON_REFUSED if it names its event
+    ├── SinkError
+    │   ├── SinkUnavailableError     retryable: the sink's server is down or slow
+    │   └── SinkRejectedError        fatal: the sink refused data for good (too large, ACL);
+    │                                handled per BRIDGE_<NAME>__ON_REFUSED if it names its event
+    └── JournalError
+        ├── JournalUnavailableError  retryable: the local log cannot be written (disk full)
+        └── JournalOverrunError      handled: a sink's place in the log was trimmed; etcd instead
 
 ``retryable`` is read by one loop, ``bridge.retry.Retry``: the pump (reopening a sink), the
 source (reconnecting to etcd) and the election all retry through it, with backoff. Fatal errors
@@ -172,3 +175,19 @@ class SinkRejectedError(SinkError):
     ) -> None:
         super().__init__(message, sink=sink, key=key, revision=revision)
         self.position = position
+
+
+class JournalError(BridgeError):
+    """Something about the local log (``bridge.journal``)."""
+
+
+class JournalUnavailableError(JournalError):
+    """The log cannot be written now (a full disk, an I/O error): its reader retries, and the
+    sinks reading it wait, as they would for etcd."""
+
+    retryable = True
+
+
+class JournalOverrunError(JournalError):
+    """The part of the log a sink was to read next is gone (trimmed past the disk budget, or
+    the log started afresh): that sink catches up from etcd instead."""

@@ -158,6 +158,36 @@ ETCD_PROGRESS_TIMESTAMP = Gauge(
     registry=REGISTRY,
 )
 
+JOURNAL_BYTES = Gauge(
+    "etcd_bridge_journal_bytes",
+    "Bytes the local log holds on disk (BRIDGE_JOURNAL__PATH; 0 when it is off).",
+    registry=REGISTRY,
+)
+JOURNAL_FIRST_REVISION = Gauge(
+    "etcd_bridge_journal_first_revision",
+    "Revision of the first event the local log holds: the oldest history it still serves.",
+    registry=REGISTRY,
+)
+JOURNAL_LAST_REVISION = Gauge(
+    "etcd_bridge_journal_last_revision",
+    "Revision of the last event the local log holds.",
+    registry=REGISTRY,
+)
+JOURNAL_BEHIND_BYTES = Gauge(
+    "etcd_bridge_journal_behind_bytes",
+    "Bytes of the local log after the place the sink reads it from (0 at its end; not set "
+    "while the sink catches up from etcd).",
+    ["sink"],
+    registry=REGISTRY,
+)
+JOURNAL_OVERRUNS = Counter(
+    "etcd_bridge_journal_overruns",
+    "Times the part of the local log a sink was to read next was gone (trimmed past the disk "
+    "budget, or the log started afresh), so that it caught up from etcd instead.",
+    ["sink"],
+    registry=REGISTRY,
+)
+
 
 class Observed(Protocol):
     """What a pipeline keeps that its gauges read when scraped (``bridge.health.PipelineStats``):
@@ -185,6 +215,8 @@ _PER_SINK = (
     SNAPSHOT_KEYS_EXPECTED,
     SNAPSHOTS_REQUESTED,
     SINK_DATA_LOST,
+    JOURNAL_BEHIND_BYTES,
+    JOURNAL_OVERRUNS,
 )
 
 

@@ -25,6 +25,7 @@ from config.errors import ConfigError
 from config.etcd import EtcdSettings
 from config.ha import HaSettings
 from config.http import HttpSettings
+from config.journal import JournalSettings
 from config.logging import LogSettings
 from config.output import ValuesMode
 from config.pump import PumpSettings
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     pump: PumpSettings = PumpSettings()
     http: HttpSettings = HttpSettings()
     ha: HaSettings = HaSettings()
+    journal: JournalSettings = JournalSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("name", "cluster")

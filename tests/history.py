@@ -36,8 +36,18 @@ class Change:
 class RecordingWriter:
     """Random operations on ``prefix``; ``changes`` holds what etcd did, in order."""
 
-    def __init__(self, client: pyetcd.Etcd3Client, *, prefix: str, seed: int, keys: int = 50):
+    def __init__(
+        self,
+        client: pyetcd.Etcd3Client,
+        *,
+        prefix: str,
+        seed: int,
+        keys: int = 50,
+        padding: int = 0,
+    ):
+        """``padding``: bytes added to every value (large values fill a budget sooner)."""
         self.client = client
+        self.padding = b"p" * padding
         self.prefix = prefix.encode()
         self.random = random.Random(seed)  # noqa: S311 - reproducible, not security
         self.key_space = keys
@@ -53,7 +63,8 @@ class RecordingWriter:
         return self.prefix + b"k%03d" % self.random.randrange(self.key_space)
 
     def _value(self) -> bytes:
-        return b"v%d-" % self.operations + self.random.randbytes(self.random.randrange(0, 24))
+        value = b"v%d-" % self.operations + self.random.randbytes(self.random.randrange(0, 24))
+        return value + self.padding
 
     def step(self) -> None:
         """One operation: put, delete, or a transaction of 2-6 distinct keys."""

@@ -47,6 +47,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--oom", type=int, default=0, help="times Redis refuses writes for want of memory"
     )
+    parser.add_argument(
+        "--journal", action="store_true", help="every instance with the local log on"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
@@ -79,6 +82,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             partitions=arguments.partitions,
             disk_fulls=arguments.disk_full,
             ooms=arguments.oom,
+            journal=arguments.journal,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
         print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)

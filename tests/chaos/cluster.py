@@ -40,12 +40,22 @@ class Cluster:
     """etcd, the sinks' servers and the bridge instances of one run; ``stop`` ends them all."""
 
     def __init__(
-        self, workdir: Path, *, sinks: Sequence[str], members: int = 1, small_disk: bool = False
+        self,
+        workdir: Path,
+        *,
+        sinks: Sequence[str],
+        members: int = 1,
+        small_disk: bool = False,
+        journal: bool = False,
     ) -> None:
         """``members``: etcd's size; above 1, each member in a namespace of its own.
         ``small_disk``: the file sink's directory on a tmpfs of its own, for ``storage_fault``
-        to fill."""
+        to fill. ``journal``: each instance with the local log on, in a directory of its own
+        that the instance replacing it after a kill takes over (a restarted pod's volume)."""
         self.workdir = workdir
+        self._journal = journal
+        self._journals: dict[int, Path] = {}
+        """Each running instance's log directory, by its object's id."""
         self._mounts = contextlib.ExitStack()
         if small_disk and "file" in sinks:
             self._mounts.enter_context(disk.small_disk(workdir / "file", size=storage.DISK_BYTES))
@@ -142,19 +152,26 @@ class Cluster:
             "BRIDGE_LOG__FORMAT": "text",
         }
 
-    def start_bridge(self) -> BridgeProcess:
-        """One more instance; the lock keeps ``bridges`` whole for the chaos thread."""
+    def start_bridge(self, *, journal: Path | None = None) -> BridgeProcess:
+        """One more instance (with the log in ``journal``, if on: by default a new directory);
+        the lock keeps ``bridges`` whole for the chaos thread."""
         with self._lock:
-            bridge = self.factory.start(**self.settings())
+            settings = self.settings()
+            if self._journal:
+                journal = journal or self.workdir / "journals" / str(len(self._journals))
+                settings["BRIDGE_JOURNAL__PATH"] = str(journal)
+            bridge = self.factory.start(**settings)
+            if journal is not None:
+                self._journals[id(bridge)] = journal
             self.bridges.append(bridge)
             return bridge
 
     def kill(self, bridge: BridgeProcess) -> None:
-        """SIGKILL ``bridge`` and start another instance in its place."""
+        """SIGKILL ``bridge`` and start another instance in its place, on its log."""
         with self._lock:
             bridge.kill()
             self.bridges.remove(bridge)
-        self.start_bridge()
+        self.start_bridge(journal=self._journals.pop(id(bridge), None))
 
     def reap(self) -> None:
         """Replace instances that exited by themselves, and remember them: that is a bug."""
@@ -170,7 +187,7 @@ class Cluster:
             say(f"bridge pid {bridge.process.pid} exited by itself (code {code}); replacing it")
             with self._lock:
                 self.bridges.remove(bridge)
-            self.start_bridge()
+            self.start_bridge(journal=self._journals.pop(id(bridge), None))
 
     def leader_pid(self) -> int | None:
         """The pid etcd's election key names (its value is ``host:pid``), if any, from the

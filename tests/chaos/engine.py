@@ -48,6 +48,8 @@ class Figures:
     seconds: float = 0.0
     sinks: list[SinkFigures] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    journal: bool = False
+    """Every instance ran with the local log on."""
 
     def total(self, name: str) -> int:
         """One count (``lost``, ``duplicated``...) summed over the sinks."""
@@ -69,7 +71,8 @@ class Figures:
 
         checked = " ".join(f"{sink.name}={sink.events}" for sink in self.sinks)
         return (
-            f"chaos seed={self.seed}: operations={self.operations} kills={self.kills} "
+            f"chaos seed={self.seed}{' journal=on' if self.journal else ''}: "
+            f"operations={self.operations} kills={self.kills} "
             f"pauses={self.pauses} restarts={self.restarts} partitions={self.partitions} "
             f"storage_faults={self.storage_faults} "
             f"failovers={self.failovers} etcd_events={self.events_in_etcd} "
@@ -94,13 +97,16 @@ def run(
     partitions: int = 0,
     disk_fulls: int = 0,
     ooms: int = 0,
+    journal: bool = False,
 ) -> Figures:
     """One chaos run of ``sinks`` in ``workdir`` against ``members`` etcd members (in network
     namespaces when more than one, which ``partitions`` needs); every process it starts, and
     every namespace, is removed before it returns."""
     started = time.monotonic()
-    figures = Figures(seed=seed)
-    cluster = Cluster(workdir, sinks=sinks, members=members, small_disk=disk_fulls > 0)
+    figures = Figures(seed=seed, journal=journal)
+    cluster = Cluster(
+        workdir, sinks=sinks, members=members, small_disk=disk_fulls > 0, journal=journal
+    )
     chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
         say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")

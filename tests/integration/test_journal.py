@@ -1,0 +1,184 @@
+"""The local log against a real etcd: kill -9 while it is written and read, a sink down
+across several compactions that then gets every change, the disk budget exceeded (a resync,
+counted), and a full disk under the log."""
+
+import random
+from pathlib import Path
+
+from bridge.events import Op, Position, SnapshotReason
+from tests.fixtures.bridge import BridgeFactory, BridgeProcess, last_event, read_events
+from tests.fixtures.disk import fill, small_disk
+from tests.fixtures.etcd import EtcdFactory, EtcdServer
+from tests.fixtures.processes import wait_for
+from tests.history import RecordingWriter, assert_exactly_once
+from tests.integration.test_file_faults import phase_of, write_until
+from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
+
+_DISK_BYTES = 1 << 20
+
+
+def journal_bridge(
+    factory: BridgeFactory, server: EtcdServer, *, prefix: str, tmp_path: Path, **extra: str
+) -> tuple[dict[str, str], Path, Path]:
+    """Settings of a bridge with the log on, into the file and stdout sinks; the file's and
+    the stdout checkpoint's paths."""
+    output = extra.pop("output", None) or str(tmp_path / "events.jsonl")
+    settings = file_bridge(
+        factory,
+        server,
+        prefix=prefix,
+        path=Path(output),
+        BRIDGE_SINKS="file,stdout",
+        BRIDGE_STDOUT__CHECKPOINT_DIR=str(tmp_path),
+        BRIDGE_JOURNAL__PATH=str(tmp_path / "journal"),
+        **extra,
+    )
+    return settings, Path(output), tmp_path / "journal"
+
+
+def opened_journal_lines(bridge: BridgeProcess) -> list[str]:
+    return [line for line in bridge.log_text().splitlines() if "journal opened" in line]
+
+
+def test_kill_9_while_the_log_is_written_and_read_leaves_each_change_once(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    settings, output, journal = journal_bridge(
+        bridge_factory, etcd, prefix=prefix, tmp_path=tmp_path, BRIDGE_PUMP__BATCH_EVENTS="7"
+    )
+    chaos = random.Random(14)  # noqa: S311 - reproducible chaos, not security
+    with etcd.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=14)
+        for _ in range(100):
+            writer.step()
+        held_at_kills: list[Position] = []
+        for _round in range(6):
+            before = last_event(output)
+            bridge = bridge_factory.start(**settings)
+            for _ in range(chaos.randrange(50, 300)):
+                writer.step()
+            wait_for(
+                lambda before=before: last_event(output) != before,  # type: ignore[misc]
+                timeout=30,
+                what="durable progress before the kill",
+                interval=0.05,
+            )
+            for _ in range(chaos.randrange(0, 100)):
+                writer.step()
+            held = last_event(output)
+            bridge.kill()
+            assert held is not None
+            held_at_kills.append(held.position)
+        bridge = bridge_factory.start(**settings)
+        bridge.wait_watching(timeout=60)
+        wait_for_revision(output, writer.changes[-1].revision, timeout=60)
+        wait_for_revision(bridge.stdout_path, writer.changes[-1].revision, timeout=60)
+        assert "segments=0" not in opened_journal_lines(bridge)[0], "the log was not kept"
+    assert bridge.terminate() == 0
+    events = read_events(output)
+    assert events[0].op is Op.SNAPSHOT_BEGIN and events[0].reason is SnapshotReason.INITIAL
+    assert sum(event.op is Op.SNAPSHOT_END for event in events) == 1
+    assert_exactly_once(events, writer.changes, after=events[0].revision)
+    delivered = {event.position for event in events}
+    assert all(position in delivered for position in held_at_kills), "durable, then lost"
+    assert list(journal.glob("*.seg")), "the log holds nothing"
+
+
+def test_a_sink_down_across_compactions_gets_every_change_from_the_log(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    prefix = "/j/"
+    with small_disk(tmp_path / "disk", size=_DISK_BYTES) as disk, server.client() as client:
+        settings, output, _journal = journal_bridge(
+            bridge_factory, server, prefix=prefix, tmp_path=tmp_path, output=str(disk / "e.jsonl")
+        )
+        bridge = bridge_factory.start(**settings)
+        bridge.wait_watching()
+        snapshot_end = read_events(output)[-1]
+        filler = fill(disk)
+        writer = RecordingWriter(client, prefix=prefix, seed=15)
+        write_until(writer, lambda: phase_of(bridge, "file") == "sink_down", what="sink_down")
+        for _compaction in range(3):  # history the file sink needs, compacted in etcd
+            for _ in range(100):
+                writer.step()
+            client.compact(writer.changes[-1].revision)
+        wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
+        assert phase_of(bridge, "file") == "sink_down"
+        filler.unlink()
+        wait_for_revision(output, writer.changes[-1].revision)
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="file") == 0
+        assert bridge.metric("etcd_bridge_journal_overruns_total", sink="file") == 0
+        assert bridge.terminate() == 0
+        events = read_events(output)
+    assert [e.reason for e in events if e.op is Op.SNAPSHOT_BEGIN] == [SnapshotReason.INITIAL]
+    assert_exactly_once(events, writer.changes, after=snapshot_end.revision)
+
+
+def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    prefix = "/b/"
+    with small_disk(tmp_path / "disk", size=_DISK_BYTES) as disk, server.client() as client:
+        settings, output, journal = journal_bridge(
+            bridge_factory,
+            server,
+            prefix=prefix,
+            tmp_path=tmp_path,
+            output=str(disk / "e.jsonl"),
+            BRIDGE_JOURNAL__MAX_BYTES=str(1 << 20),
+            BRIDGE_JOURNAL__SEGMENT_BYTES=str(64 << 10),
+        )
+        bridge = bridge_factory.start(**settings)
+        bridge.wait_watching()
+        filler = fill(disk)
+        writer = RecordingWriter(client, prefix=prefix, seed=16, padding=4096)
+        write_until(writer, lambda: phase_of(bridge, "file") == "sink_down", what="sink_down")
+        for _ in range(600):  # about 2.4 MiB of values, past the 1 MiB budget
+            writer.step()
+        client.compact(writer.changes[-1].revision)
+        wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
+        held = sum(path.stat().st_size for path in journal.glob("*.seg"))
+        assert held < (1 << 20) + 2 * (64 << 10), held
+        filler.unlink()
+        wait_for(
+            lambda: any(e.reason is SnapshotReason.COMPACTED for e in read_events(output)),
+            timeout=30,
+            what="the resync snapshot",
+        )
+        writer.step()
+        wait_for_revision(output, writer.changes[-1].revision)
+        assert bridge.metric("etcd_bridge_journal_overruns_total", sink="file") >= 1
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="file") == 1
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="stdout") == 0
+        assert bridge.terminate() == 0
+        events = read_events(output)
+    resync = next(e for e in events if e.reason is SnapshotReason.COMPACTED)
+    assert_exactly_once(events, writer.changes, after=resync.revision)
+
+
+def test_a_full_disk_under_the_log_holds_the_sinks_until_space_returns(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "disk", size=_DISK_BYTES) as disk, etcd.client() as client:
+        settings, output, _journal = journal_bridge(
+            bridge_factory, etcd, prefix=prefix, tmp_path=tmp_path
+        )
+        settings["BRIDGE_JOURNAL__PATH"] = str(disk)
+        bridge = bridge_factory.start(**settings)
+        bridge.wait_watching()
+        snapshot_end = read_events(output)[-1]
+        filler = fill(disk)
+        writer = RecordingWriter(client, prefix=prefix, seed=17)
+        write_until(writer, lambda: phase_of(bridge, "journal") == "sink_down", what="log full")
+        assert bridge.metric(
+            "etcd_bridge_errors_total", sink="journal", kind="JournalUnavailableError"
+        )
+        filler.unlink()
+        for _ in range(20):
+            writer.step()
+        wait_for_revision(output, writer.changes[-1].revision)
+        wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
+        assert bridge.terminate() == 0
+    assert_exactly_once(read_events(output), writer.changes, after=snapshot_end.revision)
