@@ -40,6 +40,7 @@ from bridge.etcd import EtcdConnection
 from bridge.health import HealthServer, Phase, PipelineHealth
 from bridge.journal import RECORDER, recording
 from bridge.logs import error_fields
+from bridge.ownership import Owner
 from bridge.pump import Pipeline
 from bridge.refusal import Refusals
 from bridge.sink import Sink
@@ -289,6 +290,7 @@ def _run_term(
         etcd=etcd,
         health=recorder,
         shutdown_timeout=settings.pump.shutdown_timeout,
+        owner=Owner.this_process(settings.name),
     ) as (journal, source):
         for health in healths:
             journal.register(health.stats)

@@ -9,9 +9,11 @@ already keeps a paused former leader from writing (``bridge.election``): one of 
 over from another whose claim is still held (paused, or not yet expired).
 """
 
+import fcntl
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +48,26 @@ class Owner:
         """Whether this instance may write a destination ``other`` still claims: only with
         HA, and only from an instance of its own pipeline."""
         return ha and other is not None and other.pipeline == self.pipeline
+
+
+def lock_file(path: Path, owner: Owner) -> tuple[int | None, Owner | None]:
+    """Lock ``path`` (created if missing) for this process and write ``owner`` in it: the
+    locked descriptor, to keep open while writing (closing it, or the process dying, unlocks
+    it). When another process holds it: no descriptor, and the owner it wrote (None if
+    unreadable). A lock the holder already wrote this owner in is not rewritten."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = Owner.decode(os.pread(descriptor, 4096, 0))
+        os.close(descriptor)
+        return None, holder
+    identity = owner.encode()
+    try:
+        if os.pread(descriptor, 4096, 0) != identity:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, identity, 0)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return descriptor, None

@@ -25,7 +25,6 @@ reopen reads what is left, which the pump finds behind what it flushed (a snapsh
 and consumers, without opening the file for writing: safe beside a running bridge.
 """
 
-import fcntl
 import functools
 import logging
 import os
@@ -39,7 +38,7 @@ from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Position
 from bridge.formats import EventFormat
 from bridge.lines import last_complete_line
-from bridge.ownership import Owner
+from bridge.ownership import Owner, lock_file
 from bridge.reader import StreamReader
 from bridge.sink import NATIVE, Sink, SinkContext
 from config.output import FormatName
@@ -126,12 +125,8 @@ class FileSink(Sink):
     def _claim(self) -> int | None:
         """Lock ``<file>.lock`` and write this owner in it; SinkRejectedError naming the
         holder if another bridge has it (None: taking over under HA, without the lock)."""
-        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = Owner.decode(os.pread(descriptor, 4096, 0))
-            os.close(descriptor)
+        descriptor, holder = lock_file(self.lock_path, self._owner)
+        if descriptor is None:
             if self._owner.may_take_over_from(holder, ha=self._ha):
                 log.warning(
                     "file: taking over from a former leader that still holds the lock",
@@ -143,15 +138,7 @@ class FileSink(Sink):
                 f"({holder or 'unknown: see ' + str(self.lock_path)}); one file takes one "
                 "writer: stop that one, or set BRIDGE_FILE__PATH to another file (instances "
                 "of one pipeline share a file only with BRIDGE_HA__ENABLED)"
-            ) from None
-        identity = self._owner.encode()
-        try:
-            if os.pread(descriptor, 4096, 0) != identity:  # a reopen rewrites nothing
-                os.ftruncate(descriptor, 0)
-                os.pwrite(descriptor, identity, 0)
-        except OSError:
-            os.close(descriptor)
-            raise
+            )
         return descriptor
 
     @classmethod

@@ -20,6 +20,7 @@ from bridge.health import PipelineHealth
 from bridge.journal.changes import journal_changes
 from bridge.journal.recorder import RECORDER, Recorder
 from bridge.journal.segments import Journal
+from bridge.ownership import Owner
 from bridge.source import ChangeSourceFactory
 from config.journal import JournalSettings
 
@@ -34,11 +35,13 @@ def recording(
     etcd: ChangeSourceFactory,
     health: PipelineHealth,
     shutdown_timeout: float,
+    owner: Owner | None = None,
 ) -> Iterator[tuple[Journal, ChangeSourceFactory]]:
     """Open the log at ``settings.path`` and follow etcd into it (``health``: the reader's)
     until the block ends; give the log and the sinks' change source factory. ``identity``
-    says what the log is of (the pipeline and its keys)."""
-    journal = Journal(settings, identity=identity)
+    says what the log is of (the pipeline and its keys); ``owner``: this instance, named in
+    the directory's lock (a second bridge on the same directory is refused naming it)."""
+    journal = Journal(settings, identity=identity, owner=owner)
     journal.open()
     halt = threading.Event()
     recorder = Recorder(journal, source=etcd, stop=halt, health=health)

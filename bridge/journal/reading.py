@@ -45,6 +45,8 @@ class JournalReader:
         self._file_end = 0
         self._file_offset = -1
         self._in_snapshot = False
+        self._phase: Phase | None = None
+        """The phase this reading last entered."""
         self._behind = metrics.JOURNAL_BEHIND_BYTES.labels(health.sink)
 
     def close(self) -> None:
@@ -109,7 +111,8 @@ class JournalReader:
     def _follow(self, last: Event | None) -> None:
         """The sink's phase, heartbeat and etcd timestamps after reading up to ``last`` (None:
         it is at the end of the log, as far as the log's reader: in its phase, or inside the
-        snapshot it read the start of)."""
+        snapshot it read the start of). The phase is entered when it changes only, as a
+        watch enters it once: the pump's own (``sink_down``) stands meanwhile."""
         health, recorder = self._health, self._recorder
         stats, heard = health.stats, recorder.stats
         stats.etcd_heard_at = heard.etcd_heard_at
@@ -117,15 +120,18 @@ class JournalReader:
         if last is not None:
             stats.last_event_at = heard.last_event_at
             self._in_snapshot = last.op in _IN_SNAPSHOT
-            health.enter(Phase.SNAPSHOT if self._in_snapshot else Phase.WATCHING)
-            return
-        if recorder.phase is Phase.ETCD_DOWN:
-            health.enter(Phase.ETCD_DOWN)
-        elif self._in_snapshot or recorder.phase is Phase.SNAPSHOT:
-            health.enter(Phase.SNAPSHOT)
+            phase = Phase.SNAPSHOT if self._in_snapshot else Phase.WATCHING
         else:
-            health.enter(Phase.WATCHING)
-        health.heartbeat = max(health.heartbeat, recorder.heartbeat)
+            health.heartbeat = max(health.heartbeat, recorder.heartbeat)
+            if recorder.phase is Phase.ETCD_DOWN:
+                phase = Phase.ETCD_DOWN
+            elif self._in_snapshot or recorder.phase is Phase.SNAPSHOT:
+                phase = Phase.SNAPSHOT
+            else:
+                phase = Phase.WATCHING
+        if phase is not self._phase:
+            self._phase = phase
+            health.enter(phase)
 
 
 def _share(chunk: Chunk, count: int) -> int:

@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bridge import metrics
-from bridge.errors import JournalOverrunError, JournalUnavailableError
+from bridge.errors import JournalError, JournalOverrunError, JournalUnavailableError
 from bridge.etcd import Chunk
-from bridge.events import Event, EventType, Op, Position
+from bridge.events import Event, EventType, Op, Position, SnapshotReason
 from bridge.health import PipelineStats
 from bridge.journal import frames
 from bridge.journal.frames import HEADER_BYTES, FrameHeader, TornFrameError
+from bridge.ownership import Owner, lock_file
 from config.journal import JournalSettings
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,16 @@ class Journal:
     """The local log of one pipeline's changes; see the module docstring. One thread appends
     (``bridge.journal.recorder``), any number read (``bridge.journal.reading``)."""
 
-    def __init__(self, settings: JournalSettings, *, identity: str) -> None:
+    def __init__(
+        self, settings: JournalSettings, *, identity: str, owner: Owner | None = None
+    ) -> None:
+        """``identity``: what the log is of (the pipeline and its keys); ``owner``: this
+        instance, written in the directory's lock (default: this process)."""
         if settings.path is None:
             raise ValueError("the journal needs a directory")
         self.directory = settings.path
+        self._owner = owner or Owner.this_process("")
+        self._lock: int | None = None
         self._settings = settings
         self._digest = identity_digest(identity)
         self._changed = threading.Condition()
@@ -142,6 +149,12 @@ class Journal:
             raise JournalUnavailableError(
                 f"BRIDGE_JOURNAL__PATH: cannot create {self.directory} ({error.strerror})"
             ) from error
+        self._lock, holder = lock_file(self.directory / "lock", self._owner)
+        if self._lock is None:
+            raise JournalError(
+                f"BRIDGE_JOURNAL__PATH: {self.directory} is the journal of another bridge "
+                f"({holder or 'unknown'}); give each instance a directory of its own"
+            )
         segments: list[_Segment] = []
         tail: Event | None = None
         paths = sorted(self.directory.glob(f"*{_SUFFIX}"))
@@ -236,12 +249,16 @@ class Journal:
                 later.unlink()
 
     def close(self) -> None:
-        """Release the open segment; readers still reading see no more frames."""
+        """Release the open segment and the directory's lock; readers still reading see no
+        more frames."""
         with self._changed:
             if self._fd is not None:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
             self._changed.notify_all()
 
     def discard(self) -> None:
@@ -436,7 +453,17 @@ class Journal:
             after = Position(tail.revision, _END_OF_REVISION)
             return Start(self._first_frame_past(segments, after, end), after, generation=generation)
         found = self._frame_holding(segments, tail)
-        return None if found is None else Start(found, tail.position, generation=generation)
+        if found is None:
+            return None
+        opening = segments[0].first
+        initial = (  # inside the log's first snapshot, which the sink took as its initial one
+            opening is not None
+            and opening.op is Op.SNAPSHOT_BEGIN
+            and opening.revision == tail.revision
+            and tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT)
+            and tail.reason in (None, SnapshotReason.INITIAL)
+        )
+        return Start(found, tail.position, initial=initial, generation=generation)
 
     def continues(self, tail: Event) -> bool:
         """Whether the log holds everything after ``tail``, a whole revision: cheap, for a
