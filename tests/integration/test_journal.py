@@ -10,11 +10,12 @@ from tests.fixtures.bridge import BridgeFactory, BridgeProcess, last_event, read
 from tests.fixtures.disk import fill, small_disk
 from tests.fixtures.etcd import EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
-from tests.history import RecordingWriter, assert_exactly_once
+from tests.history import RecordingWriter, assert_exactly_once, assert_snapshot, load_keys
 from tests.integration.test_file_faults import phase_of, write_until
 from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
 
 _DISK_BYTES = 1 << 20
+LOG = {"journal": "watching"}
 
 
 def journal_bridge(
@@ -182,3 +183,36 @@ def test_a_full_disk_under_the_log_holds_the_sinks_until_space_returns(
         wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
         assert bridge.terminate() == 0
     assert_exactly_once(read_events(output), writer.changes, after=snapshot_end.revision)
+
+
+def test_a_snapshot_delivered_long_after_etcd_compacted_its_revision_completes_once(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server = etcd_factory.start()
+    prefix = "/s/"
+    with small_disk(tmp_path / "disk", size=_DISK_BYTES) as disk, server.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=18)
+        load_keys(client, prefix=prefix, count=2000, value=b"k" * 200)  # 400 kB: the disk holds it
+        state = {f"{prefix}{number:06d}".encode(): b"k" * 200 for number in range(2000)}
+        settings, output, _journal = journal_bridge(
+            bridge_factory, server, prefix=prefix, tmp_path=tmp_path, output=str(disk / "e.jsonl")
+        )
+        filler = fill(disk)  # the file sink cannot take a byte of the snapshot
+        bridge = bridge_factory.start(**settings)
+        wait_for(
+            lambda: bridge.phases()[1] == {"file": "sink_down", "stdout": "watching", **LOG},
+            timeout=30,
+            what="the snapshot in stdout, file down",
+        )
+        for _compaction in range(3):
+            for _ in range(50):
+                writer.step()
+            client.compact(writer.changes[-1].revision)
+        filler.unlink()
+        wait_for_revision(output, writer.changes[-1].revision)
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="file") == 0
+        assert bridge.terminate() == 0
+        events = read_events(output)
+    revision = assert_snapshot(events, state)  # one snapshot, initial, whole
+    assert revision < writer.changes[0].revision, "etcd compacted it: it came from the log"
+    assert_exactly_once(events, writer.changes, after=revision)
