@@ -7,7 +7,7 @@ back to a resync snapshot (its consumers lose every change in between), and a sn
 read at one pinned revision at the sink's pace, so one whose delivery outlasts the window is
 started again and again (issue 14). Two measurements, each beside its baseline in the same
 run. The durations are options; the defaults are the issue's (compaction every 60 s, a sink
-down for 5 minutes, a snapshot taking 10 windows to deliver: about 45 minutes in all), and
+down for 5 minutes, a snapshot taking 10 windows to deliver: 40 to 50 minutes in all), and
 ``--compact-every 2 --down 20`` makes a run of a few minutes.
 
 A **compactor** (a thread of the benchmark) compacts etcd to its current revision every
