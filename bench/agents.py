@@ -154,7 +154,11 @@ def kafka_floor(
         delay = started + number / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        headers = [("revision", b"%d" % number), ("index", b"0"), ("op", b"update")]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("revision", b"%d" % number),
+            ("index", b"0"),
+            ("op", b"update"),
+        ]
         acks.append(time.monotonic())  # the clock starts before the produce, as at a put's ack
         producer.produce(
             topic, value=value, key=b"k%d" % number, partition=number % partitions, headers=headers
@@ -199,7 +203,7 @@ def watch(*, endpoint: str, prefix: bytes, start_revision: int, out: Path) -> di
                 if control.done(highest, len(distinct)):
                     break
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if error.code() != grpc.StatusCode.CANCELLED:
                 raise
     _save(out, revisions, times)
     return {"events": len(revisions), "highest": highest}

@@ -35,25 +35,27 @@ Target: at most 15% slower than native (ratio >= 0.87).
 
 import argparse
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from bench.common import (
     BareRun,
     BaselineRun,
     Bridge,
+    Delivery,
     Lab,
     Stopwatch,
     add_common_arguments,
     bare_baseline,
     current_revision,
+    deliver,
     describe_machine,
     etcdctl,
     print_settings,
     print_table,
     raw_watch,
+    snapshot_records,
     verdict,
-    wait_for_records,
     write_transactions,
 )
 from tests.sinks.base import Destination
@@ -89,13 +91,32 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Setup:
+    """One bridge to replay the history into: its name (its pipelines'), its sinks (a
+    pipeline each, in one process) and its extra settings."""
+
+    name: str
+    sinks: Sequence[str]
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Positioned:
+    """A ``Setup``'s targets, each holding the snapshot taken at R0, and how many records
+    each holds before the replay (the snapshot and its markers)."""
+
+    setup: Setup
+    targets: list[Destination]
+    held: list[int]
+
+
+@dataclass(frozen=True)
 class History:
     """The prepared history and the sinks positioned just before it."""
 
-    targets: dict[Variant, list[Destination]]
-    """Per variant, one target per repetition, each holding the snapshot taken at R0."""
-    snapshot_records: dict[Variant, int]
-    """Records each variant holds before the replay (the snapshot and its markers)."""
+    prefix: str
+    bridges: dict[str, Positioned]
+    """Per bridge name."""
     start_revision: int
     events: int
     load_seconds: float
@@ -124,30 +145,40 @@ class Replay:
         return spent / self.events * 100_000
 
 
+def setups(variants: list[Variant], *, repeat: int = 1) -> list[Setup]:
+    """One bridge per variant and replay: the variant's sink alone, in its format."""
+    return [
+        Setup(_name(variant, attempt), [variant.sink], variant.settings())
+        for variant in variants
+        for attempt in range(repeat)
+    ]
+
+
 def prepare(
-    lab: Lab, variants: list[Variant], *, keys: int, transactions: int, repeat: int = 1
+    lab: Lab, bridges: list[Setup], *, keys: int, transactions: int, prefix: str = PREFIX
 ) -> History:
-    """Load the keys, give every variant (``repeat`` times over) its snapshot, then write the
-    history."""
-    prefix = PREFIX.encode()
-    write_transactions(lab.endpoint, prefix=prefix, keys=keys, transactions=keys // TXN_KEYS)
-    targets: dict[Variant, list[Destination]] = {}
-    held: dict[Variant, int] = {}
-    for variant in variants:
-        for attempt in range(repeat):
-            name = _name(variant, attempt)
-            target = lab.target(variant.sink, tag=name)
-            bridge = lab.bridge(target, prefix=PREFIX, name=name, **variant.settings()).start()
-            reader = target.reader()
-            held[variant] = keys + 2 * target.marker_records
-            wait_for_records(reader, records=held[variant], timeout=120, bridge=bridge)
-            reader.close()
-            bridge.stop()
-            targets.setdefault(variant, []).append(target)
+    """Load the keys under ``prefix``, give every bridge's targets their snapshot (that
+    bridge, started and stopped), then write the history."""
+    encoded = prefix.encode()
+    write_transactions(lab.endpoint, prefix=encoded, keys=keys, transactions=keys // TXN_KEYS)
+    positioned: dict[str, Positioned] = {}
+    for setup in bridges:
+        targets = lab.targets(setup.sinks, tag=setup.name)
+        held = snapshot_records(targets, keys=keys)
+        deliver(
+            lab,
+            targets,
+            prefix=prefix,
+            name=setup.name,
+            records=held,
+            timeout=120,
+            settings=setup.settings,
+        )
+        positioned[setup.name] = Positioned(setup=setup, targets=targets, held=held)
     start_revision = current_revision(lab.endpoint) + 1
     loaded = write_transactions(
         lab.endpoint,
-        prefix=prefix,
+        prefix=encoded,
         keys=keys,
         transactions=transactions,
         first=keys // TXN_KEYS,
@@ -161,8 +192,8 @@ def prepare(
         flush=True,
     )
     return History(
-        targets=targets,
-        snapshot_records=held,
+        prefix=prefix,
+        bridges=positioned,
         start_revision=start_revision,
         events=loaded.keys_written,
         load_seconds=loaded.seconds,
@@ -178,7 +209,7 @@ def baseline(lab: Lab, history: History) -> BaselineRun:
         "--prefix",
         "--prev-kv",
         f"--rev={history.start_revision}",
-        PREFIX,
+        history.prefix,
         until_lines=5 * history.events,
     )
 
@@ -186,6 +217,28 @@ def baseline(lab: Lab, history: History) -> BaselineRun:
 def _name(variant: Variant, attempt: int) -> str:
     """The pipeline (and target tag) of one variant's ``attempt``-th replay."""
     return f"burst-{variant.sink}-{variant.format}-{attempt}"
+
+
+def replay_into(
+    lab: Lab,
+    history: History,
+    name: str,
+    *,
+    attach: Callable[[Bridge], Callable[[], None]] | None = None,
+) -> Delivery:
+    """Replay the history with the bridge ``name`` into its targets, timed from its log
+    saying it watches (the first pipeline to say so) to the last event in every target."""
+    positioned = history.bridges[name]
+    return deliver(
+        lab,
+        positioned.targets,
+        prefix=history.prefix,
+        name=name,
+        records=[held + history.events for held in positioned.held],
+        mark=WATCHING,
+        attach=attach,
+        settings=positioned.setup.settings,
+    )
 
 
 def replay(
@@ -200,42 +253,25 @@ def replay(
     """Replay the history into ``variant`` (its ``attempt``-th target). The start-up cost is
     measured unless given. ``attach`` (a profiler) is called with the started bridge and
     returns what to call once the replay is complete."""
-    target = history.targets[variant][attempt]
     name = _name(variant, attempt)
-    settings = variant.settings()
-    reader = target.reader()
-    wanted = history.snapshot_records[variant] + history.events
-    bridge = lab.bridge(target, prefix=PREFIX, name=name, **settings).start()
-    detach = attach(bridge) if attach is not None else None
-    watching_at = 0.0
-
-    def note_watching(now: float) -> None:  # the replay starts when the watch is opened
-        nonlocal watching_at
-        if not watching_at and WATCHING in bridge.process.log_text():
-            watching_at = now
-
-    _, last_seen = wait_for_records(
-        reader, records=wanted, timeout=240, bridge=bridge, on_poll=note_watching
-    )
-    cpu, rss = bridge.cpu_seconds(), bridge.peak_rss_mib()
-    if detach is not None:
-        detach()
-    bridge.stop()
-    reader.close()
+    delivery = replay_into(lab, history, name, attach=attach)
     if startup_cpu is None:
         # the start-up cost alone: the same bridge on the caught-up sink, until it watches
-        again = lab.bridge(target, prefix=PREFIX, name=name, **settings).start()
+        positioned = history.bridges[name]
+        again = lab.bridge(
+            positioned.targets, prefix=history.prefix, name=name, **positioned.setup.settings
+        ).start()
         again.wait_log(WATCHING, timeout=60)
         startup_cpu = again.cpu_seconds()
         again.stop()
     return Replay(
         variant=variant,
         events=history.events,
-        replay_seconds=last_seen - (watching_at or bridge.started_at),
-        total_seconds=last_seen - bridge.started_at,
-        cpu_seconds=cpu,
+        replay_seconds=delivery.seconds(),
+        total_seconds=delivery.total_seconds,
+        cpu_seconds=delivery.cpu_seconds,
         startup_cpu_seconds=startup_cpu,
-        peak_rss_mib=rss,
+        peak_rss_mib=delivery.peak_rss_mib,
     )
 
 
@@ -276,17 +312,16 @@ def main(argv: list[str] | None = None) -> None:
     with Lab.for_run("burst", arguments) as lab:
         history = prepare(
             lab,
-            variants,
+            setups(variants, repeat=arguments.repeat),
             keys=arguments.keys,
             transactions=arguments.transactions,
-            repeat=arguments.repeat,
         )
         events = history.events
         raw_rates = [
             events
             / raw_watch(
                 lab.endpoint,
-                prefix=PREFIX.encode(),
+                prefix=history.prefix.encode(),
                 start_revision=history.start_revision,
                 events=events,
             )
@@ -315,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue  # the bare client writes the native records
                 bare = bare_baseline(
                     lab,
-                    history.targets[variant][attempt],
+                    history.bridges[_name(variant, attempt)].targets[0],
                     pipeline=_name(variant, attempt),
                     from_revision=history.start_revision,
                     tag=f"burst-bare-{variant.sink}-{attempt}",

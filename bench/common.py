@@ -32,6 +32,7 @@ Why it is shaped like this:
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import platform
 import resource
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -93,7 +94,8 @@ class Lab:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"etcd-bridge-bench-{name}-"))
         self.keep = keep
         self.bridge_env = bridge_env or {}
-        """Extra ``BRIDGE_*`` settings for every bridge of the run (``--bridge-env``)."""
+        """Extra variables for every bridge of the run (``--bridge-env``, ``--env``), their
+        values with ``{lab}`` and ``{name}`` not yet replaced (see ``bridge``)."""
         self.bridge_code = bridge_code
         """A directory holding another copy of ``bridge/``, ``sinks/`` and ``config/`` to run
         instead of this checkout's (``--bridge-code``): it goes first on the bridge's
@@ -108,11 +110,11 @@ class Lab:
     @classmethod
     def for_run(cls, name: str, arguments: argparse.Namespace) -> "Lab":
         """The lab of one benchmark command, with its common options (``--keep``,
-        ``--bridge-env``, ``--bridge-code``)."""
+        ``--bridge-env``, ``--env``, ``--bridge-code``)."""
         return cls(
             name=name,
             keep=arguments.keep,
-            bridge_env=arguments.bridge_env,
+            bridge_env={**arguments.bridge_env, **dict(arguments.env)},
             bridge_code=arguments.bridge_code,
         )
 
@@ -172,22 +174,40 @@ class Lab:
     def server(self, sink: str) -> SinkServer | None:
         """``sink``'s server (None if it needs none), started on first use."""
         if sink not in self._servers:
-            server = KINDS[sink].server(self.directory(sink), persistent=False)
-            if server is not None:
-                self.on_exit(server.stop)
-                server.start()
-            self._servers[sink] = server
+            self._servers[sink] = self._start_server(sink, self.directory(sink), persistent=False)
         return self._servers[sink]
+
+    def own_server(self, sink: str, *, name: str) -> SinkServer:
+        """A server of ``sink``'s kind for one part of a run alone (which may stop, pause or
+        restart it), on its own port with its own data directory, ``name``; it keeps its data
+        on disk across a restart where its kind can (``Destination.restartable``)."""
+        kind = KINDS[sink]
+        server = self._start_server(sink, self.directory(name), persistent=kind.restartable)
+        if server is None:
+            raise ValueError(f"the {sink} sink has no server to take down; choose another")
+        return server
+
+    def _start_server(self, sink: str, directory: Path, *, persistent: bool) -> SinkServer | None:
+        server = KINDS[sink].server(directory, persistent=persistent)
+        if server is not None:
+            self.on_exit(server.stop)
+            server.start()
+        return server
 
     # what a run is made of
 
-    def target(self, sink: str, *, tag: str) -> Destination:
-        """Where one pipeline of the bridge writes, fresh for ``tag``, and how to read it."""
+    def target(self, sink: str, *, tag: str, server: SinkServer | None = None) -> Destination:
+        """Where one pipeline of the bridge writes, fresh for ``tag``, and how to read it: on
+        the run's server of its kind, or on ``server`` (from ``own_server``)."""
         if sink not in KINDS:
             raise ValueError(f"unknown sink {sink!r}; choose from {', '.join(SINKS)}")
         return KINDS[sink].fresh(
-            self.server(sink), directory=self.directory("sinks"), tag=f"bench-{tag}"
+            server or self.server(sink), directory=self.directory("sinks"), tag=f"bench-{tag}"
         )
+
+    def targets(self, sinks: Sequence[str], *, tag: str) -> list[Destination]:
+        """One fresh target per sink, for one bridge streaming into all of them."""
+        return [self.target(sink, tag=f"{tag}-{sink}") for sink in sinks]
 
     def bridge(
         self,
@@ -198,9 +218,16 @@ class Lab:
         **settings: str,
     ) -> "Bridge":
         """A bridge (not started yet) streaming ``prefix`` into ``target``, or into several
-        targets of different sinks at once (one pipeline each, in one process)."""
+        targets of different sinks at once (one pipeline each, in one process). In the values
+        of the run's extra variables, ``{lab}`` becomes the run's directory and ``{name}`` the
+        bridge's name: ``BRIDGE_X__PATH={lab}/x-{name}`` gives every bridge name a directory of
+        its own, kept across its restarts and removed with the run."""
         targets = [target] if isinstance(target, Destination) else list(target)
         base = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
+        extra = {
+            variable: value.replace("{lab}", str(self.workdir)).replace("{name}", name)
+            for variable, value in self.bridge_env.items()
+        }
         env = {
             **base,
             "BRIDGE_ETCD__ENDPOINTS": self.etcd().url,
@@ -210,7 +237,7 @@ class Lab:
             "BRIDGE_HTTP__ENABLED": "false",
             "BRIDGE_LOG__FORMAT": "text",
             **{variable: value for each in targets for variable, value in each.env().items()},
-            **self.bridge_env,
+            **extra,
             **settings,
         }
         if self.bridge_code is not None:
@@ -408,6 +435,102 @@ def wait_for_sinks(
         time.sleep(interval)
 
 
+def snapshot_records(targets: Sequence[Destination], *, keys: int) -> list[int]:
+    """What each target holds once a snapshot of ``keys`` keys is in: the keys and both
+    markers (a marker is one record per Kafka partition)."""
+    return [keys + 2 * target.marker_records for target in targets]
+
+
+def await_records(
+    bridge: Bridge,
+    readers: Sequence[SinkReader],
+    *,
+    records: Sequence[int],
+    timeout: float,
+    mark: str = "",
+) -> tuple[float, list[tuple[float, float]]]:
+    """``wait_for_sinks`` for a running bridge: poll each reader until it holds its number of
+    records, noting the first poll at which the bridge's log holds ``mark`` (what it logs when
+    the work being timed begins). (That moment, 0.0 if none; per reader, its first and last
+    record seen.)"""
+    marked_at = 0.0
+
+    def note_mark(now: float) -> None:
+        nonlocal marked_at
+        if mark and not marked_at and mark in bridge.process.log_text():
+            marked_at = now
+
+    seen = wait_for_sinks(
+        list(zip(readers, records, strict=True)), timeout=timeout, bridge=bridge, on_poll=note_mark
+    )
+    return marked_at, seen
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one bridge process delivered a known number of records into each of its targets."""
+
+    started_at: float
+    """When the bridge process was started."""
+    marked_at: float
+    """When its log first held the mark (the work timed began), or ``started_at``."""
+    last_seen: tuple[float, ...]
+    """Per target, in the bridge's order, when its last record was seen."""
+    cpu_seconds: float
+    """All its threads, start-up included."""
+    peak_rss_mib: float
+
+    def seconds(self, target: int | None = None) -> float:
+        """From the mark to the last record in the ``target``-th target, or in every one."""
+        return (max(self.last_seen) if target is None else self.last_seen[target]) - self.marked_at
+
+    @property
+    def total_seconds(self) -> float:
+        """From the process start to the last record in every target."""
+        return max(self.last_seen) - self.started_at
+
+
+def deliver(
+    lab: Lab,
+    targets: Sequence[Destination],
+    *,
+    prefix: str,
+    name: str,
+    records: Sequence[int],
+    mark: str = "",
+    timeout: float = 240,
+    attach: Callable[[Bridge], Callable[[], None]] | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> Delivery:
+    """Start a bridge named ``name`` streaming ``prefix`` into ``targets`` (one process, a
+    pipeline each), wait until each target holds its ``records`` (polled every 5 ms), read the
+    bridge's CPU time and peak RSS, and stop it. ``settings``: extra variables of this bridge;
+    ``mark``: see ``await_records``. ``attach``
+    (a profiler) is called with the started bridge and returns what to call once every record
+    is in, before the bridge is stopped."""
+    readers = [target.reader() for target in targets]
+    try:
+        bridge = lab.bridge(targets, prefix=prefix, name=name, **(settings or {})).start()
+        detach = attach(bridge) if attach is not None else None
+        marked_at, seen = await_records(
+            bridge, readers, records=records, timeout=timeout, mark=mark
+        )
+        cpu, rss = bridge.cpu_seconds(), bridge.peak_rss_mib()
+        if detach is not None:
+            detach()
+        bridge.stop()
+    finally:
+        for reader in readers:
+            reader.close()
+    return Delivery(
+        started_at=bridge.started_at,
+        marked_at=marked_at or bridge.started_at,
+        last_seen=tuple(last for _, last in seen),
+        cpu_seconds=cpu,
+        peak_rss_mib=rss,
+    )
+
+
 # --- agents: writers, watchers and consumers in their own processes --------------------------
 
 
@@ -418,6 +541,7 @@ class Agent:
 
     def __init__(self, arguments: list[str], *, log_path: Path) -> None:
         self.log_path = log_path
+        self.role = arguments[0]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bench.agents", *arguments],
@@ -438,7 +562,7 @@ class Agent:
         line = self.process.stdout.readline() if ready else b""
         if not line:
             raise RuntimeError(
-                f"agent {self.process.args[3]} said nothing within {timeout}s "
+                f"agent {self.role} said nothing within {timeout}s "
                 f"(exit code {self.process.poll()}):\n{self.log_tail()}"
             )
         return line
@@ -665,15 +789,18 @@ def delete_prefix(endpoint: str, prefix: bytes) -> tuple[int, int]:
     return int(response.deleted), int(response.header.revision)
 
 
-def compact(endpoint: str) -> None:
-    """Compact etcd's history up to now, so later rounds do not carry earlier ones."""
+def compact(endpoint: str, *, physical: bool = True) -> int:
+    """Compact etcd's history up to now, so later rounds do not carry earlier ones; the
+    revision. ``physical``: return only once etcd has removed the history (else as soon as
+    etcd refuses to serve it, while it removes it in the background)."""
     revision = current_revision(endpoint)
     etcd_call(
         endpoint,
         lambda kv: kv.Compact(
-            etcdrpc.CompactionRequest(revision=revision, physical=True), timeout=60
+            etcdrpc.CompactionRequest(revision=revision, physical=physical), timeout=60
         ),
     )
+    return revision
 
 
 def raw_watch(endpoint: str, *, prefix: bytes, start_revision: int, events: int) -> float:
@@ -717,7 +844,7 @@ def etcdctl(
     command = [str(ETCDCTL), f"--endpoints={endpoint_url}", *arguments]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None
+    assert isinstance(process.stdout, io.BufferedReader)
     lines = 0
     first_output = 0.0
     deadline = started + timeout
@@ -797,10 +924,11 @@ def _cell(value: object) -> str:
 
 def print_settings(arguments: argparse.Namespace) -> None:
     """Say how the bridge under test differs from this checkout's defaults, if it does."""
-    if arguments.bridge_env:
+    changed = {**arguments.bridge_env, **dict(arguments.env)}
+    if changed:
         print(
             "bridge settings changed from the defaults: "
-            + ", ".join(f"{name}={value}" for name, value in arguments.bridge_env.items())
+            + ", ".join(f"{name}={value}" for name, value in changed.items())
         )
     if arguments.bridge_code:
         print(f"bridge code from {arguments.bridge_code.resolve()}, not this checkout")
@@ -865,6 +993,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra settings for every bridge of the run (to try a tuning; printed)",
     )
     parser.add_argument(
+        "--env",
+        type=variable_argument,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for every bridge of the run, any name (repeatable; printed); in VALUE, "
+        "{lab} is the run's directory and {name} the bridge's name, e.g. "
+        "BRIDGE_X__PATH={lab}/x-{name} for a directory per bridge",
+    )
+    parser.add_argument(
         "--bridge-code",
         type=Path,
         metavar="DIR",
@@ -872,6 +1010,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "(to measure a patch before it lands; printed)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
+
+
+def variable_argument(value: str) -> tuple[str, str]:
+    """``--env``: one ``NAME=VALUE``."""
+    name, equals, setting = value.partition("=")
+    if not equals or not name:
+        raise ValueError(f"{value!r}: expected NAME=VALUE")
+    return name, setting
 
 
 def sinks_argument(value: str) -> list[str]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from bench.common import (
     Lab,

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.burst import NATIVE, Variant, prepare, replay
+from bench.burst import NATIVE, Variant, prepare, replay, setups
 from bench.common import (
     Bridge,
     Lab,
@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     print_settings(arguments)
     with Lab.for_run("profile", arguments) as lab:
         variants = [Variant(sink, arguments.format) for sink in arguments.sinks]
-        history = prepare(lab, variants, keys=arguments.keys, transactions=arguments.transactions)
+        history = prepare(
+            lab, setups(variants), keys=arguments.keys, transactions=arguments.transactions
+        )
         for variant in variants:
             sink = variant.label
             output = lab.directory("profiles") / f"burst-{variant.sink}-{variant.format}.txt"

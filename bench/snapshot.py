@@ -28,12 +28,13 @@ from bench.common import (
     add_common_arguments,
     bare_baseline,
     count_keys,
+    deliver,
     describe_machine,
     etcdctl,
     print_settings,
     print_table,
+    snapshot_records,
     verdict,
-    wait_for_records,
     write_transactions,
 )
 from tests.sinks.base import Destination
@@ -75,36 +76,43 @@ class SnapshotRun:
 
 def snapshot_into(lab: Lab, sink: str, *, keys: int) -> SnapshotRun:
     target = lab.target(sink, tag=f"snapshot-{sink}")
-    reader = target.reader()
     pipeline = f"snapshot-{sink}"
-    bridge = lab.bridge(target, prefix=PREFIX, name=pipeline).start()
-    started_at = 0.0
-
-    def note_start(now: float) -> None:
-        nonlocal started_at
-        if not started_at and STARTING in bridge.process.log_text():
-            started_at = now
-
-    _, last_seen = wait_for_records(
-        reader,
-        records=keys + 2 * target.marker_records,
-        timeout=240,
-        bridge=bridge,
-        interval=0.005,
-        on_poll=note_start,
+    delivery = deliver(
+        lab,
+        [target],
+        prefix=PREFIX,
+        name=pipeline,
+        records=snapshot_records([target], keys=keys),
+        mark=STARTING,
     )
-    cpu, rss = bridge.cpu_seconds(), bridge.peak_rss_mib()
-    bridge.stop()
-    reader.close()
     return SnapshotRun(
         sink=sink,
         keys=keys,
-        snapshot_seconds=last_seen - (started_at or bridge.started_at),
-        total_seconds=last_seen - bridge.started_at,
-        cpu_seconds=cpu,
-        peak_rss_mib=rss,
+        snapshot_seconds=delivery.seconds(),
+        total_seconds=delivery.total_seconds,
+        cpu_seconds=delivery.cpu_seconds,
+        peak_rss_mib=delivery.peak_rss_mib,
         target=target,
         pipeline=pipeline,
+    )
+
+
+def load_prefix(lab: Lab, *, prefix: str, keys: int, value_bytes: int) -> None:
+    """Write ``keys`` keys of ``value_bytes`` under ``prefix`` (transactions of 100, 16 in
+    flight), check etcd holds them, and say how fast that went."""
+    loaded = write_transactions(
+        lab.endpoint,
+        prefix=prefix.encode(),
+        keys=keys,
+        transactions=keys // 100,
+        value_bytes=value_bytes,
+        in_flight=16,
+    )
+    assert count_keys(lab.endpoint, prefix.encode()) == keys
+    print(
+        f"prefix {prefix}: {keys:,} keys of {value_bytes} bytes, loaded in "
+        f"{loaded.seconds:.1f} s ({keys / loaded.seconds:,.0f} keys/s, transactions of 100)",
+        flush=True,
     )
 
 
@@ -119,20 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     print_settings(arguments)
     keys = arguments.keys
     with Lab.for_run("snapshot", arguments) as lab:
-        loaded = write_transactions(
-            lab.endpoint,
-            prefix=PREFIX.encode(),
-            keys=keys,
-            transactions=keys // 100,
-            value_bytes=arguments.value_bytes,
-            in_flight=16,
-        )
-        assert count_keys(lab.endpoint, PREFIX.encode()) == keys
-        print(
-            f"prefix: {keys:,} keys of {arguments.value_bytes} bytes, loaded in "
-            f"{loaded.seconds:.1f} s ({keys / loaded.seconds:,.0f} keys/s, transactions of 100)",
-            flush=True,
-        )
+        load_prefix(lab, prefix=PREFIX, keys=keys, value_bytes=arguments.value_bytes)
         go = etcdctl(lab.etcd().url, "get", "--prefix", PREFIX)
         if go.lines != 2 * keys:
             raise RuntimeError(f"etcdctl printed {go.lines} lines, expected {2 * keys}")

@@ -68,7 +68,7 @@ class SoakWriter(Writer):
     sinks' large-record paths, small enough for every broker's default record limit."""
 
     def __init__(self, server: EtcdServer, *, seed: int, large: float) -> None:
-        super().__init__(server, seed=seed)
+        super().__init__([server], seed=seed)
         self.large = large
 
     def _value(self, number: int) -> bytes:
@@ -219,11 +219,12 @@ class Soak:
             for variable, value in sink.env(**sink.impatient).items()
         }
         self.survivor = self.cluster.factory.start(
+            place=None,
             **{
                 **self.cluster.settings(),
                 **own,
                 "BRIDGE_HA__KEY_PREFIX": f"/soak-{SURVIVOR}-leader/",
-            }
+            },
         )
 
     def survivor_holds(self, revision: int) -> bool:
