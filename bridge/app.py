@@ -279,15 +279,17 @@ def _run_term(
     ends its own pipeline only (see the module docstring). With the local log on
     (``recorder``: its reader's health), the pipelines read it (``bridge.journal``)."""
     settings = configuration.settings
-    etcd = etcd_changes(settings.etcd, pipelines=len(settings.sinks) + (recorder is not None))
+    sinks = len(settings.sinks)
     if recorder is None:
+        etcd = etcd_changes(settings.etcd, pipelines=sinks)
         return _run_pipelines(
             configuration, stop=stop, healths=healths, may_write=may_write, source=etcd
         )
-    with recording(
+    with recording(  # its reader has the whole watch response limit: it is the one watch
         settings.journal,
         identity=f"{settings.name} {settings.etcd.keyspace!r}",
-        etcd=etcd,
+        etcd=etcd_changes(settings.etcd, pipelines=1),
+        catch_up=etcd_changes(settings.etcd, pipelines=sinks + 1),
         health=recorder,
         shutdown_timeout=settings.pump.shutdown_timeout,
         owner=Owner.this_process(settings.name),

@@ -33,12 +33,14 @@ def recording(
     *,
     identity: str,
     etcd: ChangeSourceFactory,
+    catch_up: ChangeSourceFactory,
     health: PipelineHealth,
     shutdown_timeout: float,
     owner: Owner | None = None,
 ) -> Iterator[tuple[Journal, ChangeSourceFactory]]:
-    """Open the log at ``settings.path`` and follow etcd into it (``health``: the reader's)
-    until the block ends; give the log and the sinks' change source factory. ``identity``
+    """Open the log at ``settings.path`` and follow ``etcd`` into it (``health``: the
+    reader's) until the block ends; give the log and the sinks' change source factory, which
+    catches a sink up through ``catch_up`` where the log does not hold what it needs. ``identity``
     says what the log is of (the pipeline and its keys); ``owner``: this instance, named in
     the directory's lock (a second bridge on the same directory is refused naming it)."""
     journal = Journal(settings, identity=identity, owner=owner)
@@ -48,7 +50,7 @@ def recording(
     thread = threading.Thread(target=recorder.run, name=RECORDER, daemon=True)
     thread.start()
     try:
-        yield journal, journal_changes(journal, etcd=etcd, recorder=health)
+        yield journal, journal_changes(journal, etcd=catch_up, recorder=health)
     finally:
         halt.set()
         recorder.close()

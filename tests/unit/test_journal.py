@@ -205,6 +205,7 @@ def bridge_with_log(
         settings(path, **overrides),
         identity=_IDENTITY,
         etcd=etcd,
+        catch_up=etcd,
         health=recorder,
         shutdown_timeout=_TIMEOUT,
     ) as (journal, source):
