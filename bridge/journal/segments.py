@@ -32,7 +32,6 @@ import marshal
 import os
 import struct
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,9 +57,11 @@ SEGMENT_HEADER_BYTES = _SEGMENT_HEADER.size
 _MAGIC = b"EBJL"
 _SUFFIX = ".seg"
 _READ_BUFFER = 1024 * 1024
-_RECENT_BYTES = 16 * 1024 * 1024
+_RECENT_BYTES = 8 * 1024 * 1024
 """Bytes of the latest chunks kept decoded in memory: a sink reading at the log's end takes
 them as they are, so an event is decoded once however many sinks read it."""
+_EVENT_OVERHEAD = 400
+"""Bytes an event's Python objects take besides its keys and values, about."""
 _END_OF_REVISION = Position(0, 2**62).index
 
 
@@ -132,9 +133,12 @@ class Journal:
         self._changed = threading.Condition()
         self._state = _State()
         self._fd: int | None = None
-        self._synced_at = time.monotonic()
-        self._recent: deque[tuple[int, int, int, Chunk]] = deque()
-        """(offset, frame size, bytes counted, chunk) of the latest frames, oldest first."""
+        self._closed = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self._recent: deque[tuple[int, int]] = deque()
+        """(offset, bytes counted) of the latest frames, oldest first, for evicting them."""
+        self._recent_frames: dict[int, tuple[Chunk, int]] = {}
+        """The latest frames' chunks and next offsets, by offset: one lookup per frame read."""
         self._recent_bytes = 0
         self._readers: dict[int, PipelineStats] = {}
 
@@ -189,7 +193,27 @@ class Journal:
                 "position": str(self._state.tail.position) if self._state.tail else "empty",
             },
         )
+        if self._settings.fsync_interval:
+            self._closed.clear()
+            self._syncer = threading.Thread(target=self._sync, name="journal-fsync", daemon=True)
+            self._syncer.start()
         return self._state.tail
+
+    def _sync(self) -> None:
+        """Every ``fsync_interval``, fsync the segment being appended to, in a thread of its
+        own: an fsync can take seconds on a busy disk, and the reader must meanwhile go on
+        reading etcd's watch, or etcd drops a watcher that falls behind its compaction."""
+        while not self._closed.wait(self._settings.fsync_interval):
+            with self._changed:
+                fd = None if self._fd is None else os.dup(self._fd)
+            if fd is None:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as error:  # the next write reports a failing disk
+                log.warning("journal fsync failed", extra={"error": error.strerror})
+            finally:
+                os.close(fd)
 
     def _recover(
         self, path: Path, *, expected_base: int | None, last: bool
@@ -251,6 +275,10 @@ class Journal:
     def close(self) -> None:
         """Release the open segment and the directory's lock; readers still reading see no
         more frames."""
+        self._closed.set()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
         with self._changed:
             if self._fd is not None:
                 os.fsync(self._fd)
@@ -272,6 +300,7 @@ class Journal:
                 segment.path.unlink(missing_ok=True)
             self._state = _State(generation=self._state.generation + 1)
             self._recent.clear()
+            self._recent_frames.clear()
             self._recent_bytes = 0
             self._changed.notify_all()
         self._publish()
@@ -298,9 +327,8 @@ class Journal:
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                if time.monotonic() - self._synced_at >= self._settings.fsync_interval:
+                if not self._settings.fsync_interval:
                     os.fsync(fd)
-                    self._synced_at = time.monotonic()
             except OSError as error:
                 os.ftruncate(fd, _SEGMENT_HEADER.size + segment.size)
                 raise JournalUnavailableError(
@@ -385,14 +413,18 @@ class Journal:
         return min(position for position in positions if position is not None)
 
     def _remember(self, offset: int, size: int, chunk: Chunk) -> None:
-        weight = max(chunk.size, size)
-        self._recent.append((offset, size, weight, chunk))
+        """Keep the frame at ``offset`` decoded, counting what its objects take in memory
+        (an event's objects weigh some hundreds of bytes besides its keys and values)."""
+        weight = max(chunk.size, size) + _EVENT_OVERHEAD * len(chunk.events)
+        self._recent.append((offset, weight))
+        self._recent_frames[offset] = (chunk, offset + size)
         self._recent_bytes += weight
         while self._recent_bytes > _RECENT_BYTES and len(self._recent) > 1:
             self._forget_oldest()
 
     def _forget_oldest(self) -> None:
-        _offset, _size, weight, _chunk = self._recent.popleft()
+        offset, weight = self._recent.popleft()
+        del self._recent_frames[offset]
         self._recent_bytes -= weight
 
     def publish_synced(self, revision: int) -> None:
@@ -575,12 +607,7 @@ class Journal:
         """The chunk of the frame at ``offset`` and the next frame's offset, when that frame
         is among the latest ones kept decoded in memory."""
         with self._changed:
-            for recent_offset, size, _weight, chunk in reversed(self._recent):
-                if recent_offset == offset:
-                    return chunk, offset + size
-                if recent_offset < offset:
-                    return None
-        return None
+            return self._recent_frames.get(offset)
 
     def segment_at(self, offset: int, *, generation: int) -> tuple[Path, int, int]:
         """The path, base and current end of the segment holding the frame at ``offset``;
