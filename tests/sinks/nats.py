@@ -87,6 +87,21 @@ class NatsDestination(Destination):
     def settings(self) -> dict[str, Any]:
         return {"servers": self.url, "stream": self.stream, "subject": self.subject}
 
+    def create_stream(self, *, max_msg_size: int) -> None:
+        """Create the stream as the sink would, but holding messages up to ``max_msg_size``
+        bytes, as an operator may: the sink then refuses larger events for good."""
+        defaults = NatsSettings()
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self.subject],
+            storage=defaults.storage,
+            num_replicas=defaults.replicas,
+            duplicate_window=defaults.duplicate_window,
+            allow_direct=True,
+            max_msg_size=max_msg_size,
+        )
+        run_on(self.url, _add_stream, config=config)
+
     def messages(self) -> list[StoredMessage]:
         """Every message of the stream, in stream order (none if it does not exist yet)."""
         try:
@@ -294,3 +309,7 @@ class NatsReader:
                 self._loop.run_until_complete(self._client.close())
             self._client = None
         self._loop.close()
+
+
+async def _add_stream(js: JetStreamContext, *, config: StreamConfig) -> None:
+    await js.add_stream(config)
