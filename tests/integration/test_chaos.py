@@ -2,7 +2,8 @@
 
 ``test_chaos_run`` is ``python -m tests.chaos`` scaled down: 3,000 operations, 10 SIGKILLs of
 the active bridge, each server paused once, etcd and Redis restarted once; every sink must
-then hold exactly etcd's history of the prefix.
+then hold exactly etcd's history of the prefix. ``test_chaos_run_on_a_partitioned_cluster``
+is ``--cluster 3 --partitions 2 --refusals 2`` scaled down further (about 40 s).
 ``test_the_check_counts_what_is_wrong`` feeds the comparison streams with a lost, a
 repeated, a swapped and a wrong event, and
 ``test_the_check_accounts_for_refused_events_and_still_counts_what_is_wrong`` does the same
@@ -11,6 +12,7 @@ something.
 """
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,10 @@ SHORT_RUN_SINKS = ("file", "redis", "kafka")
 """The sinks of the suite's run; NATS and PostgreSQL run in ``scripts/chaos.sh --sinks``, with
 their own pause, restart and kill -9 tests in the suite (a fourth and fifth server would add
 about a minute here)."""
+
+
+CLUSTER_RUN_SINKS = ("file", "redis", "nats")
+CLUSTER_SEED = 70
 
 
 @pytest.mark.slow
@@ -47,6 +53,38 @@ def test_chaos_run(tmp_path: Path) -> None:
     assert (figures.pauses, figures.restarts) == (3, 2), figures.line()
     assert [sink.name for sink in figures.sinks] == list(SHORT_RUN_SINKS)
     assert all(sink.events > 3000 for sink in figures.sinks), figures.line()
+    assert figures.ok, "\n".join([figures.line(), *figures.problems])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos_run_on_a_partitioned_cluster(tmp_path: Path) -> None:
+    """``--cluster 3 --partitions 2 --refusals 2`` scaled down: three members in network
+    namespaces, the member the active bridge watches cut off from the other two (it loses
+    quorum), then the leader cut off, among two SIGKILLs, a restart of a member and of each
+    server, and two values NATS refuses (diverted to its dead-letter file); file, Redis and
+    NATS, whose servers start in a second. The link and flapping partitions, pauses and the
+    other sinks run in ``scripts/chaos.sh``."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    figures = run(
+        operations=1000,
+        kills=2,
+        pauses=0,
+        seed=CLUSTER_SEED,
+        workdir=tmp_path,
+        sinks=CLUSTER_RUN_SINKS,
+        catch_up_timeout=60,
+        members=3,
+        partitions=2,
+        refusals=2,
+    )
+    report(figures)
+    print(figures.line())
+    assert (figures.operations, figures.kills, figures.partitions) == (1000, 2, 2), figures.line()
+    assert figures.refused == 2, figures.line()
+    assert [sink.name for sink in figures.sinks] == list(CLUSTER_RUN_SINKS)
+    assert all(sink.events > 1000 for sink in figures.sinks), figures.line()
     assert figures.ok, "\n".join([figures.line(), *figures.problems])
 
 
