@@ -66,12 +66,17 @@ def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
     """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
     if own.checkpoint_key:
         return own.checkpoint_key
-    target = {
+    return f"etcd-bridge:{pipeline}:{own.mode.value}:{destination_of(own)}"
+
+
+def destination_of(own: RedisSettings) -> str:
+    """What the mode writes: the stream's name (or routing template), the channel, or the
+    mirror hash."""
+    return {
         RedisMode.STREAM: own.stream,
         RedisMode.PUBSUB: own.channel,
         RedisMode.MIRROR: own.mirror_key,
     }[own.mode]
-    return f"etcd-bridge:{pipeline}:{own.mode.value}:{target}"
 
 
 def connect(own: RedisSettings) -> "redis.Redis":

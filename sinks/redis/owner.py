@@ -42,7 +42,7 @@ import redis.exceptions
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.ownership import Claim, Claimant, Owner
-from sinks.redis.client import Script, as_bytes, connect
+from sinks.redis.client import Script, as_bytes, connect, destination_of
 from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,7 @@ def _destination(own: RedisSettings) -> str:
 
 def owner_key(own: RedisSettings) -> str:
     """The marker of the destination ``own`` names: ``<destination>:owner``."""
-    destination = {
-        RedisMode.STREAM: own.stream,
-        RedisMode.PUBSUB: own.channel,
-        RedisMode.MIRROR: own.mirror_key,
-    }[own.mode]
-    return f"{destination}:owner"
+    return f"{destination_of(own)}:owner"
 
 
 class OwnerMarker:

@@ -9,7 +9,6 @@ or one on another machine), or a real bridge process killed with SIGKILL.
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from tests.integration.test_postgres_sink import PIPELINE, make_sink
 SIZES = (50,)
 
 
-@pytest.fixture
-def running() -> Iterator[subprocess.Popen[bytes]]:
-    """A process of this machine that plays the first bridge, running until the test ends."""
-    process = subprocess.Popen(["sleep", "120"])  # noqa: S607 - a test's own helper
-    yield process
-    process.kill()
-    process.wait()
-
-
 def sink_of(dsn: str, owner: Owner) -> PostgresSink:
     """A sink of ``owner``'s pipeline whose claim names ``owner``, without HA."""
     settings = load_section("postgres", PostgresSettings, dsn=dsn)
@@ -52,15 +42,15 @@ def events() -> list[Event]:
 
 
 def test_a_running_bridge_of_this_machine_is_refused_at_once_until_it_stops(
-    postgres_database: PostgresDatabase, running: subprocess.Popen[bytes]
+    postgres_database: PostgresDatabase, bystander: subprocess.Popen[bytes]
 ) -> None:
-    first = sink_of(postgres_database.dsn, Owner.of_process(PIPELINE, pid=running.pid))
+    first = sink_of(postgres_database.dsn, Owner.of_process(PIPELINE, pid=bystander.pid))
     with first:
         first.open()
         with make_sink(postgres_database.dsn) as second, pytest.raises(SinkRejectedError) as got:
             second.open()
         message = str(got.value)
-        assert f"pipeline {PIPELINE!r}, pid {running.pid} on host" in message, message
+        assert f"pipeline {PIPELINE!r}, pid {bystander.pid} on host" in message, message
         assert "server pid" in message and "BRIDGE_NAME" in message and "\n" not in message
     with make_sink(postgres_database.dsn) as second:
         assert deliver(second, events(), sizes=SIZES) is None, "the lock went with its session"
@@ -78,10 +68,10 @@ def test_other_pipelines_share_the_tables_unrefused(
 
 
 def test_with_ha_an_instance_of_the_pipeline_goes_on_without_the_lock(
-    postgres_database: PostgresDatabase, running: subprocess.Popen[bytes]
+    postgres_database: PostgresDatabase, bystander: subprocess.Popen[bytes]
 ) -> None:
     """A paused former leader still holds the lock; the election fences it."""
-    with sink_of(postgres_database.dsn, Owner.of_process(PIPELINE, pid=running.pid)) as paused:
+    with sink_of(postgres_database.dsn, Owner.of_process(PIPELINE, pid=bystander.pid)) as paused:
         paused.open()
         with make_sink(postgres_database.dsn, ha=True) as leader:
             assert deliver(leader, events(), sizes=SIZES) is None

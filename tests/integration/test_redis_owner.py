@@ -10,7 +10,6 @@ another machine. Two sinks of different pipelines in this process are two real c
 
 import logging
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +21,7 @@ from bridge.sink import Sink
 from sinks.redis import owner as redis_owner
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess
 from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.owners import gone_process
 from tests.fixtures.processes import wait_for
 from tests.fixtures.redis import RedisNames, RedisServer
 from tests.integration.test_file_faults import phase_of
@@ -31,15 +31,6 @@ from tests.integration.test_redis_sink import make_sink
 SIZES = (50,)
 OTHER = RedisNames(tag="other")
 """Another pipeline's names (its stream is the test's, given explicitly)."""
-
-
-@pytest.fixture
-def running() -> Iterator[subprocess.Popen[bytes]]:
-    """A process of this machine that plays another bridge, running until the test ends."""
-    process = subprocess.Popen(["sleep", "120"])  # noqa: S607 - a test's own helper
-    yield process
-    process.kill()
-    process.wait()
 
 
 def owner_key(names: RedisNames) -> str:
@@ -100,15 +91,15 @@ def test_a_second_pipeline_is_refused_naming_the_first_until_it_closes(
 def test_a_running_bridge_of_this_machine_is_refused_at_once(
     redis_server: RedisServer,
     redis_names: RedisNames,
-    running: subprocess.Popen[bytes],
+    bystander: subprocess.Popen[bytes],
     pipeline: str,
 ) -> None:
     name = redis_names.pipeline if pipeline == "same" else "someone-else"
-    other = Owner.of_process(name, pid=running.pid)
+    other = Owner.of_process(name, pid=bystander.pid)
     plant(redis_server, redis_names, other, ttl_ms=60_000)
     with make_sink(redis_server.url, redis_names) as sink, pytest.raises(SinkRejectedError) as got:
         sink.open()
-    assert f"pid {running.pid} on host" in str(got.value)
+    assert f"pid {bystander.pid} on host" in str(got.value)
     assert held(redis_server, redis_names)[0] == other, "the marker was left alone"
 
 
@@ -116,9 +107,7 @@ def test_a_marker_left_by_a_gone_process_of_this_machine_is_taken_at_once(
     redis_server: RedisServer, redis_names: RedisNames
 ) -> None:
     """A restart after kill -9 on the same machine: no wait for the old marker to expire."""
-    process = subprocess.Popen(["true"])  # noqa: S607 - a test's own helper
-    gone = Owner.of_process(redis_names.pipeline, pid=process.pid)
-    process.wait()
+    gone = gone_process(redis_names.pipeline)
     plant(redis_server, redis_names, gone, ttl_ms=60_000)
     with make_sink(redis_server.url, redis_names) as sink:
         assert deliver(sink, events(), sizes=SIZES) is None
@@ -160,11 +149,11 @@ def test_a_marker_from_another_machine_that_is_renewed_is_refused_in_the_end(
 
 
 def test_with_ha_an_instance_of_the_pipeline_takes_over_and_writes_beside_its_marker(
-    redis_server: RedisServer, redis_names: RedisNames, running: subprocess.Popen[bytes]
+    redis_server: RedisServer, redis_names: RedisNames, bystander: subprocess.Popen[bytes]
 ) -> None:
     """A paused former leader still holds the marker; the new leader writes anyway, and the
     former one, resuming, is let through by the scripts (the election fences it)."""
-    paused = Owner.of_process(redis_names.pipeline, pid=running.pid)
+    paused = Owner.of_process(redis_names.pipeline, pid=bystander.pid)
     plant(redis_server, redis_names, paused, ttl_ms=60_000)
     batch = events()
     with make_sink(redis_server.url, redis_names, ha=True) as leader:

@@ -90,16 +90,7 @@ class NatsDestination(Destination):
     def create_stream(self, *, max_msg_size: int) -> None:
         """Create the stream as the sink would, but holding messages up to ``max_msg_size``
         bytes, as an operator may: the sink then refuses larger events for good."""
-        defaults = NatsSettings()
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[self.subject],
-            storage=defaults.storage,
-            num_replicas=defaults.replicas,
-            duplicate_window=defaults.duplicate_window,
-            allow_direct=True,
-            max_msg_size=max_msg_size,
-        )
+        config = stream_config(self.stream, subject=self.subject, max_msg_size=max_msg_size)
         run_on(self.url, _add_stream, config=config)
 
     def messages(self) -> list[StoredMessage]:
@@ -166,18 +157,8 @@ class NatsBareClient:
         self._loop = asyncio.new_event_loop()
         self._client = self._loop.run_until_complete(self._connect(target.url))
         self._js = self._client.jetstream(timeout=ACK_SECONDS)
-        defaults = NatsSettings()
         self._loop.run_until_complete(
-            self._js.add_stream(
-                StreamConfig(
-                    name=target.stream,
-                    subjects=[target.subject],
-                    storage=defaults.storage,
-                    num_replicas=defaults.replicas,
-                    duplicate_window=defaults.duplicate_window,
-                    allow_direct=True,
-                )
-            )
+            self._js.add_stream(stream_config(target.stream, subject=target.subject))
         )
         self._copied = 0
 
@@ -313,3 +294,18 @@ class NatsReader:
 
 async def _add_stream(js: JetStreamContext, *, config: StreamConfig) -> None:
     await js.add_stream(config)
+
+
+def stream_config(name: str, *, subject: str, max_msg_size: int | None = None) -> StreamConfig:
+    """A stream as the sink creates one with its default settings (``max_msg_size``: a limit
+    of the operator's own)."""
+    defaults = NatsSettings()
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        storage=defaults.storage,
+        num_replicas=defaults.replicas,
+        duplicate_window=defaults.duplicate_window,
+        allow_direct=True,
+        max_msg_size=max_msg_size,
+    )

@@ -2,32 +2,15 @@
 (``bridge.ownership``): the markers' round trip, whether a process still runs, each rule."""
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from bridge import ownership
 from bridge.ownership import Claim, Claimant, Owner
+from tests.fixtures.owners import gone_process
 from tests.fixtures.processes import wait_for
 
 ME = Owner.this_process("orders")
-
-
-@pytest.fixture
-def child() -> Iterator[subprocess.Popen[bytes]]:
-    """A process of this machine that runs until the test ends."""
-    process = subprocess.Popen(["sleep", "60"])  # noqa: S607 - a test's own helper
-    yield process
-    process.kill()
-    process.wait()
-
-
-def gone_process() -> Owner:
-    """An owner whose process ran on this machine and was reaped."""
-    process = subprocess.Popen(["true"])  # noqa: S607 - a test's own helper
-    owner = Owner.of_process("orders", pid=process.pid)
-    process.wait()
-    return owner
 
 
 def elsewhere(pipeline: str = "orders") -> Owner:
@@ -49,12 +32,12 @@ class TestOwner:
     def test_anything_else_decodes_to_none(self, raw: bytes) -> None:
         assert Owner.decode(raw) is None
 
-    def test_this_process_and_a_live_child_run(self, child: subprocess.Popen[bytes]) -> None:
+    def test_this_process_and_a_live_child_run(self, bystander: subprocess.Popen[bytes]) -> None:
         assert ME.running() is True
-        assert Owner.of_process("orders", pid=child.pid).running() is True
+        assert Owner.of_process("orders", pid=bystander.pid).running() is True
 
     def test_a_reaped_process_does_not_run(self) -> None:
-        assert gone_process().running() is False
+        assert gone_process("orders").running() is False
 
     def test_a_killed_child_not_yet_reaped_does_not_run(self) -> None:
         """kill -9 leaves a zombie until its parent waits: it runs no more."""
@@ -67,9 +50,9 @@ class TestOwner:
         finally:
             process.wait()
 
-    def test_a_reused_pid_is_another_process(self, child: subprocess.Popen[bytes]) -> None:
-        machine, _, started = Owner.of_process("orders", pid=child.pid).process.rpartition("/")
-        earlier = Owner("orders", ME.host, child.pid, f"{machine}/{int(started) - 1}")
+    def test_a_reused_pid_is_another_process(self, bystander: subprocess.Popen[bytes]) -> None:
+        machine, _, started = Owner.of_process("orders", pid=bystander.pid).process.rpartition("/")
+        earlier = Owner("orders", ME.host, bystander.pid, f"{machine}/{int(started) - 1}")
         assert earlier.running() is False
 
     def test_another_machine_or_no_process_cannot_be_told(self) -> None:
@@ -81,13 +64,13 @@ class TestClaimant:
     def test_its_own_claim_and_a_gone_process_are_taken(self) -> None:
         claimant = Claimant(ME, ha=False)
         assert claimant.judge(ME, lapses_in=10) is Claim.TAKE
-        assert claimant.judge(gone_process(), lapses_in=10) is Claim.TAKE
+        assert claimant.judge(gone_process("orders"), lapses_in=10) is Claim.TAKE
 
     def test_a_running_holder_or_another_pipeline_is_refused(
-        self, child: subprocess.Popen[bytes]
+        self, bystander: subprocess.Popen[bytes]
     ) -> None:
         claimant = Claimant(ME, ha=False)
-        assert claimant.judge(Owner.of_process("orders", pid=child.pid), lapses_in=10) is (
+        assert claimant.judge(Owner.of_process("orders", pid=bystander.pid), lapses_in=10) is (
             Claim.REFUSE
         )
         assert claimant.judge(elsewhere("users"), lapses_in=10) is Claim.REFUSE
@@ -95,10 +78,10 @@ class TestClaimant:
         assert claimant.judge(elsewhere(), lapses_in=None) is Claim.REFUSE
 
     def test_with_ha_the_pipeline_takes_over_even_from_a_running_holder(
-        self, child: subprocess.Popen[bytes]
+        self, bystander: subprocess.Popen[bytes]
     ) -> None:
         claimant = Claimant(ME, ha=True)
-        running = Owner.of_process("orders", pid=child.pid)
+        running = Owner.of_process("orders", pid=bystander.pid)
         assert claimant.judge(running, lapses_in=10) is Claim.TAKE_OVER
         assert claimant.judge(elsewhere(), lapses_in=10) is Claim.TAKE_OVER
         assert claimant.judge(elsewhere("users"), lapses_in=10) is Claim.REFUSE
