@@ -129,12 +129,12 @@ class OwnerMarker:
         holds it, SinkUnavailableError while waiting for a claim that may be stale
         (``bridge.ownership``). redis-py's errors go through to the caller's translation."""
         self.stop_renewing()
+        self.kept = False
         try:
             reply = _CLAIM.run(client, [self.key], [self._claim, self._ttl_ms])
         except redis.exceptions.NoPermissionError:  # the key is outside the user's patterns
             reply = [-1]
         if int(reply[0]) == -1:
-            self.kept = False
             if not self._warned:
                 self._warned = True
                 log.warning(
