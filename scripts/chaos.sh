@@ -5,7 +5,8 @@
 # lost, duplicated or out of order. Arguments go to the tests/chaos package, e.g.
 #   bash scripts/chaos.sh --operations 30000 --kills 10 --seed 7 [--workdir DIR]
 # With --cluster 3 etcd is three members in network namespaces (as root) and --partitions N adds
-# N partition/heal faults.
+# N partition/heal faults; --refusals N puts N values that Kafka and NATS refuse for good (Kafka
+# delivers them without their values, NATS diverts them to its dead-letter file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh

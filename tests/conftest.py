@@ -9,5 +9,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.nats",
     "tests.fixtures.netns",
+    "tests.fixtures.owners",
     "tests.fixtures.redis",
 ]

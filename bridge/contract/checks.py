@@ -20,7 +20,7 @@ from bridge.contract.harness import PREFIX, SinkHarness
 from bridge.contract.history import History
 from bridge.contract.pump import after, batches, deliver, pump
 from bridge.errors import SinkRejectedError, SinkUnavailableError
-from bridge.events import Event, EventType, SnapshotReason
+from bridge.events import Event, EventType, SnapshotReason, values_omitted
 from bridge.sink import Sink
 
 EXACTLY_ONCE = "exactly-once"
@@ -252,13 +252,7 @@ def rejected_stops_before_it(harness: SinkHarness) -> None:
     carrying its position (for the pipeline's refusal policy), and nothing at or after it is
     durable (the tail and the destination stop before it), while every batch flushed before
     it stays."""
-    events = _mixed_events()
-    number = next(
-        n for n in range(2 * len(events) // 3, len(events)) if events[n].type is EventType.PUT
-    )
-    poison = harness.poison(events[number])
-    if poison is None:
-        raise NotApplicable("the sink refuses nothing the pump can hand it")
+    events, number, poison = _poisoned(harness)
     poisoned = [*events[:number], poison, *events[number + 1 :]]
     flushed = 0
     with harness.make_sink() as sink, contextlib.suppress(SinkRejectedError):
@@ -293,6 +287,46 @@ def rejected_stops_before_it(harness: SinkHarness) -> None:
         f"the destination holds more than what came before {_at(poison)}, or lost a flushed "
         f"batch: {_difference(got, harness.expected(events[:number]))}",
     )
+
+
+def _poisoned(harness: SinkHarness) -> tuple[list[Event], int, Event]:
+    """Mixed events, the number of a put among their last third, and the version of it the
+    sink refuses for good; NotApplicable if it refuses nothing."""
+    events = _mixed_events()
+    number = next(
+        n for n in range(2 * len(events) // 3, len(events)) if events[n].type is EventType.PUT
+    )
+    poison = harness.poison(events[number])
+    if poison is None:
+        raise NotApplicable("the sink refuses nothing the pump can hand it")
+    return events, number, poison
+
+
+def reopened_after_a_refusal_takes_the_replacement(harness: SinkHarness) -> None:
+    """What ``ON_REFUSED=omit_value`` relies on (``bridge.refusal``): after
+    ``SinkRejectedError`` naming an event, the pump closes and reopens the same instance and
+    delivers from the tail it reports, the refused event replaced by itself without its values
+    (``values_omitted``). The sink takes the replacement and everything after it, exactly
+    once: nothing of the refusal lingers in the reopened instance."""
+    events, number, poison = _poisoned(harness)
+    poisoned = [*events[:number], poison, *events[number + 1 :]]
+    replaced = [*events[:number], values_omitted(poison), *events[number + 1 :]]
+    with harness.make_sink() as sink:
+        sink.open()
+        try:
+            for batch in batches(poisoned):
+                sink.write(batch)
+                sink.flush()
+        except SinkRejectedError as error:
+            _expect(error.position == poison.position, f"{error!r} names no position")
+        else:
+            raise ContractViolation("nothing was refused: every batch was flushed")
+        sink.close()
+        tail = sink.open()
+        for batch in batches(after(replaced, tail)):
+            sink.write(batch)
+            sink.flush()
+    _assert_holds(harness, replaced, when=f"after {_at(poison)} was replaced")
 
 
 def binary_keys_and_values_round_trip(harness: SinkHarness) -> None:
@@ -350,6 +384,7 @@ CHECKS: tuple[Check, ...] = (
     unavailable_mid_flush_resumes_from_the_tail,
     server_outage_resumes_from_the_tail,
     rejected_stops_before_it,
+    reopened_after_a_refusal_takes_the_replacement,
     binary_keys_and_values_round_trip,
     markers_frame_snapshots_and_resyncs,
     revision_split_across_batches,

@@ -308,6 +308,12 @@ class KafkaSink(Sink):
             self._producer = None
 
     def _reset_session(self) -> None:
+        """A new session forgets the last one's failures: a record refused then was reported
+        by the flush that raised it, and the pump, reopening past it (``ON_REFUSED``), hands
+        its replacement; raised again, the refusal would stop the pipeline. Whatever a kept
+        producer still held was settled just before."""
+        self._rejected = None
+        self._failures = []
         self._broken = False
         self._partitions = {}
         self._in_use = set()

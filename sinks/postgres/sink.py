@@ -26,6 +26,10 @@ Modes (docs/postgres.md has the consumer's view):
   resync drops the keys deleted during the gap. Readers therefore always see etcd's state at
   one revision, which ``<prefix>positions.consistent_revision`` names.
 
+One pipeline, one writer: ``open`` takes a session-level advisory lock on the pipeline's
+rows (``sinks.postgres.owner``), so that a second bridge of the same pipeline started without
+HA is refused naming the first; PostgreSQL releases it with the session.
+
 Timeouts: libpq has none for a server that accepts a query and then stops answering (a paused
 VM, SIGSTOP: its kernel still acknowledges TCP), so ``TimedConnection`` bounds every wait of
 psycopg for the server by ``BRIDGE_POSTGRES__TIMEOUT``; the server's own ``statement_timeout``
@@ -51,9 +55,11 @@ from psycopg.rows import TupleRow
 from bridge.encoding import printable_key
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, past
+from bridge.ownership import Claimant, Owner
 from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from sinks.postgres import rows
+from sinks.postgres.owner import KEEPALIVES, PipelineLock, session_name
 from sinks.postgres.schema import Schema, Table
 from sinks.postgres.settings import PostgresMode, PostgresSettings
 
@@ -216,10 +222,21 @@ class PostgresSink(Sink):
     name = "postgres"
     settings_model = PostgresSettings
 
-    def __init__(self, *, settings: PostgresSettings, pipeline: str) -> None:
+    def __init__(
+        self, *, settings: PostgresSettings, pipeline: str, claimant: Claimant | None = None
+    ) -> None:
+        """``claimant``: who this instance is and whether HA fences it, for the pipeline's
+        lock (``sinks.postgres.owner``; default: this process, without HA)."""
         self._settings = settings
         self._pipeline = pipeline
         self._schema = Schema(settings)
+        self._claimant = claimant or Claimant(Owner.this_process(pipeline), ha=False)
+        self._lock = PipelineLock(
+            claimant=self._claimant,
+            positions=self._schema.tables[-1].qualified,
+            mode=settings.mode.value,
+            where=self._where,
+        )
         writer = _ChangelogWriter if settings.mode is PostgresMode.CHANGELOG else _MirrorWriter
         self._writer = writer(self._schema, pipeline=pipeline)
         self._begin_and_lock = self._schema.begin_and_lock(pipeline)
@@ -228,7 +245,8 @@ class PostgresSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: PostgresSettings, *, context: SinkContext) -> Self:
-        return cls(settings=settings, pipeline=context.pipeline)
+        claimant = Claimant(Owner.this_process(context.pipeline), ha=context.ha)
+        return cls(settings=settings, pipeline=context.pipeline, claimant=claimant)
 
     @classmethod
     def reader(cls, settings: PostgresSettings, *, context: SinkContext) -> SinkReader:
@@ -251,12 +269,14 @@ class PostgresSink(Sink):
         return {"pipeline": self._pipeline, "mode": self.mode.value}
 
     def open(self) -> Event | None:
-        """Connect, create what is missing, check the tables and privileges, read the tail."""
+        """Connect, create what is missing, check the tables and privileges, claim the
+        pipeline's lock (``sinks.postgres.owner``), read the tail."""
         self.close()
-        connection = self.connect()
+        connection = self.connect(name=session_name(self._claimant.owner))
         self._connection = connection
         try:
             self._prepare(connection)
+            self._lock.claim(connection)
             row = connection.execute(self._schema.read_position, self._position_key).fetchone()
         except psycopg.Error as error:
             self.close()
@@ -274,6 +294,21 @@ class PostgresSink(Sink):
             },
         )
         return tail
+
+    def peek(self) -> Event | None:
+        """The tail, read without claiming the pipeline's lock or creating anything: beside a
+        running bridge too."""
+        connection = self.connect()
+        try:
+            positions = self._schema.tables[-1].qualified
+            if _ask(connection, "SELECT to_regclass(%s)", positions) is None:
+                return None
+            row = connection.execute(self._schema.read_position, self._position_key).fetchone()
+        except psycopg.Error as error:
+            raise self.translate(error, doing="reading the position") from error
+        finally:
+            connection.close()
+        return None if row is None or row[0] is None else Event.from_json(row[0])
 
     def write(self, batch: Sequence[Event]) -> None:
         """Buffer: the whole batch is written by ``flush``, in one transaction."""
@@ -310,15 +345,17 @@ class PostgresSink(Sink):
             connection, self._connection = self._connection, None
             connection.close()
 
-    def connect(self) -> TimedConnection:
+    def connect(self, *, name: str | None = None) -> TimedConnection:
         """A new connection with the sink's DSN, TLS and timeouts: the sink's, and its
-        reader's (``sinks.postgres.reader``)."""
+        reader's (``sinks.postgres.reader``); ``name``: the session's application name
+        (default ``etcd-bridge:<pipeline>``; the DSN's wins)."""
         own = self._settings
+        name = name or f"etcd-bridge:{self._pipeline}"
         try:
             connection = TimedConnection.connect(
                 own.dsn.get_secret_value(),
                 autocommit=True,
-                **own.connection_options(application_name=f"etcd-bridge:{self._pipeline}"),
+                **own.connection_options(application_name=name),
             )
         except psycopg.Error as error:
             raise self.translate(error, doing="connecting") from error
@@ -327,14 +364,25 @@ class PostgresSink(Sink):
         return connection
 
     def _prepare(self, connection: TimedConnection) -> None:
-        """Session timeouts, then schema and tables (created if missing, under an advisory
-        lock so that two bridges starting together do not race), their columns, the
-        privileges the mode needs, and the pipeline's position row."""
+        """Session timeouts and keepalives, then schema and tables (created if missing, under
+        an advisory lock so that two bridges starting together do not race), their columns,
+        the privileges the mode needs, and the pipeline's position row."""
         milliseconds = str(int(self._settings.timeout * 1000))
         connection.execute(
             "SELECT set_config('statement_timeout', %s, false), "
-            "set_config('idle_in_transaction_session_timeout', %s, false)",
-            (milliseconds, milliseconds),
+            "set_config('idle_in_transaction_session_timeout', %s, false), "
+            "set_config('tcp_keepalives_idle', %s, false), "
+            "set_config('tcp_keepalives_interval', %s, false), "
+            "set_config('tcp_keepalives_count', %s, false), "
+            "set_config('tcp_user_timeout', %s, false)",
+            (
+                milliseconds,
+                milliseconds,
+                KEEPALIVES["tcp_keepalives_idle"],
+                KEEPALIVES["tcp_keepalives_interval"],
+                KEEPALIVES["tcp_keepalives_count"],
+                KEEPALIVES["tcp_user_timeout"],
+            ),
         )
         schema = self._schema
         with connection.transaction():

@@ -1,11 +1,15 @@
 """The redis sink's client, for the sink and its readers alike: how it connects, where a
-pipeline's checkpoint lives, and one line for the operator when Redis says no.
+pipeline's checkpoint lives, how a Lua script is run, and one line for the operator when
+Redis says no.
 
 No message ever holds the URL's password: they show ``RedisSettings.safe_url``.
 """
 
+import hashlib
 import logging
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,6 +33,28 @@ _TRANSIENT_ERRORS = (
 _TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
 
 
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua source and its SHA1, run with EVALSHA (EVAL when the server does not have it)."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> "Script":
+        digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        return cls(source=source, sha=digest)
+
+    def run(
+        self, client: "redis.Redis", keys: Sequence[bytes | str], args: Sequence[bytes | str | int]
+    ) -> Any:
+        """The script's reply; redis-py's errors as it raises them."""
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+
 def as_bytes(reply: object) -> bytes:
     """A reply of a client built with ``decode_responses=False``: always bytes."""
     if isinstance(reply, bytes):
@@ -40,12 +66,17 @@ def checkpoint_key(own: RedisSettings, *, pipeline: str) -> str:
     """The checkpoint hash of a pipeline: set, or derived from the pipeline name and target."""
     if own.checkpoint_key:
         return own.checkpoint_key
-    target = {
+    return f"etcd-bridge:{pipeline}:{own.mode.value}:{destination_of(own)}"
+
+
+def destination_of(own: RedisSettings) -> str:
+    """What the mode writes: the stream's name (or routing template), the channel, or the
+    mirror hash."""
+    return {
         RedisMode.STREAM: own.stream,
         RedisMode.PUBSUB: own.channel,
         RedisMode.MIRROR: own.mirror_key,
     }[own.mode]
-    return f"etcd-bridge:{pipeline}:{own.mode.value}:{target}"
 
 
 def connect(own: RedisSettings) -> "redis.Redis":
@@ -105,6 +136,17 @@ def refuse_eviction(client: "redis.Redis", *, settings: RedisSettings) -> None:
         "when memory runs out; set it to noeviction (CONFIG SET maxmemory-policy noeviction), "
         "or set BRIDGE_REDIS__ACCEPT_EVICTION=true to accept losing data"
     )
+
+
+def owned_by(error: redis.exceptions.RedisError) -> bytes | None:
+    """The claim a write script found on the destination's owner key (its ``OWNED`` error,
+    ``sinks.redis.lua``), or None for any other error."""
+    if not isinstance(error, redis.exceptions.ResponseError):
+        return None
+    detail = _SCRIPT_LOCATION.sub("", str(error)).strip()
+    if not detail.startswith("OWNED "):
+        return None
+    return detail.removeprefix("OWNED ").encode()
 
 
 def translate(

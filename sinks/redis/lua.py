@@ -15,7 +15,11 @@ its checks before its first write:
    for none); a durable position behind it means Redis lost what it had acknowledged (a
    restart without persistence, a ``FLUSHALL``, the stream or checkpoint deleted), and the
    script refuses with ``LOST`` instead of writing on after the gap. redis-py reconnects on its
-   own to a restarted server, so the sink could not tell otherwise.
+   own to a restarted server, so the sink could not tell otherwise;
+5. owner: the two arguments before those are the sink's claim on the destination and, under
+   HA, its pipeline (``sinks.redis.owner``); the owner key, when the sink keeps one, is the
+   last key. A key held by another bridge (not of the pipeline, under HA) refuses the batch
+   with ``OWNED`` and the claim found, so two bridges never interleave.
 
 Every script starts with ``#!lua`` (Redis 7 "shebang" scripts): Redis then refuses the whole
 script up front when it is over ``maxmemory`` (OOM), instead of failing at some write in the
@@ -54,8 +58,26 @@ local function last_id(stream)
   return nil
 end
 
--- The events' arguments end before the last two, the position the sink last knew held.
-local EVENTS_END = #ARGV - 2
+-- The events' arguments end before the last four: the sink's claim on the owner key ('' when
+-- it keeps none) and the pipeline whose claims it writes beside ('' unless HA), then the
+-- position the sink last knew held. The owner key, when kept, is the last key.
+local EVENTS_END = #ARGV - 4
+local CLAIM, FELLOW = ARGV[#ARGV - 3], ARGV[#ARGV - 2]
+local LAST_KEY, OWNER = #KEYS, nil
+if CLAIM ~= '' then
+  LAST_KEY, OWNER = #KEYS - 1, KEYS[#KEYS]
+end
+
+local function owned()
+  if OWNER == nil then
+    return
+  end
+  allowed(OWNER, 'GET', OWNER)
+  local held = redis.call('GET', OWNER)
+  if held and held ~= CLAIM and (FELLOW == '' or string.match(held, '^%S+') ~= FELLOW) then
+    error({err = 'OWNED ' .. held})
+  end
+end
 
 local function not_behind(what, rev, idx)
   local held_rev, held_idx = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
@@ -98,6 +120,7 @@ _CHECKPOINTED = """
 local function checkpointed(checkpoint, last_event, first, stride, apply)
   local last_rev, last_idx = checkpoint_position(checkpoint)
   not_behind('checkpoint ' .. checkpoint, last_rev, last_idx)
+  owned()
   local saved_rev, saved_idx = nil, nil
   local written, skipped = 0, 0
   for i = first, EVENTS_END, stride do
@@ -128,6 +151,7 @@ stream_allowed(stream)
 local last_rev, last_idx = last_id(stream)
 last_rev, last_idx = last_rev or -1, last_idx or -1
 not_behind('stream ' .. stream, last_rev, last_idx)
+owned()
 local written, skipped = 0, 0
 for i = 2, EVENTS_END, 5 do
   local rev, idx = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -147,7 +171,8 @@ ROUTED = (
     _PRELUDE
     + """
 -- Several streams chosen by a template; the checkpoint hash is the position.
--- KEYS[1] checkpoint hash, KEYS[2] set of the streams written so far, KEYS[3..] streams.
+-- KEYS[1] checkpoint hash, KEYS[2] set of the streams written so far, KEYS[3..LAST_KEY]
+-- streams.
 -- ARGV[1] MAXLEN or '', ARGV[2] JSON of the batch's last event; then per event: target (index
 -- into KEYS, 0 for a marker, which goes to every known stream), revision, index, op, key, JSON.
 -- A stream first written while a snapshot is open gets that snapshot's begin marker first, so
@@ -156,11 +181,12 @@ local checkpoint, known_set, maxlen, last_event = KEYS[1], KEYS[2], ARGV[1], ARG
 checkpoint_allowed(checkpoint)
 allowed(known_set, 'SISMEMBER', known_set, 'm')
 allowed(known_set, 'SADD', known_set, 'm')
-for k = 3, #KEYS do
+for k = 3, LAST_KEY do
   stream_allowed(KEYS[k])
 end
 local last_rev, last_idx = checkpoint_position(checkpoint)
 not_behind('checkpoint ' .. checkpoint, last_rev, last_idx)
+owned()
 local saved_rev, saved_idx = nil, nil
 local open = redis.call('HMGET', checkpoint, 'begin_id', 'begin_key', 'begin_event')
 local begin = nil
@@ -181,7 +207,7 @@ if first_rev == nil then
 end
 
 local known = {}
-for k = 3, #KEYS do
+for k = 3, LAST_KEY do
   local stream = KEYS[k]
   known[stream] = redis.call('SISMEMBER', known_set, stream) == 1
   local floor_rev, floor_idx = first_rev, first_idx
@@ -207,7 +233,7 @@ for i = 3, EVENTS_END, 6 do
       if op == 'snapshot_begin' then
         begin = {id = id, key = key, event = event}
       end
-      for k = 3, #KEYS do
+      for k = 3, LAST_KEY do
         if known[KEYS[k]] then
           xadd(KEYS[k], maxlen, id, op, key, event)
         end

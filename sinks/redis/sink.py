@@ -29,6 +29,11 @@ which is retried like an outage until memory is freed; an ``allkeys-*`` policy, 
 evict the stream or the checkpoint, is refused at open (``BRIDGE_REDIS__ACCEPT_EVICTION``
 accepts it knowingly).
 
+One destination, one writer: ``open`` claims the destination's owner key, a thread renews it
+while the sink is open, and every script checks it with its writes, so that a second bridge
+pointed at the same stream, channel or mirror is refused naming the first
+(``sinks.redis.owner`` says why the key expires, and how a restart takes it over).
+
 Errors: connection loss, timeouts, a loading or read-only server, OOM and MISCONF become
 ``SinkUnavailableError`` (the pump reopens and rewrites from the durable tail; the scripts skip
 anything already held, so a reply lost after Redis applied a batch duplicates nothing). A wrong
@@ -37,10 +42,8 @@ password, a missing ACL permission, a key of the wrong type or a Redis older tha
 holds the URL's password: they show ``RedisSettings.safe_url``.
 """
 
-import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Self
 
 import redis
@@ -51,42 +54,39 @@ from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, EventType, Op, Position
 from bridge.formats import EventFormat
 from bridge.keytemplate import KeyTemplate
+from bridge.ownership import Claimant, Owner
 from bridge.reader import SinkReader
 from bridge.sink import Sink, SinkContext
 from config.errors import ConfigError
 from config.keyspace import KeySpace
 from config.output import FormatName
 from sinks.redis import lua
-from sinks.redis.client import as_bytes, checkpoint_key, connect, refuse_eviction, translate
+from sinks.redis.client import (
+    Script,
+    as_bytes,
+    checkpoint_key,
+    connect,
+    owned_by,
+    refuse_eviction,
+    translate,
+)
+from sinks.redis.owner import OwnerMarker
 from sinks.redis.reader import reader_of
 from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Script:
-    """A Lua source and its SHA1, run with EVALSHA (EVAL when the server does not have it)."""
-
-    source: str
-    sha: str
-
-    @classmethod
-    def of(cls, source: str) -> "_Script":
-        digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        return cls(source=source, sha=digest)
-
-
-_STREAM = _Script.of(lua.STREAM)
-_ROUTED = _Script.of(lua.ROUTED)
-_PUBSUB = _Script.of(lua.PUBSUB)
-_MIRROR = _Script.of(lua.MIRROR)
+_STREAM = Script.of(lua.STREAM)
+_ROUTED = Script.of(lua.ROUTED)
+_PUBSUB = Script.of(lua.PUBSUB)
+_MIRROR = Script.of(lua.MIRROR)
 
 
 class _Layout:
     """What one mode reads back on open and sends per chunk: its keys and arguments."""
 
-    script: _Script
+    script: Script
     target: str
     """Where the events go, for messages."""
     names: list[str]
@@ -312,12 +312,22 @@ class RedisSink(Sink):
     settings_model = RedisSettings
     formats = frozenset(FormatName)
 
-    def __init__(self, *, settings: RedisSettings, layout: _Layout) -> None:
+    def __init__(
+        self, *, settings: RedisSettings, layout: _Layout, claimant: Claimant | None = None
+    ) -> None:
+        """``claimant``: who this instance is and whether HA fences it, for the owner key
+        (``sinks.redis.owner``; default: this process of an unnamed pipeline, without HA)."""
         self._settings = settings
         if settings.mode is RedisMode.PUBSUB:
             self.guarantee = "at-most-once for subscribers (position exactly once)"
         self._layout = layout
+        self._owner = OwnerMarker(
+            settings=settings, claimant=claimant or Claimant(Owner.this_process(""), ha=False)
+        )
         self._client: redis.Redis | None = None
+        self._sound = False
+        """Whether every call since open succeeded: only then does ``close`` release the owner
+        key (a dead connection would hold ``close`` for the client's timeout)."""
         self._pending: list[Event] = []
         self._held: Position | None = None
         """What Redis held when last read or written: every script call checks Redis still
@@ -325,7 +335,8 @@ class RedisSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, *, context: SinkContext) -> Self:
-        return cls(settings=settings, layout=_layout(settings, context=context))
+        claimant = Claimant(Owner.this_process(context.pipeline), ha=context.ha)
+        return cls(settings=settings, layout=_layout(settings, context=context), claimant=claimant)
 
     @classmethod
     def reader(cls, settings: RedisSettings, *, context: SinkContext) -> SinkReader:
@@ -337,16 +348,21 @@ class RedisSink(Sink):
         return self._settings.mode
 
     def open(self) -> Event | None:
+        """Connect, claim the destination's owner key (``sinks.redis.owner``), read the tail
+        back and run the script on an empty batch."""
         self.close()
         client = self._connect()
         self._client = client
+        self._sound = True
         try:
             refuse_eviction(client, settings=self._settings)
+            self._owner.claim(client)
             tail = self._layout.read_tail(client)
             self._held = None if tail is None else tail.position
             # An empty batch runs every ACL and type check of the script and writes nothing.
             self._run(client, [])
         except redis.exceptions.RedisError as error:
+            self._sound = False
             self.close()
             raise self._translate(error, doing=f"opening {self._layout.target}") from error
         except SinkError:
@@ -372,11 +388,26 @@ class RedisSink(Sink):
         while self._pending:
             self._send(cut_point(self._pending, limit=self._settings.batch_size))
 
+    def peek(self) -> Event | None:
+        """The tail, read without claiming the owner key: beside a running bridge too."""
+        client = self._connect()
+        try:
+            return self._layout.read_tail(client)
+        except redis.exceptions.RedisError as error:
+            raise self._translate(error, doing=f"reading {self._layout.target}") from error
+        finally:
+            client.close()
+
     def close(self) -> None:
+        """Release the owner key if every call since open went through (else it lapses),
+        then the connection."""
         self._pending.clear()
         if self._client is not None:
             client, self._client = self._client, None
+            if self._sound:
+                self._owner.release(client)
             client.close()
+        self._owner.stop_renewing()
 
     def _connect(self) -> "redis.Redis":
         return connect(self._settings)
@@ -390,6 +421,7 @@ class RedisSink(Sink):
             written, skipped = self._run(client, chunk)
         except redis.exceptions.RedisError as error:
             self._pending.clear()
+            self._sound = False
             first, last = chunk[0], chunk[-1]
             doing = (
                 f"writing {first.position}..{last.position} (first key "
@@ -407,15 +439,15 @@ class RedisSink(Sink):
 
     def _run(self, client: "redis.Redis", chunk: Sequence[Event]) -> tuple[int, int]:
         keys, args = self._layout.call(chunk)
+        keys += self._owner.script_keys()
+        args += self._owner.script_args()
         held = self._held
         args += (-1, -1) if held is None else (held.revision, held.index)
-        script = self._layout.script
-        try:
-            reply = client.evalsha(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            reply = client.eval(script.source, len(keys), *keys, *args)
-        written, skipped = reply
+        written, skipped = self._layout.script.run(client, keys, args)
         return int(written), int(skipped)
 
     def _translate(self, error: redis.exceptions.RedisError, *, doing: str) -> SinkError:
+        held = owned_by(error)
+        if held is not None:
+            return self._owner.refusal(held)
         return translate(error, settings=self._settings, names=self._layout.names, doing=doing)

@@ -22,6 +22,13 @@ change after R: every ``(revision, index)`` once, in order (per partition for Ka
 each key must also sit in its murmur2 partition), with the exact event etcd implies (type,
 op, key, value, previous value, revisions, version, lease).
 
+With ``--refusals N``, N operations drawn from the seed put a value of 1.1 MB under a key of
+its own instead (``writer.OVERSIZED``): the file, Redis and PostgreSQL hold it, Kafka and NATS
+refuse it for good (their records hold 1 MB). The run gives Kafka ``ON_REFUSED=omit_value``
+and NATS ``dead_letter`` (``cluster.REFUSAL_POLICIES``), and the check expects each such event
+at its position without its values (sizes given) in Kafka, and whole in NATS's dead-letter
+file and nowhere else, once each (``check``); the line counts them as ``refused``.
+
 Design choices that keep the run honest rather than lucky:
 
 - *One chaos action at a time.* Actions are scheduled at operation numbers drawn from the

@@ -50,6 +50,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--journal", action="store_true", help="every instance with the local log on"
     )
+    parser.add_argument(
+        "--refusals",
+        type=int,
+        default=0,
+        help="oversized values Kafka (omit_value) and NATS (dead_letter) refuse for good",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
@@ -66,6 +72,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         parser.error("--disk-full fills the file sink's disk: include file in --sinks")
     if arguments.oom and "redis" not in arguments.sinks:
         parser.error("--oom starves Redis: include redis in --sinks")
+    if arguments.refusals and not {"kafka", "nats"} & set(arguments.sinks):
+        parser.error("--refusals needs a sink that refuses them: include kafka or nats")
+    if arguments.refusals > arguments.operations * 4 // 5:
+        parser.error("--refusals: at most four fifths of --operations")
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
     try:
@@ -83,6 +93,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             disk_fulls=arguments.disk_full,
             ooms=arguments.oom,
             journal=arguments.journal,
+            refusals=arguments.refusals,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
         print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)

@@ -4,14 +4,31 @@ A sink is given as streams, each in the order the sink holds it: one for the fil
 Redis, one per partition for Kafka, where the snapshot markers stand in every partition and
 each change in exactly one. Everything wrong is counted rather than raised, so that one run
 reports every kind of fault it found (``SinkFigures``), with a few examples of each.
+
+A sink that refuses events for good (``refused``: Kafka and NATS, above their 1 MB records)
+is checked under its ``ON_REFUSED`` policy: with ``omit_value`` it must hold each such event
+at its position without its values, their sizes given; with ``dead_letter`` its dead-letter
+file must hold each one, whole and once, in order, and its streams none. Either way a refused
+event missing is lost and one held twice (in the streams and the file too) is duplicated.
 """
 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bridge.events import Event, EventType, Op, Position
+from bridge.events import Event, EventType, OmittedBytes, Op, Position, values_omitted
+from config.refusal import RefusalPolicy
 from tests.chaos.reference import expected_after_snapshot
+
+REFUSED_BYTES = 1_000_000
+"""Value bytes (value and previous value) above which Kafka and NATS refuse an event: their
+records hold more than that (librdkafka's ``message.max.bytes``, nats-server's
+``max_payload``). The run's other values are a few KiB at most."""
+
+
+def refused(event: Event) -> bool:
+    """Whether a sink with 1 MB records refuses ``event`` for good."""
+    return OmittedBytes.of(event).total > REFUSED_BYTES
 
 
 @dataclass
@@ -49,10 +66,17 @@ def describe(event: Event) -> str:
 
 
 def check_streams(
-    figures: SinkFigures, *, streams: dict[str, list[Event]], history: Sequence[Event]
+    figures: SinkFigures,
+    *,
+    streams: dict[str, list[Event]],
+    history: Sequence[Event],
+    policy: RefusalPolicy = RefusalPolicy.STOP,
+    diverted: Sequence[Event] = (),
 ) -> None:
     """Compare ``streams`` (one per Kafka partition, or the sink's single stream), each in
-    the order the sink holds it, with etcd's ``history``; add the counts to ``figures``."""
+    the order the sink holds it, with etcd's ``history``; add the counts to ``figures``.
+    ``policy``: what the sink does with the events it refuses (``STOP``: it refuses none);
+    ``diverted``: its dead-letter file, under ``DEAD_LETTER``."""
     begins = [
         event.position
         for stream in streams.values()
@@ -64,6 +88,8 @@ def check_streams(
     revision = min(begins).revision if begins else 0
     figures.snapshot_revision = revision
     markers, changes = expected_after_snapshot(history, revision=revision)
+    if policy is RefusalPolicy.OMIT_VALUE:
+        changes = [values_omitted(event) if refused(event) else event for event in changes]
     expected = {event.position: event for event in changes}
     seen: dict[Position, list[Event]] = defaultdict(list)
     for name, stream in streams.items():
@@ -93,6 +119,8 @@ def check_streams(
             if marker not in markers:
                 figures.unexpected += 1
                 figures.note(f"unexpected in {name}: marker {describe(marker)}")
+    if policy is RefusalPolicy.DEAD_LETTER:
+        _check_diverted(figures, seen=seen, diverted=diverted)
     for position, events in seen.items():
         figures.events += len(events)
         if len(events) > 1:
@@ -111,3 +139,24 @@ def check_streams(
             more = f" .. {run[-1].position}, {len(run)} events" if len(run) > 1 else ""
             figures.note(f"lost: {describe(run[0])}{more}")
             run = []
+
+
+def _check_diverted(
+    figures: SinkFigures, *, seen: dict[Position, list[Event]], diverted: Sequence[Event]
+) -> None:
+    """The dead-letter file: refused events only (one in the streams too is counted there as
+    a duplicate), in order; each is added to ``seen``, where the rest of the check counts it
+    as held."""
+    for event in [event for events in seen.values() for event in events if refused(event)]:
+        figures.unexpected += 1
+        figures.note(f"refused, yet in the streams: {describe(event)}")
+    last: Position | None = None
+    for event in diverted:
+        if last is not None and event.position < last:
+            figures.out_of_order += 1
+            figures.note(f"dead letters out of order: {event.position} after {last}")
+        last = event.position if last is None else max(last, event.position)
+        if not refused(event):
+            figures.unexpected += 1
+            figures.note(f"diverted, yet not refused: {describe(event)}")
+        seen[event.position].append(event)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from config.refusal import RefusalPolicy
 from tests.chaos import storage
 from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
 from tests.fixtures import disk
@@ -30,9 +31,16 @@ from tests.fixtures.netns import Host, Network
 from tests.fixtures.processes import ManagedProcess
 from tests.sinks import SINKS, Destination
 from tests.sinks.base import SinkServer
+from tests.sinks.nats import NatsDestination
 from tests.sinks.redis import RedisDestination
 
 ELECTION_PREFIX = "/bridge-leader/"
+REFUSAL_POLICIES = {"kafka": RefusalPolicy.OMIT_VALUE, "nats": RefusalPolicy.DEAD_LETTER}
+"""The sinks that refuse the oversized values of ``--refusals`` (their records hold 1 MB),
+each with a policy that goes past them, one policy each."""
+NATS_MESSAGE_BYTES = 1024 * 1024
+"""The NATS stream's ``max_msg_size`` in a run with refusals: nats-server's default
+``max_payload``, which the tests' server raises for large values (``tests.sinks.nats``)."""
 _CONNECTED = re.compile(r"connected to etcd sink=(\S+) endpoint=(\S+)")
 
 
@@ -47,15 +55,22 @@ class Cluster:
         members: int = 1,
         small_disk: bool = False,
         journal: bool = False,
+        refusals: bool = False,
     ) -> None:
         """``members``: etcd's size; above 1, each member in a namespace of its own.
         ``small_disk``: the file sink's directory on a tmpfs of its own, for ``storage_fault``
         to fill. ``journal``: each instance with the local log on, in a directory of its own
-        that the instance replacing it after a kill takes over (a restarted pod's volume)."""
+        that the instance replacing it after a kill takes over (a restarted pod's volume).
+        ``refusals``: the sinks that refuse oversized events go past them under
+        ``REFUSAL_POLICIES`` (else they would stop)."""
         self.workdir = workdir
         self._journal = journal
         self._journals: dict[int, Path] = {}
         """Each running instance's log directory, by its object's id."""
+        self.policies = {
+            name: policy for name, policy in REFUSAL_POLICIES.items() if refusals and name in sinks
+        }
+        """The refusal policy of each sink that refuses events of the run."""
         self._mounts = contextlib.ExitStack()
         if small_disk and "file" in sinks:
             self._mounts.enter_context(disk.small_disk(workdir / "file", size=storage.DISK_BYTES))
@@ -99,6 +114,9 @@ class Cluster:
         self.etcd_cluster.start()
         for server in self.servers.values():
             server.start()
+        nats = self.sinks.get("nats")
+        if "nats" in self.policies and isinstance(nats, NatsDestination):
+            nats.create_stream(max_msg_size=NATS_MESSAGE_BYTES)
 
     def host_of(self, member: EtcdServer) -> Host:
         assert self.network is not None, "a single member is not in a namespace"
@@ -135,6 +153,10 @@ class Cluster:
             for sink in self.sinks.values()
             for variable, value in sink.env(**sink.impatient).items()
         }
+        for name, policy in self.policies.items():
+            sinks[f"BRIDGE_{name.upper()}__ON_REFUSED"] = policy.value
+            if policy is RefusalPolicy.DEAD_LETTER:
+                sinks[f"BRIDGE_{name.upper()}__DEAD_LETTER_PATH"] = str(self.dead_letters(name))
         return {
             "BRIDGE_NAME": PIPELINE,
             "BRIDGE_SINKS": ",".join(self.sinks),
@@ -151,6 +173,10 @@ class Cluster:
             "BRIDGE_HTTP__ENABLED": "false",
             "BRIDGE_LOG__FORMAT": "text",
         }
+
+    def dead_letters(self, sink: str) -> Path:
+        """The dead-letter file of ``sink`` (under ``RefusalPolicy.DEAD_LETTER``)."""
+        return self.workdir / sink / "dead-letters.jsonl"
 
     def start_bridge(self, *, journal: Path | None = None) -> BridgeProcess:
         """One more instance (with the log in ``journal``, if on: by default a new directory);

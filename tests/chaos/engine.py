@@ -17,12 +17,14 @@ from pathlib import Path
 
 from bridge.events import Event, Op
 from config.keyspace import KeySpace
-from tests.chaos.check import SinkFigures, check_streams
+from config.refusal import RefusalPolicy
+from tests.chaos.check import SinkFigures, check_streams, refused
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import PIPELINE, PREFIX, say
 from tests.chaos.faults import Action, Chaos, plan_chaos
 from tests.chaos.reference import read_history
-from tests.chaos.writer import Operation, Writer, wait_leases_expired
+from tests.chaos.writer import Operation, Writer, oversized_at, wait_leases_expired
+from tests.fixtures.bridge import read_events
 from tests.sinks import SINKS
 
 SENTINEL = PREFIX + b"~end"
@@ -43,6 +45,9 @@ class Figures:
     """Full disks under the file sink and Redis out of memory, together."""
     failovers: int = 0
     """Times a bridge's pipeline connected to another etcd member than before."""
+    refused: int = 0
+    """Events of etcd's history that the Kafka and NATS sinks refuse (``--refusals``), each
+    checked delivered without its values or diverted to the dead-letter file."""
     retries: int = 0
     events_in_etcd: int = 0
     seconds: float = 0.0
@@ -75,7 +80,8 @@ class Figures:
             f"operations={self.operations} kills={self.kills} "
             f"pauses={self.pauses} restarts={self.restarts} partitions={self.partitions} "
             f"storage_faults={self.storage_faults} "
-            f"failovers={self.failovers} etcd_events={self.events_in_etcd} "
+            f"failovers={self.failovers} refused={self.refused} "
+            f"etcd_events={self.events_in_etcd} "
             f"| checked {checked or 'nothing'} "
             f"| {figure('lost')} {figure('duplicated')} {figure('out_of_order')} "
             f"{figure('unexpected')} problems={len(self.problems)} | {self.seconds:.0f}s"
@@ -98,20 +104,28 @@ def run(
     disk_fulls: int = 0,
     ooms: int = 0,
     journal: bool = False,
+    refusals: int = 0,
 ) -> Figures:
     """One chaos run of ``sinks`` in ``workdir`` against ``members`` etcd members (in network
-    namespaces when more than one, which ``partitions`` needs); every process it starts, and
+    namespaces when more than one, which ``partitions`` needs), with ``refusals`` operations
+    putting a value the Kafka and NATS sinks refuse for good; every process it starts, and
     every namespace, is removed before it returns."""
     started = time.monotonic()
     figures = Figures(seed=seed, journal=journal)
     cluster = Cluster(
-        workdir, sinks=sinks, members=members, small_disk=disk_fulls > 0, journal=journal
+        workdir,
+        sinks=sinks,
+        members=members,
+        small_disk=disk_fulls > 0,
+        journal=journal,
+        refusals=refusals > 0,
     )
     chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
         say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")
         cluster.start()
-        writer = Writer(cluster.members, seed=seed)
+        oversized = oversized_at(operations=operations, count=refusals, seed=seed)
+        writer = Writer(cluster.members, seed=seed, oversized=oversized)
         writer.populate(initial_keys)
         cluster.start_bridge()
         cluster.start_bridge()
@@ -151,12 +165,19 @@ def run(
         say("bridges stopped; reading etcd's history and every sink back")
         history = read_history(cluster.etcd, until=last)
         figures.events_in_etcd = len(history)
+        figures.refused = sum(refused(event) for event in history)
         for name, destination in cluster.sinks.items():
             sink = SinkFigures(name=name)
             streams = destination.read_back(
                 pipeline=PIPELINE, keyspace=KeySpace.of([PREFIX]), flaw=sink.flaw
             )
-            check_streams(sink, streams=streams, history=history)
+            policy = cluster.policies.get(name, RefusalPolicy.STOP)
+            diverted = (
+                read_events(cluster.dead_letters(name))
+                if policy is RefusalPolicy.DEAD_LETTER and cluster.dead_letters(name).exists()
+                else []
+            )
+            check_streams(sink, streams=streams, history=history, policy=policy, diverted=diverted)
             figures.sinks.append(sink)
     finally:
         cluster.stop()

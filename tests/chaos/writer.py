@@ -4,14 +4,15 @@ What an operation does is a function of the seed and its number only, never of w
 answered, so a seed always asks for the same operations. An attempt that fails is retried on
 the next member of the cluster (one may be paused or partitioned). What etcd made of them (which
 revision, whether a lease had expired, whether an attempt cut off by a pause had landed) is
-not recorded here: the check reads it back from etcd's own history.
+not recorded here: the check reads it back from etcd's own history. Operations the run names
+(``oversized_at``) put a value too large for Kafka and NATS instead, for ``--refusals``.
 """
 
 import contextlib
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,12 @@ from tests.fixtures.processes import wait_for
 
 OUTSIDE = b"/chaos-outside/"
 """Keys some transactions also touch: outside the prefix, so no sink may hold them."""
+OVERSIZED = PREFIX + b"big/"
+"""Where the oversized values go (``--refusals``): keys no other operation touches, so that
+only their creation carries such a value (never a later event's previous value)."""
+OVERSIZED_BYTES = 1_100_000
+"""An oversized value: above the 1 MB records of Kafka (librdkafka's ``message.max.bytes``)
+and NATS (nats-server's ``max_payload``), below etcd's 1.5 MiB request limit."""
 KEYS = 400
 GROUPS = 8
 """Keys are spread over this many ``g<n>/`` groups, the unit of a range delete."""
@@ -42,8 +49,13 @@ class Operation:
 class Writer:
     """Mixed operations on the prefix, each retried until etcd takes it; records nothing."""
 
-    def __init__(self, servers: Sequence[EtcdServer], *, seed: int) -> None:
+    def __init__(
+        self, servers: Sequence[EtcdServer], *, seed: int, oversized: Collection[int] = ()
+    ) -> None:
+        """``oversized``: the numbers of the operations that put an oversized value instead
+        (``oversized_at``)."""
         self.servers = list(servers)
+        self.oversized = frozenset(oversized)
         self._turn = 0
         self.random = random.Random(f"writer-{seed}")  # noqa: S311 - reproducible, not security
         self.operations = 0
@@ -112,8 +124,13 @@ class Writer:
             self.execute(Operation(puts=((self._key(), self._value(-number)),)))
 
     def step(self, number: int, *, abort: threading.Event) -> None:
-        """Operation ``number`` of the run, planned and applied."""
-        self.execute(self.plan(number), abort=abort)
+        """Operation ``number`` of the run, planned and applied (an oversized put where
+        ``oversized`` says: planned all the same, so that the others stay as the seed says)."""
+        operation = self.plan(number)
+        if number in self.oversized:
+            value = b"R%d-" % number + b"r" * OVERSIZED_BYTES
+            operation = Operation(puts=((OVERSIZED + b"%d" % number, value),))
+        self.execute(operation, abort=abort)
         self.operations += 1
 
     def execute(self, operation: Operation, *, abort: threading.Event | None = None) -> int:
@@ -160,6 +177,12 @@ class Writer:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
+
+
+def oversized_at(*, operations: int, count: int, seed: int) -> list[int]:
+    """``count`` operation numbers drawn from the seed, spread over the middle of the run."""
+    chooser = random.Random(f"oversized-{seed}")  # noqa: S311 - reproducible, not security
+    return sorted(chooser.sample(range(operations // 10 + 1, operations * 9 // 10 + 1), count))
 
 
 def wait_leases_expired(server: EtcdServer) -> None:

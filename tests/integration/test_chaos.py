@@ -1,20 +1,27 @@
-"""The chaos suite's shorter variant (issue 5), and a check that its check can fail.
+"""The chaos suite's shorter variants (issues 5 and 16), and a check that its check can fail.
 
 ``test_chaos_run`` is ``python -m tests.chaos`` scaled down: 3,000 operations, 10 SIGKILLs of
 the active bridge, each server paused once, etcd and Redis restarted once; every sink must
-then hold exactly etcd's history of the prefix. ``test_the_check_counts_what_is_wrong``
-feeds the comparison streams with a lost, a repeated, a swapped and a wrong event, so that a
-run reporting zeros means something.
+then hold exactly etcd's history of the prefix. ``test_chaos_run_on_a_partitioned_cluster``
+is ``--cluster 3 --partitions 2 --refusals 2`` scaled down further (about 40 s).
+``test_the_check_counts_what_is_wrong`` feeds the comparison streams with a lost, a
+repeated, a swapped and a wrong event, and
+``test_the_check_accounts_for_refused_events_and_still_counts_what_is_wrong`` does the same
+for events a sink refused (omitted or diverted), so that a run reporting zeros means
+something.
 """
 
 import dataclasses
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from bridge.contract import History
-from bridge.events import Event, EventType
-from tests.chaos.check import SinkFigures, check_streams
+from bridge.events import Event, EventType, values_omitted
+from config.refusal import RefusalPolicy
+from tests.chaos.check import REFUSED_BYTES, SinkFigures, check_streams, refused
 from tests.chaos.common import PREFIX
 from tests.chaos.engine import report, run
 
@@ -22,6 +29,10 @@ SHORT_RUN_SINKS = ("file", "redis", "kafka")
 """The sinks of the suite's run; NATS and PostgreSQL run in ``scripts/chaos.sh --sinks``, with
 their own pause, restart and kill -9 tests in the suite (a fourth and fifth server would add
 about a minute here)."""
+
+
+CLUSTER_RUN_SINKS = ("file", "redis", "nats")
+CLUSTER_SEED = 70
 
 
 @pytest.mark.slow
@@ -45,6 +56,38 @@ def test_chaos_run(tmp_path: Path) -> None:
     assert figures.ok, "\n".join([figures.line(), *figures.problems])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos_run_on_a_partitioned_cluster(tmp_path: Path) -> None:
+    """``--cluster 3 --partitions 2 --refusals 2`` scaled down: three members in network
+    namespaces, the member the active bridge watches cut off from the other two (it loses
+    quorum), then the leader cut off, among two SIGKILLs, a restart of a member and of each
+    server, and two values NATS refuses (diverted to its dead-letter file); file, Redis and
+    NATS, whose servers start in a second. The link and flapping partitions, pauses and the
+    other sinks run in ``scripts/chaos.sh``."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    figures = run(
+        operations=1000,
+        kills=2,
+        pauses=0,
+        seed=CLUSTER_SEED,
+        workdir=tmp_path,
+        sinks=CLUSTER_RUN_SINKS,
+        catch_up_timeout=60,
+        members=3,
+        partitions=2,
+        refusals=2,
+    )
+    report(figures)
+    print(figures.line())
+    assert (figures.operations, figures.kills, figures.partitions) == (1000, 2, 2), figures.line()
+    assert figures.refused == 2, figures.line()
+    assert [sink.name for sink in figures.sinks] == list(CLUSTER_RUN_SINKS)
+    assert all(sink.events > 1000 for sink in figures.sinks), figures.line()
+    assert figures.ok, "\n".join([figures.line(), *figures.problems])
+
+
 def _history() -> tuple[list[Event], list[Event]]:
     """etcd's history (as read back) and what a correct sink holds: a snapshot taken after
     the first changes, then the rest."""
@@ -55,9 +98,15 @@ def _history() -> tuple[list[Event], list[Event]]:
     return before + after, snapshot + after
 
 
-def _figures(streams: dict[str, list[Event]], history: list[Event]) -> tuple[int, ...]:
+def _figures(
+    streams: dict[str, list[Event]],
+    history: list[Event],
+    *,
+    policy: RefusalPolicy = RefusalPolicy.STOP,
+    diverted: Sequence[Event] = (),
+) -> tuple[int, ...]:
     figures = SinkFigures(name="test")
-    check_streams(figures, streams=streams, history=history)
+    check_streams(figures, streams=streams, history=history, policy=policy, diverted=diverted)
     return figures.lost, figures.duplicated, figures.out_of_order, figures.unexpected
 
 
@@ -87,3 +136,38 @@ def test_the_check_counts_what_is_wrong() -> None:
     assert _figures(partitions, history) == (1, 1, 1, 0)
     partitions["p0"] = partitions["p0"][1:]  # without its snapshot_begin
     assert _figures(partitions, history) == (2, 1, 1, 0)
+
+
+def test_the_check_accounts_for_refused_events_and_still_counts_what_is_wrong() -> None:
+    """Two oversized values among the changes: held without their values (``omit_value``) or
+    in the dead-letter file (``dead_letter``), each once; anything else is counted."""
+    model = History(prefix=PREFIX, revision=1)
+    before = model.random_changes(count=20, seed=1)
+    snapshot = model.snapshot()
+    after = model.random_changes(count=30, seed=2)
+    after += model.put(PREFIX + b"big/1", b"r" * (REFUSED_BYTES + 1))
+    after += model.random_changes(count=30, seed=3)
+    after += model.put(PREFIX + b"big/2", b"r" * (REFUSED_BYTES + 1))
+    after += model.random_changes(count=10, seed=4)
+    history, big = before + after, [event for event in after if refused(event)]
+    assert len(big) == 2
+
+    omit = RefusalPolicy.OMIT_VALUE
+    omitted = [values_omitted(e) if refused(e) else e for e in snapshot + after]
+    assert _figures({"kafka": omitted}, history, policy=omit) == (0, 0, 0, 0)
+    whole = snapshot + after  # a refused event held with its values: not what was refused
+    assert _figures({"kafka": whole}, history, policy=omit) == (2, 0, 0, 2)
+    without = [e for e in omitted if e.position != big[0].position]
+    assert _figures({"kafka": without}, history, policy=omit) == (1, 0, 0, 0)
+
+    dead = RefusalPolicy.DEAD_LETTER
+    kept = [e for e in snapshot + after if not refused(e)]
+    assert _figures({"nats": kept}, history, policy=dead, diverted=big) == (0, 0, 0, 0)
+    assert _figures({"nats": kept}, history, policy=dead, diverted=big[1:]) == (1, 0, 0, 0)
+    twice = [big[0], *big]
+    assert _figures({"nats": kept}, history, policy=dead, diverted=twice) == (0, 1, 0, 0)
+    assert _figures({"nats": kept}, history, policy=dead, diverted=big[::-1]) == (0, 0, 1, 0)
+    also_in_stream = snapshot + after
+    assert _figures({"nats": also_in_stream}, history, policy=dead, diverted=big) == (0, 2, 0, 2)
+    stray = [*big, kept[-1]]  # an event that was not refused, diverted too
+    assert _figures({"nats": kept}, history, policy=dead, diverted=stray) == (0, 1, 0, 1)

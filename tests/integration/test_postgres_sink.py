@@ -40,8 +40,9 @@ RIGHT_PASSWORD = "right-one"  # noqa: S105 - a test server's password
 WRONG_PASSWORD = "wrong-one"  # noqa: S105 - must never show in a message
 
 
-def make_sink(dsn: str, *, pipeline: str = PIPELINE, **settings: Any) -> Sink:
-    return build("postgres", pipeline=pipeline, keyspace=KeySpace.of([PREFIX]), dsn=dsn, **settings)
+def make_sink(dsn: str, *, pipeline: str = PIPELINE, ha: bool = False, **settings: Any) -> Sink:
+    keyspace = KeySpace.of([PREFIX])
+    return build("postgres", pipeline=pipeline, keyspace=keyspace, ha=ha, dsn=dsn, **settings)
 
 
 def deliver(sink: Sink, events: Sequence[Event], *, size: int = 50) -> None:
@@ -144,9 +145,11 @@ class TestChangelog:
     def test_two_writers_of_one_pipeline_take_turns_and_skip_each_other(
         self, postgres_database: PostgresDatabase
     ) -> None:
-        """An old instance resuming after a pause writes what a new one already wrote."""
+        """With HA, an old instance resuming after a pause writes what a new one already
+        wrote (without HA the second one would be refused: ``test_postgres_owner``)."""
         events = mixed_events(seeded_history())
-        with make_sink(postgres_database.dsn) as old, make_sink(postgres_database.dsn) as new:
+        dsn = postgres_database.dsn
+        with make_sink(dsn, ha=True) as old, make_sink(dsn, ha=True) as new:
             assert old.open() is None
             assert new.open() is None
             deliver(new, events[:150])
@@ -481,9 +484,10 @@ class TestFailures:
 
 
 def durable_count(dsn: str, events: list[Event], **settings: Any) -> int:
-    """How many of ``events`` are durable: what a fresh sink's ``open()`` says."""
+    """How many of ``events`` are durable: what a fresh sink's ``peek()`` says (``open()``
+    would claim the pipeline the running writer holds)."""
     with make_sink(dsn, **settings) as sink:
-        tail = sink.open()
+        tail = sink.peek()
     if tail is None:
         return 0
     return next(n for n, event in enumerate(events, 1) if event.position == tail.position)

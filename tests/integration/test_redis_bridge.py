@@ -57,9 +57,10 @@ def sink_like(env: dict[str, str]) -> Sink:
 
 
 def durable_tail(env: dict[str, str]) -> Event | None:
-    """The last event Redis durably holds, read back as the bridge does when it starts."""
+    """The last event Redis durably holds, read back as the bridge does when it starts (with
+    ``peek``: ``open`` would claim the stream the running bridge owns)."""
     with sink_like(env) as sink:
-        return sink.open()
+        return sink.peek()
 
 
 def durable_revision(env: dict[str, str]) -> int:

@@ -67,9 +67,10 @@ def main() -> None:
 
 
 def progress(server: RedisServer, mode: str, names: RedisNames, events: list[Event]) -> int:
-    """How many of ``events`` a writer has made durable: what a fresh sink's open() says."""
+    """How many of ``events`` a writer has made durable: what a fresh sink's peek() says
+    (open() would claim the destination the running writer owns)."""
     with make_sink(server.url, names, **sink_settings(mode, names)) as sink:
-        tail = sink.open()
+        tail = sink.peek()
     if tail is None:
         return 0
     return next(n for n, event in enumerate(events, 1) if event.position == tail.position)

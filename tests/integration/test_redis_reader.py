@@ -55,12 +55,12 @@ class Run:
 
     def held(self, pipeline: str) -> int:
         """The revision the pipeline's sink durably holds (outside a snapshot), read back as
-        the bridge reads it."""
+        the bridge reads it, beside the running bridge (``peek``)."""
         keyspace = KeySpace.of([self.prefix.encode()])
         with build(
             "redis", pipeline=pipeline, keyspace=keyspace, **self.settings[pipeline]
         ) as sink:
-            tail = sink.open()
+            tail = sink.peek()
         if tail is None or tail.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT) or tail.more:
             return 0
         return tail.revision

@@ -420,14 +420,16 @@ class TestFailures:
         assert "secret" not in str(raised.value)
 
 
+OWNER_RULES = "+get +set +pttl +del"
 MINIMAL_ACL = {
-    "stream": "+eval +evalsha +xrevrange +xadd +xinfo|stream +exists ~{stream}",
+    "stream": "+eval +evalsha +xrevrange +xadd +xinfo|stream +exists ~{stream} "
+    f"{OWNER_RULES} ~{{stream}}:owner",
     "routed": "+eval +evalsha +xadd +xinfo|stream +exists +hget +hmget +hset +hdel +smembers "
-    "+sismember +sadd ~{stream}:* ~etcd-bridge:{pipeline}:*",
+    f"+sismember +sadd {OWNER_RULES} ~{{stream}}:* ~etcd-bridge:{{pipeline}}:*",
     "pubsub": "+eval +evalsha +hget +hmget +hset +hdel +publish ~etcd-bridge:{pipeline}:* "
-    "&{channel}",
+    f"{OWNER_RULES} ~{{channel}}:owner &{{channel}}",
     "mirror": "+eval +evalsha +hget +hmget +hset +hdel +hscan +unlink +exists +rename ~{mirror} "
-    "~{mirror}:* ~etcd-bridge:{pipeline}:*",
+    f"{OWNER_RULES} ~{{mirror}}:* ~etcd-bridge:{{pipeline}}:*",
 }
 
 
@@ -452,6 +454,15 @@ def test_the_minimal_acl_of_the_docs_is_enough(
     if mode == "routed":
         settings["stream"] = redis_names.stream + ":{1}"
     deliver_and_reopen(url, redis_names, mixed_events(seeded_history()), **settings)
+    destination = {
+        "stream": redis_names.stream,
+        "routed": settings.get("stream", ""),
+        "pubsub": redis_names.channel,
+        "mirror": redis_names.mirror,
+    }[mode]
+    with make_sink(url, redis_names, **settings) as sink, redis_server.client() as client:
+        sink.open()
+        assert client.pttl(f"{destination}:owner") > 0, "the rules let the sink keep its key"
 
 
 def test_tls_with_client_certificates(

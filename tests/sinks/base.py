@@ -122,11 +122,14 @@ class BareClient(Protocol):
     def close(self) -> None: ...
 
 
-def build(name: str, *, pipeline: str, keyspace: KeySpace, **settings: Any) -> Sink:
+def build(
+    name: str, *, pipeline: str, keyspace: KeySpace, ha: bool = False, **settings: Any
+) -> Sink:
     """The sink registered as ``name``, built as the bridge builds it: its settings section
-    validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``."""
+    validated from ``settings`` (as if from ``BRIDGE_<NAME>__*``), then ``from_settings``
+    (``ha``: as with ``BRIDGE_HA__ENABLED``)."""
     section = load_section(name, plugins.settings_model(plugins.load(name)), **settings)
-    return plugins.build_sink(name, section, pipeline=pipeline, keyspace=keyspace)
+    return plugins.build_sink(name, section, pipeline=pipeline, keyspace=keyspace, ha=ha)
 
 
 def build_reader(

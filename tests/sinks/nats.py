@@ -87,6 +87,12 @@ class NatsDestination(Destination):
     def settings(self) -> dict[str, Any]:
         return {"servers": self.url, "stream": self.stream, "subject": self.subject}
 
+    def create_stream(self, *, max_msg_size: int) -> None:
+        """Create the stream as the sink would, but holding messages up to ``max_msg_size``
+        bytes, as an operator may: the sink then refuses larger events for good."""
+        config = stream_config(self.stream, subject=self.subject, max_msg_size=max_msg_size)
+        run_on(self.url, _add_stream, config=config)
+
     def messages(self) -> list[StoredMessage]:
         """Every message of the stream, in stream order (none if it does not exist yet)."""
         try:
@@ -151,18 +157,8 @@ class NatsBareClient:
         self._loop = asyncio.new_event_loop()
         self._client = self._loop.run_until_complete(self._connect(target.url))
         self._js = self._client.jetstream(timeout=ACK_SECONDS)
-        defaults = NatsSettings()
         self._loop.run_until_complete(
-            self._js.add_stream(
-                StreamConfig(
-                    name=target.stream,
-                    subjects=[target.subject],
-                    storage=defaults.storage,
-                    num_replicas=defaults.replicas,
-                    duplicate_window=defaults.duplicate_window,
-                    allow_direct=True,
-                )
-            )
+            self._js.add_stream(stream_config(target.stream, subject=target.subject))
         )
         self._copied = 0
 
@@ -294,3 +290,22 @@ class NatsReader:
                 self._loop.run_until_complete(self._client.close())
             self._client = None
         self._loop.close()
+
+
+async def _add_stream(js: JetStreamContext, *, config: StreamConfig) -> None:
+    await js.add_stream(config)
+
+
+def stream_config(name: str, *, subject: str, max_msg_size: int | None = None) -> StreamConfig:
+    """A stream as the sink creates one with its default settings (``max_msg_size``: a limit
+    of the operator's own)."""
+    defaults = NatsSettings()
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        storage=defaults.storage,
+        num_replicas=defaults.replicas,
+        duplicate_window=defaults.duplicate_window,
+        allow_direct=True,
+        max_msg_size=max_msg_size,
+    )
