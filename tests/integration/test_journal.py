@@ -5,14 +5,14 @@ counted), and a full disk under the log."""
 import random
 from pathlib import Path
 
-from bridge.events import Op, Position, SnapshotReason
-from tests.fixtures.bridge import BridgeFactory, BridgeProcess, last_event, read_events
+from bridge.events import Op, SnapshotReason
+from tests.fixtures.bridge import BridgeFactory, BridgeProcess, read_events
 from tests.fixtures.disk import fill, small_disk
 from tests.fixtures.etcd import EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once, assert_snapshot, load_keys
 from tests.integration.test_file_faults import phase_of, write_until
-from tests.integration.test_pipeline_file import file_bridge, wait_for_revision
+from tests.integration.test_pipeline_file import file_bridge, kill_repeatedly, wait_for_revision
 
 _DISK_BYTES = 1 << 20
 LOG = {"journal": "watching"}
@@ -52,24 +52,9 @@ def test_kill_9_while_the_log_is_written_and_read_leaves_each_change_once(
         writer = RecordingWriter(client, prefix=prefix, seed=14)
         for _ in range(100):
             writer.step()
-        held_at_kills: list[Position] = []
-        for _round in range(6):
-            before = last_event(output)
-            bridge = bridge_factory.start(**settings)
-            for _ in range(chaos.randrange(50, 300)):
-                writer.step()
-            wait_for(
-                lambda before=before: last_event(output) != before,  # type: ignore[misc]
-                timeout=30,
-                what="durable progress before the kill",
-                interval=0.05,
-            )
-            for _ in range(chaos.randrange(0, 100)):
-                writer.step()
-            held = last_event(output)
-            bridge.kill()
-            assert held is not None
-            held_at_kills.append(held.position)
+        held_at_kills = kill_repeatedly(
+            bridge_factory, settings, output, writer, rounds=6, chaos=chaos, steps=(50, 300)
+        )
         bridge = bridge_factory.start(**settings)
         bridge.wait_watching(timeout=60)
         wait_for_revision(output, writer.changes[-1].revision, timeout=60)

@@ -37,6 +37,41 @@ def wait_for_revision(path: Path, revision: int, *, timeout: float = 30) -> None
     wait_for(reached, timeout=timeout, what=f"revision {revision} in {path.name}")
 
 
+def kill_repeatedly(
+    factory: BridgeFactory,
+    settings: dict[str, str],
+    output: Path,
+    writer: RecordingWriter,
+    *,
+    rounds: int,
+    chaos: random.Random,
+    steps: tuple[int, int],
+) -> list[Position]:
+    """``rounds`` times: start a bridge, write ``steps`` (a range) operations, and once it has
+    made something durable (past start-up) kill -9 it at a random moment of the stream that
+    goes on meanwhile: snapshotting, mid-batch or idle. The positions ``output`` held at each
+    kill."""
+    held_at_kills: list[Position] = []
+    for _round in range(rounds):
+        before = last_event(output)
+        factory.start(**settings)
+        for _ in range(chaos.randrange(*steps)):
+            writer.step()
+        wait_for(
+            lambda before=before: last_event(output) != before,  # type: ignore[misc]
+            timeout=30,
+            what="durable progress before the kill",
+            interval=0.05,
+        )
+        for _ in range(chaos.randrange(0, 100)):
+            writer.step()
+        held = last_event(output)
+        factory.processes[-1].kill()
+        assert held is not None
+        held_at_kills.append(held.position)
+    return held_at_kills
+
+
 @pytest.mark.parametrize("version", ["3.5", "3.4"])
 def test_changes_become_events(
     etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path, version: str
@@ -131,26 +166,9 @@ def test_kill_9_anywhere_leaves_each_change_once(
         for _ in range(200):
             writer.step()
         start_revision = writer.changes[-1].revision
-        held_at_kills: list[Position] = []
-        for _round in range(8):
-            before = last_event(output)
-            bridge = bridge_factory.start(**settings)
-            for _ in range(chaos.randrange(50, 400)):
-                writer.step()
-            # Once this run has made something durable (past start-up), kill it at a random
-            # moment of the stream that goes on meanwhile: snapshotting, mid-batch or idle.
-            wait_for(
-                lambda before=before: last_event(output) != before,  # type: ignore[misc]
-                timeout=30,
-                what="durable progress before the kill",
-                interval=0.05,
-            )
-            for _ in range(chaos.randrange(0, 100)):
-                writer.step()
-            held = last_event(output)
-            bridge.kill()
-            assert held is not None
-            held_at_kills.append(held.position)
+        held_at_kills = kill_repeatedly(
+            bridge_factory, settings, output, writer, rounds=8, chaos=chaos, steps=(50, 400)
+        )
         bridge = bridge_factory.start(**settings)
         bridge.wait_watching(timeout=60)  # up, so that SIGTERM stops it gracefully
         wait_for_revision(output, writer.changes[-1].revision, timeout=60)
