@@ -403,8 +403,10 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
     against etcd's current revision. When a bridge answers on this machine's HTTP port, each
     pipeline's phase and lag come from it (it knows from etcd's progress answers when an idle
     prefix is caught up); otherwise the lag is shown as at most etcd's revision minus the
-    sink's, since revisions outside the prefix count there. Returns the lines to print and
-    one line per problem (etcd or a sink unreadable)."""
+    sink's, since revisions outside the prefix count there. With the local log on, its size,
+    span and each sink's distance in it follow, read from its directory
+    (``bridge.journal.inspection``). Returns the lines to print and one line per problem
+    (etcd, a sink or the log's directory unreadable)."""
     settings = configuration.settings
     problems: list[str] = []
     connection = EtcdConnection(settings.etcd)

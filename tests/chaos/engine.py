@@ -56,6 +56,7 @@ class Figures:
     sink_down: str = ""
     """The sink whose server was down for a while (``--sink-down``), and for how long."""
     compactions: int = 0
+    """Compactions of etcd's history, all inside the sink's outage (``--sink-down``)."""
 
     def total(self, name: str) -> int:
         """One count (``lost``, ``duplicated``...) summed over the sinks."""
