@@ -94,7 +94,7 @@ def test_chaos_run_on_a_partitioned_cluster(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_chaos_run_with_a_sink_down_across_compactions(tmp_path: Path) -> None:
-    """``--journal --sink-down 6`` scaled down: Redis's server stopped for 6 s while the
+    """``--journal --sink-down 3`` scaled down: Redis's server stopped for 3 s while the
     writer goes on and etcd compacts past what Redis holds, among two SIGKILLs (after it:
     takeovers by an instance whose own log etcd compacted meanwhile); Redis then gets every
     change from the log, with no resync. The minutes-long outage, with every fault and sink,
@@ -108,7 +108,7 @@ def test_chaos_run_with_a_sink_down_across_compactions(tmp_path: Path) -> None:
         sinks=("file", "redis"),
         catch_up_timeout=60,
         journal=True,
-        sink_down=("redis", 6.0),
+        sink_down=("redis", 3.0),
     )
     report(figures)
     print(figures.line())
