@@ -35,7 +35,7 @@ about a minute here)."""
 
 CLUSTER_RUN_SINKS = ("file", "redis", "nats")
 CLUSTER_SEED = 70
-SINK_DOWN_SEED = 80
+SINK_DOWN_SEED = 79
 
 
 @pytest.mark.slow
@@ -95,10 +95,12 @@ def test_chaos_run_on_a_partitioned_cluster(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_chaos_run_with_a_sink_down_across_compactions(tmp_path: Path) -> None:
     """``--journal --sink-down 3`` scaled down: Redis's server stopped for 3 s while the
-    writer goes on and etcd compacts past what Redis holds, among two SIGKILLs (after it:
-    takeovers by an instance whose own log etcd compacted meanwhile); Redis then gets every
-    change from the log, with no resync. The minutes-long outage, with every fault and sink,
-    runs in ``scripts/chaos.sh``."""
+    writer goes on and etcd compacts past what Redis holds; Redis then gets every change from
+    the log, with no resync. Of the seed's two SIGKILLs one comes before the outage and one
+    after, so the second hands the pipeline to the instance whose log ends before the
+    compactions, which must start it afresh (docs/journal.md; before that fix this run found
+    2 resyncs). The minutes-long outage, with every fault and sink, runs in
+    ``scripts/chaos.sh``."""
     figures = run(
         operations=3000,
         kills=2,
