@@ -44,11 +44,11 @@ from typing import ClassVar
 from bench.common import MachineLoad, Stopwatch, describe_machine, sinks_argument, verdict
 from config.keyspace import KeySpace
 from tests.chaos.check import SinkFigures, check_streams
-from tests.chaos.cluster import Cluster
+from tests.chaos.cluster import Cluster, holds
 from tests.chaos.common import PIPELINE, PREFIX, say
-from tests.chaos.engine import SENTINEL, Figures, _holds, _wait_all, report
+from tests.chaos.engine import SENTINEL, Figures, report
 from tests.chaos.faults import Action, Chaos, Kind
-from tests.chaos.reference import read_history
+from tests.chaos.reference import Recorded
 from tests.chaos.writer import Operation, Writer, wait_leases_expired
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.etcd import EtcdServer
@@ -198,7 +198,10 @@ class Soak:
         self.arguments = arguments
         self.cluster = Cluster(workdir, sinks=arguments.sinks)
         self.chaos = Chaos(
-            self.cluster, seed=arguments.seed, pause_seconds=(2.0, arguments.max_pause)
+            self.cluster,
+            seed=arguments.seed,
+            pause_seconds=(2.0, arguments.max_pause),
+            recorded=Recorded(self.cluster.etcd),
         )
         self.survivor_sinks: dict[str, Destination] = {
             name: SINKS[name].fresh(
@@ -232,7 +235,7 @@ class Soak:
         # Sinks whose tail may create the destination last: by then the bridge has run.
         ordered = sorted(self.survivor_sinks.values(), key=lambda sink: sink.tail_creates)
         return all(
-            _holds(sink.tail(pipeline=PIPELINE, prefix=PREFIX), revision=revision)
+            holds(sink.tail(pipeline=PIPELINE, prefix=PREFIX), revision=revision)
             for sink in ordered
         )
 
@@ -246,7 +249,7 @@ class Soak:
         cluster.start_bridge()
         cluster.start_bridge()
         self.start_survivor()
-        _wait_all(cluster, revision=0, timeout=120, what="the initial snapshot in every sink")
+        cluster.wait_held(revision=0, timeout=120, what="the initial snapshot in every sink")
         wait_for(
             lambda: self.survivor_holds(0),
             timeout=120,
@@ -316,7 +319,7 @@ class Soak:
         last = writer.execute(Operation(puts=((SENTINEL, b"end"),)))
         timeout = self.arguments.catch_up_timeout
         try:
-            _wait_all(cluster, revision=last, timeout=timeout, what=f"revision {last}")
+            cluster.wait_held(revision=last, timeout=timeout, what=f"revision {last}")
             wait_for(
                 lambda: self.survivor_holds(last),
                 timeout=timeout,
@@ -332,7 +335,7 @@ class Soak:
             if code != 0:
                 figures.problems.append(f"the survivor exited with {code} on SIGTERM")
         say("bridges stopped; reading etcd's history and every sink back")
-        history = read_history(cluster.etcd, until=last)
+        history = self.chaos.recorded.read(until=last)
         figures.events_in_etcd = len(history)
         for suffix, destinations in (("", cluster.sinks), (f"/{SURVIVOR}", self.survivor_sinks)):
             for name, destination in destinations.items():

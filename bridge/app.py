@@ -37,8 +37,9 @@ from bridge import metrics, plugins
 from bridge.election import Leadership
 from bridge.errors import BridgeError, EtcdError, NotLeaderError
 from bridge.etcd import EtcdConnection
+from bridge.events import Event
 from bridge.health import HealthServer, Phase, PipelineHealth
-from bridge.journal import RECORDER, recording
+from bridge.journal import RECORDER, inspection, recording
 from bridge.logs import error_fields
 from bridge.ownership import Owner
 from bridge.pump import Pipeline
@@ -287,7 +288,7 @@ def _run_term(
         )
     with recording(  # its reader has the whole watch response limit: it is the one watch
         settings.journal,
-        identity=f"{settings.name} {settings.etcd.keyspace!r}",
+        identity=_journal_identity(settings),
         etcd=etcd_changes(settings.etcd, pipelines=1),
         catch_up=etcd_changes(settings.etcd, pipelines=sinks + 1),
         health=recorder,
@@ -303,6 +304,12 @@ def _run_term(
         finally:
             for health in healths:
                 journal.unregister(health.stats)
+
+
+def _journal_identity(settings: Settings) -> str:
+    """What the local log is of: the pipeline and its watched keys (a log of others is
+    started afresh)."""
+    return f"{settings.name} {settings.etcd.keyspace!r}"
 
 
 def _run_pipelines(
@@ -396,8 +403,10 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
     against etcd's current revision. When a bridge answers on this machine's HTTP port, each
     pipeline's phase and lag come from it (it knows from etcd's progress answers when an idle
     prefix is caught up); otherwise the lag is shown as at most etcd's revision minus the
-    sink's, since revisions outside the prefix count there. Returns the lines to print and
-    one line per problem (etcd or a sink unreadable)."""
+    sink's, since revisions outside the prefix count there. With the local log on, its size,
+    span and each sink's distance in it follow, read from its directory
+    (``bridge.journal.inspection``). Returns the lines to print and one line per problem
+    (etcd, a sink or the log's directory unreadable)."""
     settings = configuration.settings
     problems: list[str] = []
     connection = EtcdConnection(settings.etcd)
@@ -411,9 +420,10 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
     running = _running_pipelines(settings)
     rows = [("SINK", "POSITION", "ETCD REVISION", "LAG", "PHASE", "GUARANTEE", "FORMAT")]
     sinks = configuration.build_sinks()
+    tails: dict[str, Event | None] = {}
     for (name, section), sink in zip(configuration.sinks, sinks, strict=True):
         try:
-            tail = sink.peek()
+            tail = tails[name] = sink.peek()
         except (BridgeError, ConfigError) as error:
             problems.append(str(error))
             position, lag = "unreadable", "-"
@@ -437,6 +447,12 @@ def status(configuration: Configuration) -> tuple[list[str], list[str]]:
     lines = _table(rows)
     if not running and settings.http.enabled:
         lines.append(f"(no bridge answers at {_local_url(settings)}: down, or running elsewhere)")
+    if settings.journal.path is not None:
+        journal, unreadable = inspection.status(
+            settings.journal, identity=_journal_identity(settings), tails=tails
+        )
+        lines += journal
+        problems += unreadable
     return lines, problems
 
 
@@ -471,7 +487,8 @@ def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 
 def check(configuration: Configuration) -> tuple[list[str], list[str]]:
-    """Reach etcd and open every sink; return (what is fine, one line per problem)."""
+    """Reach etcd, look at the local log's directory (if on) and open every sink; return
+    (what is fine, one line per problem)."""
     fine: list[str] = []
     problems: list[str] = []
     connection = EtcdConnection(configuration.settings.etcd)
@@ -482,6 +499,11 @@ def check(configuration: Configuration) -> tuple[list[str], list[str]]:
         problems.append(str(error))
     finally:
         connection.close()
+    settings = configuration.settings
+    if settings.journal.path is not None:
+        usable, unusable = inspection.check(settings.journal, identity=_journal_identity(settings))
+        fine += usable
+        problems += unusable
     try:
         sinks = configuration.build_sinks()
     except (BridgeError, ConfigError) as error:

@@ -188,12 +188,10 @@ def lock_file(path: Path, owner: Owner) -> tuple[int | None, Owner | None]:
     it). When another process holds it: no descriptor, and the owner it wrote (None if
     unreadable). A lock the holder already wrote this owner in is not rewritten."""
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = Owner.decode(os.pread(descriptor, 4096, 0))
+    holder = _lock(descriptor, fcntl.LOCK_EX)
+    if holder is not None:
         os.close(descriptor)
-        return None, holder
+        return None, holder.owner
     identity = owner.encode()
     try:
         if os.pread(descriptor, 4096, 0) != identity:
@@ -203,3 +201,36 @@ def lock_file(path: Path, owner: Owner) -> tuple[int | None, Owner | None]:
         os.close(descriptor)
         raise
     return descriptor, None
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A live process holding a lock ``lock_file`` took, and the owner it wrote there (None
+    if unreadable)."""
+
+    owner: Owner | None
+
+
+def lock_holder(path: Path) -> Holder | None:
+    """Who holds the lock ``lock_file`` takes on ``path``, if anyone (a missing file: no
+    one), without writing anything: for ``etcd-bridge check`` beside a running bridge. It
+    takes a shared lock and drops it at once, so a bridge starting in that instant may be
+    refused as if another held it; it says so, and a restart takes it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return _lock(descriptor, fcntl.LOCK_SH)
+    finally:
+        os.close(descriptor)  # drops the shared lock, if taken
+
+
+def _lock(descriptor: int, mode: int) -> Holder | None:
+    """Lock ``descriptor`` in ``mode`` without waiting; the holder when another process
+    holds it (a lock dies with its process, so that one runs)."""
+    try:
+        fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return Holder(Owner.decode(os.pread(descriptor, 4096, 0)))
+    return None

@@ -7,6 +7,8 @@
 # With --cluster 3 etcd is three members in network namespaces (as root) and --partitions N adds
 # N partition/heal faults; --refusals N puts N values that Kafka and NATS refuse for good (Kafka
 # delivers them without their values, NATS diverts them to its dead-letter file).
+# --sink-down SECONDS [--down-sink redis] stops one sink's server that long early in the run
+# while etcd takes writes and is compacted past what the sink holds (with --journal: no resync).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh

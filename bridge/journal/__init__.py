@@ -7,7 +7,9 @@ it from its own durable position at its own pace (docs/journal.md).
 - ``recorder``: the one thread that follows etcd into the log;
 - ``reading``: one sink's reading of the log;
 - ``changes``: a sink's change source with the log on, falling back to etcd where the log
-  does not hold what the sink needs.
+  does not hold what the sink needs;
+- ``inspection``: what ``etcd-bridge check`` and ``status`` say of the log, from its
+  directory, read-only.
 
 ``recording`` runs the log for one term of the bridge's pipelines.
 """

@@ -10,8 +10,14 @@ has to survive reading it from etcd, never the sinks' delivery.
 A full disk (``JournalUnavailableError``) is retried with backoff, the sinks reading the log
 waiting meanwhile; a log that holds revisions etcd never reached (etcd restored from a
 backup) is dropped and started afresh, and the sinks catch up from etcd (each of them then
-meets the same check against its own position). Any other failure is handed to the sinks
-reading the log, which stop with it, as they would have met it watching etcd themselves.
+meets the same check against its own position). So is a log whose end etcd compacted before
+the reader could resume there (a standby's log after a takeover, a disk full for longer than
+the compaction window): the resync snapshot the reader then takes begins the new log, since
+a log holds every change after its start, never a gap. A sink that is past the log's old end
+(it followed another instance's log meanwhile) thus catches up from etcd, from its own
+position, rather than taking a snapshot it does not need. Any other failure is handed to the
+sinks reading the log, which stop with it, as they would have met it watching etcd
+themselves.
 """
 
 import logging
@@ -21,7 +27,7 @@ from collections.abc import Iterator
 from bridge import metrics
 from bridge.errors import BridgeError, PositionAheadError
 from bridge.etcd import Chunk
-from bridge.events import past
+from bridge.events import Op, past
 from bridge.health import Phase, PipelineHealth
 from bridge.journal.segments import Journal
 from bridge.logs import error_fields
@@ -93,6 +99,15 @@ class Recorder:
                 for chunk in source:
                     stats.etcd_revision = max(stats.etcd_revision, chunk.revision)
                     events = past(chunk.events, stats.position)
+                    if events and events[0].op is Op.SNAPSHOT_BEGIN and journal.tail is not None:
+                        log.warning(
+                            "etcd compacted the journal's end: starting it afresh",
+                            extra={
+                                "position": str(journal.tail.position),
+                                "snapshot": str(events[0].position),
+                            },
+                        )
+                        journal.discard()
                     if events:
                         journal.append(Chunk(events, chunk.revision, chunk.size))
                         stats.position = events[-1].position

@@ -155,40 +155,14 @@ class Journal:
             ) from error
         self._lock, holder = lock_file(self.directory / "lock", self._owner)
         if self._lock is None:
-            raise JournalError(
-                f"BRIDGE_JOURNAL__PATH: {self.directory} is the journal of another bridge "
-                f"({holder or 'unknown'}); give each instance a directory of its own"
-            )
-        segments: list[_Segment] = []
-        tail: Event | None = None
-        paths = sorted(self.directory.glob(f"*{_SUFFIX}"))
-        for path in paths:
-            recovered = self._recover(
-                path,
-                expected_base=segments[-1].end if segments else None,
-                last=path == paths[-1],
-            )
-            if recovered is None:
-                self._remove_from(path)
-                break
-            segment, tail = recovered
-            segments.append(segment)
-        while segments and segments[-1].first is None:  # begun, nothing appended: drop it
-            segments.pop().path.unlink()
-            tail = None
-            if segments:
-                recovered = self._recover(segments[-1].path, expected_base=None, last=True)
-                if recovered is not None:
-                    segments[-1], tail = recovered
-        with self._changed:
-            self._state.segments = segments
-            self._state.tail = tail
+            raise held_by_another(self.directory, holder)
+        self._load(repair=True)
         self._publish()
         log.info(
             "journal opened",
             extra={
                 "path": str(self.directory),
-                "segments": len(segments),
+                "segments": len(self._state.segments),
                 "bytes": self.size,
                 "position": str(self._state.tail.position) if self._state.tail else "empty",
             },
@@ -198,6 +172,50 @@ class Journal:
             self._syncer = threading.Thread(target=self._sync, name="journal-fsync", daemon=True)
             self._syncer.start()
         return self._state.tail
+
+    def survey(self) -> int:
+        """Read the log's state from its directory as ``open`` would, changing nothing and
+        taking no lock: for ``etcd-bridge check`` and ``status``, beside a running bridge (a
+        frame it is writing reads as torn, and is left alone). Returns how many segment files
+        are not this log's (of other keys or another version: ``open`` would drop them)."""
+        paths = sorted(self.directory.glob(f"*{_SUFFIX}"))
+        return len(paths) - len(self._load(repair=False, paths=paths))
+
+    def _load(self, *, repair: bool, paths: list[Path] | None = None) -> list[_Segment]:
+        """Take the segments in ``paths`` (default: the directory's) up to the first that is
+        not this log's, each after the one before it, and its last event as the tail; with
+        ``repair``, cut a torn end and delete what is not taken. Returns the segments."""
+        segments: list[_Segment] = []
+        tail: Event | None = None
+        paths = sorted(self.directory.glob(f"*{_SUFFIX}")) if paths is None else paths
+        for path in paths:
+            recovered = self._recover(
+                path,
+                expected_base=segments[-1].end if segments else None,
+                last=path == paths[-1],
+                repair=repair,
+            )
+            if recovered is None:
+                if repair:
+                    self._remove_from(path)
+                break
+            segment, tail = recovered
+            segments.append(segment)
+        while segments and segments[-1].first is None:  # begun, nothing appended: drop it
+            empty = segments.pop()
+            if repair:
+                empty.path.unlink()
+            tail = None
+            if segments:
+                recovered = self._recover(
+                    segments[-1].path, expected_base=None, last=True, repair=repair
+                )
+                if recovered is not None:
+                    segments[-1], tail = recovered
+        with self._changed:
+            self._state.segments = segments
+            self._state.tail = tail
+        return segments
 
     def _sync(self) -> None:
         """Every ``fsync_interval``, fsync the segment being appended to, in a thread of its
@@ -216,17 +234,17 @@ class Journal:
                 os.close(fd)
 
     def _recover(
-        self, path: Path, *, expected_base: int | None, last: bool
+        self, path: Path, *, expected_base: int | None, last: bool, repair: bool
     ) -> tuple[_Segment, Event | None] | None:
-        """The segment at ``path`` with its torn end cut, and its last event; None when it
-        is not one of this log's (another identity or version, or not following the one
-        before it). Only the ``last`` segment has its frames checked and decoded: the others
-        were fsynced when the next one began."""
+        """The segment at ``path`` (with ``repair``, its torn end cut), and its last event;
+        None when it is not one of this log's (another identity or version, or not following
+        the one before it). Only the ``last`` segment has its frames checked and decoded: the
+        others were fsynced when the next one began."""
         base = int(path.stem)
-        with open(path, "r+b") as file:
+        with open(path, "r+b" if repair else "rb") as file:
             based_on = self._read_segment_header(file.read(_SEGMENT_HEADER.size))
             if based_on is None or (expected_base is not None and base != expected_base):
-                if expected_base is None:
+                if expected_base is None and repair:
                     log.warning(
                         "journal is of other keys or another version: starting it afresh",
                         extra={"path": str(self.directory)},
@@ -241,7 +259,7 @@ class Journal:
                 last_event = chunk.events[-1]
                 segment.last = last_event.position
                 end = offset + size
-            if end != os.fstat(file.fileno()).st_size:
+            if repair and end != os.fstat(file.fileno()).st_size:
                 log.warning(
                     "journal: cutting a torn write at its end",
                     extra={"path": str(path), "offset": end},
@@ -440,13 +458,20 @@ class Journal:
             self._state.failure = error
             self._changed.notify_all()
 
-    def _publish(self) -> None:
-        segments = self._state.segments
-        metrics.JOURNAL_BYTES.set(sum(segment.size for segment in segments))
+    @property
+    def revisions(self) -> tuple[int, int]:
+        """The revisions of the first and the last event the log holds (0, 0 when none)."""
+        segments, tail = self._state.segments, self._state.tail
         first = next((s.first for s in segments if s.first is not None), None)
-        metrics.JOURNAL_FIRST_REVISION.set(0 if first is None else first.revision)
-        tail = self._state.tail
-        metrics.JOURNAL_LAST_REVISION.set(0 if tail is None else tail.revision)
+        if first is None or tail is None:
+            return 0, 0
+        return first.revision, tail.revision
+
+    def _publish(self) -> None:
+        metrics.JOURNAL_BYTES.set(self.size)
+        first, last = self.revisions
+        metrics.JOURNAL_FIRST_REVISION.set(first)
+        metrics.JOURNAL_LAST_REVISION.set(last)
 
     # ---------------------------------------------------------------- the readers' side
 
@@ -619,6 +644,15 @@ class Journal:
                 if segment.base <= offset < segment.end:
                     return segment.path, segment.base, segment.end
         raise JournalOverrunError(f"journal offset {offset} is no longer held")
+
+
+def held_by_another(directory: Path, holder: Owner | None) -> JournalError:
+    """The error of a log directory whose lock another live bridge holds (``holder``: the
+    owner it wrote there, None if unreadable)."""
+    return JournalError(
+        f"BRIDGE_JOURNAL__PATH: {directory} is the journal of another bridge "
+        f"({holder or 'unknown'}); give each instance a directory of its own"
+    )
 
 
 def read_frame(file: BinaryIO) -> tuple[Chunk, int]:

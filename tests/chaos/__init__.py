@@ -38,7 +38,14 @@ Design choices that keep the run honest rather than lucky:
   pipeline"), not something this suite should report as a bug.
 - *The active bridge is the one etcd names.* The election key's value ends with the
   holder's pid; the chaos thread kills that process once its log also says it leads.
-- *No compaction*: etcd keeps its whole history, which the check replays.
+- *No compaction*, but with ``--sink-down SECONDS``: etcd keeps its whole history, which the
+  check replays. ``--sink-down`` stops one sink's server (``--down-sink``, Redis by default:
+  one that keeps its data) early in the run for that long, after every sink has caught up;
+  the writer goes on meanwhile, and etcd's history is compacted three times inside the
+  outage, past what the sink holds, each time only after the reference has read it
+  (``reference.Recorded``). The next action waits until every sink is past the last
+  compaction. With ``--journal`` the sink must then get every change from the log, with no
+  resync (the line's ``resyncs``: snapshots after the initial one, in any sink).
 
 One module per part, each importable without starting anything:
 

@@ -56,6 +56,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         default=0,
         help="oversized values Kafka (omit_value) and NATS (dead_letter) refuse for good",
     )
+    parser.add_argument(
+        "--sink-down",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="one sink's server down this long early in the run, etcd compacted meanwhile",
+    )
+    parser.add_argument(
+        "--down-sink",
+        default="redis",
+        help="the sink --sink-down stops (one whose server keeps its data: redis, nats, postgres)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--catch-up-timeout", type=float, default=180.0)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary one)")
@@ -76,6 +88,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         parser.error("--refusals needs a sink that refuses them: include kafka or nats")
     if arguments.refusals > arguments.operations * 4 // 5:
         parser.error("--refusals: at most four fifths of --operations")
+    down = arguments.down_sink
+    if arguments.sink_down and (down not in arguments.sinks or not SINKS[down].restartable):
+        parser.error(f"--down-sink {down}: a sink of --sinks whose server keeps its data")
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))  # run the finally blocks
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="etcd-bridge-chaos-"))
     try:
@@ -94,6 +109,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             ooms=arguments.oom,
             journal=arguments.journal,
             refusals=arguments.refusals,
+            sink_down=(down, arguments.sink_down) if arguments.sink_down > 0 else None,
         )
     except Exception as error:  # noqa: BLE001 - one line, then the logs say the rest
         print(f"chaos seed={arguments.seed}: the run itself failed: {error!r}", flush=True)

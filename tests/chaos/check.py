@@ -43,6 +43,9 @@ class SinkFigures:
     out_of_order: int = 0
     unexpected: int = 0
     """Events etcd's history does not imply: wrong content, unknown position, wrong place."""
+    resyncs: int = 0
+    """Snapshots after the initial one (their begin markers, once however many streams hold
+    them): each one a sink took because it could not resume where it was."""
     snapshot_revision: int = 0
     examples: list[str] = field(default_factory=list)
 
@@ -83,6 +86,7 @@ def check_streams(
         for event in stream
         if event.op is Op.SNAPSHOT_BEGIN
     ]
+    figures.resyncs = len(set(begins)) - 1 if begins else 0
     if not begins:
         figures.note("no snapshot_begin at all")
     revision = min(begins).revision if begins else 0

@@ -18,9 +18,11 @@ etcd while the other stays connected is ``tests/integration/test_partitions.py``
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge.events import Event, Op
 from config.refusal import RefusalPolicy
 from tests.chaos import storage
 from tests.chaos.common import PIPELINE, PREFIX, etcd_client, say
@@ -267,6 +269,29 @@ class Cluster:
                 return bridge
         return None
 
+    def wait_held(self, *, revision: int, timeout: float, what: str) -> None:
+        """Until every sink holds ``revision`` (past its snapshot), replacing crashed bridges.
+        Gives up early when no instance has been active for 30 s: nothing would move."""
+        waiting = set(self.sinks)
+        started = last_active = time.monotonic()
+        while waiting:
+            now = time.monotonic()
+            if now - started > timeout or now - last_active > 30:
+                why = "no instance active for 30s" if now - last_active > 30 else f"{timeout:.0f}s"
+                raise TimeoutError(f"gave up waiting for {what} in {sorted(waiting)} ({why})")
+            self.reap()
+            with contextlib.suppress(Exception):
+                if self.active() is not None:
+                    last_active = now
+            for name in sorted(waiting):
+                sink = self.sinks[name]
+                if sink.tail_creates and any(not self.sinks[n].tail_creates for n in waiting):
+                    continue  # let the bridge create the destination before a reader opens it
+                with contextlib.suppress(Exception):
+                    if holds(sink.tail(pipeline=PIPELINE, prefix=PREFIX), revision=revision):
+                        waiting.discard(name)
+            time.sleep(0.5)
+
     def election_state(self) -> str:
         """Who holds the election key, and each instance's last election line: for reports."""
         try:
@@ -325,3 +350,10 @@ class Cluster:
         if self.network is not None:
             self.network.close()
         self._mounts.close()
+
+
+def holds(last: Event | None, *, revision: int) -> bool:
+    """Whether a sink whose last event is ``last`` has everything up to ``revision``."""
+    if last is None or last.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
+        return False
+    return last.revision >= revision

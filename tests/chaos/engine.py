@@ -7,7 +7,6 @@ Only a run that cannot be carried out at all (a server that does not start, etcd
 unreadable) raises.
 """
 
-import contextlib
 import sys
 import time
 from collections import deque
@@ -15,14 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.events import Event, Op
 from config.keyspace import KeySpace
 from config.refusal import RefusalPolicy
 from tests.chaos.check import SinkFigures, check_streams, refused
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import PIPELINE, PREFIX, say
 from tests.chaos.faults import Action, Chaos, plan_chaos
-from tests.chaos.reference import read_history
+from tests.chaos.reference import Recorded
 from tests.chaos.writer import Operation, Writer, oversized_at, wait_leases_expired
 from tests.fixtures.bridge import read_events
 from tests.sinks import SINKS
@@ -55,6 +53,10 @@ class Figures:
     problems: list[str] = field(default_factory=list)
     journal: bool = False
     """Every instance ran with the local log on."""
+    sink_down: str = ""
+    """The sink whose server was down for a while (``--sink-down``), and for how long."""
+    compactions: int = 0
+    """Compactions of etcd's history, all inside the sink's outage (``--sink-down``)."""
 
     def total(self, name: str) -> int:
         """One count (``lost``, ``duplicated``...) summed over the sinks."""
@@ -75,16 +77,18 @@ class Figures:
             return f"{name}={value} ({parts})"
 
         checked = " ".join(f"{sink.name}={sink.events}" for sink in self.sinks)
+        outage = f" sink_down={self.sink_down}" if self.sink_down else ""
         return (
-            f"chaos seed={self.seed}{' journal=on' if self.journal else ''}: "
+            f"chaos seed={self.seed}{' journal=on' if self.journal else ''}{outage}: "
             f"operations={self.operations} kills={self.kills} "
             f"pauses={self.pauses} restarts={self.restarts} partitions={self.partitions} "
             f"storage_faults={self.storage_faults} "
             f"failovers={self.failovers} refused={self.refused} "
-            f"etcd_events={self.events_in_etcd} "
+            f"compactions={self.compactions} etcd_events={self.events_in_etcd} "
             f"| checked {checked or 'nothing'} "
             f"| {figure('lost')} {figure('duplicated')} {figure('out_of_order')} "
-            f"{figure('unexpected')} problems={len(self.problems)} | {self.seconds:.0f}s"
+            f"{figure('unexpected')} {figure('resyncs')} problems={len(self.problems)} "
+            f"| {self.seconds:.0f}s"
         )
 
 
@@ -105,13 +109,17 @@ def run(
     ooms: int = 0,
     journal: bool = False,
     refusals: int = 0,
+    sink_down: tuple[str, float] | None = None,
 ) -> Figures:
     """One chaos run of ``sinks`` in ``workdir`` against ``members`` etcd members (in network
     namespaces when more than one, which ``partitions`` needs), with ``refusals`` operations
-    putting a value the Kafka and NATS sinks refuse for good; every process it starts, and
-    every namespace, is removed before it returns."""
+    putting a value the Kafka and NATS sinks refuse for good, and ``sink_down`` (a sink and
+    seconds) that sink's server down that long while etcd compacts; every process it starts,
+    and every namespace, is removed before it returns."""
     started = time.monotonic()
     figures = Figures(seed=seed, journal=journal)
+    if sink_down is not None:
+        figures.sink_down = f"{sink_down[0]}/{sink_down[1]:.0f}s"
     cluster = Cluster(
         workdir,
         sinks=sinks,
@@ -120,16 +128,23 @@ def run(
         journal=journal,
         refusals=refusals > 0,
     )
-    chaos = Chaos(cluster, seed=seed, pause_seconds=pause_seconds)
     try:
         say(f"starting etcd and the servers of {', '.join(sinks)} in {workdir}")
         cluster.start()
+        recorded = Recorded(cluster.etcd)
+        chaos = Chaos(
+            cluster,
+            seed=seed,
+            pause_seconds=pause_seconds,
+            recorded=recorded,
+            outage_seconds=0.0 if sink_down is None else sink_down[1],
+        )
         oversized = oversized_at(operations=operations, count=refusals, seed=seed)
         writer = Writer(cluster.members, seed=seed, oversized=oversized)
         writer.populate(initial_keys)
         cluster.start_bridge()
         cluster.start_bridge()
-        _wait_all(cluster, revision=0, timeout=120, what="the initial snapshot in every sink")
+        cluster.wait_held(revision=0, timeout=120, what="the initial snapshot in every sink")
         say("snapshots are in every sink; writing, with chaos")
         schedule = plan_chaos(
             operations=operations,
@@ -141,6 +156,7 @@ def run(
             partitions=partitions,
             disk_fulls=disk_fulls,
             ooms=ooms,
+            sink_down=None if sink_down is None else sink_down[0],
         )
         chaos.start()
         try:
@@ -150,20 +166,20 @@ def run(
         figures.operations, figures.retries = writer.operations, writer.retries
         figures.kills, figures.pauses, figures.restarts = chaos.kills, chaos.pauses, chaos.restarts
         figures.partitions = chaos.partitions
-        figures.storage_faults = chaos.storage_faults
+        figures.storage_faults, figures.compactions = chaos.storage_faults, chaos.compactions
         figures.problems += chaos.errors
         say(f"{writer.operations} operations ({writer.retries} retried attempts); catching up")
         wait_leases_expired(cluster.etcd)
         last = writer.execute(Operation(puts=((SENTINEL, b"end"),)))
         try:
-            _wait_all(cluster, revision=last, timeout=catch_up_timeout, what=f"revision {last}")
+            cluster.wait_held(revision=last, timeout=catch_up_timeout, what=f"revision {last}")
         except TimeoutError as error:
             figures.problems.append(f"{error}; {cluster.election_state()}")
         figures.problems += cluster.stop_bridges()
         figures.failovers = cluster.failovers()
         figures.problems += cluster.crashes
         say("bridges stopped; reading etcd's history and every sink back")
-        history = read_history(cluster.etcd, until=last)
+        history = recorded.read(until=last)
         figures.events_in_etcd = len(history)
         figures.refused = sum(refused(event) for event in history)
         for name, destination in cluster.sinks.items():
@@ -189,11 +205,12 @@ def _write_with_chaos(
     writer: Writer, *, operations: int, schedule: Sequence[Action], chaos: Chaos
 ) -> None:
     """``operations`` operations, each scheduled action triggered when the writer reaches
-    its number (any left over, after the last one); stops early once the chaos aborted."""
+    its number, or after a sink's outage that lasts past it (any left over, after the last
+    operation); stops early once the chaos aborted."""
     pending = deque(sorted(schedule, key=lambda action: action.at))
     try:
         for number in range(1, operations + 1):
-            while pending and pending[0].at <= number:
+            while pending and pending[0].at <= number and not chaos.outage.is_set():
                 chaos.trigger(pending.popleft())
             if chaos.abort.is_set():
                 return
@@ -202,37 +219,6 @@ def _write_with_chaos(
             chaos.trigger(pending.popleft())
     finally:
         writer.close()
-
-
-def _holds(last: Event | None, *, revision: int) -> bool:
-    """Whether a sink whose last event is ``last`` has everything up to ``revision``."""
-    if last is None or last.op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT):
-        return False
-    return last.revision >= revision
-
-
-def _wait_all(cluster: Cluster, *, revision: int, timeout: float, what: str) -> None:
-    """Until every sink holds ``revision`` (past its snapshot), replacing crashed bridges.
-    Gives up early when no instance has been active for 30 s: nothing would move."""
-    waiting = set(cluster.sinks)
-    started = last_active = time.monotonic()
-    while waiting:
-        now = time.monotonic()
-        if now - started > timeout or now - last_active > 30:
-            why = "no instance active for 30s" if now - last_active > 30 else f"{timeout:.0f}s"
-            raise TimeoutError(f"gave up waiting for {what} in {sorted(waiting)} ({why})")
-        cluster.reap()
-        with contextlib.suppress(Exception):
-            if cluster.active() is not None:
-                last_active = now
-        for name in sorted(waiting):
-            sink = cluster.sinks[name]
-            if sink.tail_creates and any(not cluster.sinks[n].tail_creates for n in waiting):
-                continue  # let the bridge create the destination before a reader opens it
-            with contextlib.suppress(Exception):
-                if _holds(sink.tail(pipeline=PIPELINE, prefix=PREFIX), revision=revision):
-                    waiting.discard(name)
-        time.sleep(0.5)
 
 
 def report(figures: Figures) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.common import say
+from tests.chaos.reference import Recorded
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.processes import wait_for
 
@@ -37,6 +38,7 @@ class Kind(enum.Enum):
     PARTITION = "partition"
     DISK_FULL = "disk_full"
     OOM = "oom"
+    SINK_DOWN = "sink_down"
 
 
 PARTITIONS = ("member", "leader", "link", "flap")
@@ -46,6 +48,13 @@ PARTITION_SECONDS = (3.0, 12.0)
 no-leader cancellation (about 4 s), which they must ride out, most longer."""
 FLAPS, FLAP_DOWN, FLAP_UP = 3, 2.5, 0.5
 """A flapping link: cut this many times for this long, healed for that long in between."""
+OUTAGE_AT = (0.15, 0.35)
+"""Where in the run a sink's outage begins, as shares of the operations: early, so that the
+writer goes on for the whole outage and the chaos planned after it still follows it."""
+OUTAGE_COMPACTIONS = 3
+"""Compactions of etcd's history during a sink's outage, evenly spaced inside it."""
+CATCH_UP_SECONDS = 180.0
+"""How long every sink may take to get past the last compaction once the outage ends."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,13 @@ def plan_chaos(
     partitions: int = 0,
     disk_fulls: int = 0,
     ooms: int = 0,
+    sink_down: str | None = None,
 ) -> list[Action]:
     """``kills`` kills, ``pauses`` pauses of each of ``servers``, one restart of each of
     ``restartable``, ``partitions`` partitions, ``disk_fulls`` full disks under the file sink
     and ``ooms`` times Redis out of memory, shuffled and spread over the operations (one per
-    slot, at a random point of it)."""
+    slot, at a random point of it); and the outage of the sink ``sink_down`` names, early in
+    the run (``OUTAGE_AT``, drawn apart, so that the rest of the plan is the same without it)."""
     chooser = random.Random(f"schedule-{seed}")  # noqa: S311 - reproducible chaos
     kinds = [(Kind.KILL, "bridge")] * kills
     kinds += [(Kind.PAUSE, server) for server in servers] * pauses
@@ -87,7 +98,7 @@ def plan_chaos(
     kinds += [(Kind.OOM, "redis")] * ooms
     chooser.shuffle(kinds)
     slots = len(kinds)
-    return [
+    actions = [
         Action(
             kind=kind,
             target=target,
@@ -95,6 +106,10 @@ def plan_chaos(
         )
         for slot, (kind, target) in enumerate(kinds)
     ]
+    if sink_down is not None:
+        outage = random.Random(f"outage-{seed}").uniform(*OUTAGE_AT)  # noqa: S311 - as above
+        actions.append(Action(Kind.SINK_DOWN, sink_down, at=max(1, int(operations * outage))))
+    return actions
 
 
 class Chaos:
@@ -102,12 +117,28 @@ class Chaos:
 
     An action that fails is recorded in ``errors`` (a problem of the run) and sets ``abort``,
     which stops the writer: writing on after chaos that did not go as planned tests nothing.
+    While a sink's outage lasts, ``outage`` is set: the writer writes on rather than wait
+    for it to hand over the next action (etcd must take writes all along).
     """
 
-    def __init__(self, cluster: Cluster, *, seed: int, pause_seconds: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        seed: int,
+        pause_seconds: tuple[float, float],
+        recorded: Recorded,
+        outage_seconds: float = 0.0,
+    ) -> None:
+        """``recorded``: etcd's history as read so far, which the compactions of a sink's
+        outage (``outage_seconds`` long) read on before they drop it."""
         self.cluster = cluster
         self.random = random.Random(f"chaos-{seed}")  # noqa: S311 - reproducible chaos
         self.pause_seconds = pause_seconds
+        self.recorded = recorded
+        self.outage_seconds = outage_seconds
+        self.compactions = 0
+        self.outage = threading.Event()
         self.kills = 0
         self.pauses = 0
         self.restarts = 0
@@ -131,6 +162,8 @@ class Chaos:
         if self.abort.is_set():
             return
         self._idle.clear()
+        if action.kind is Kind.SINK_DOWN:
+            self.outage.set()
         self._actions.put(action)
 
     def finish(self) -> None:
@@ -149,6 +182,7 @@ class Chaos:
                 say(f"chaos failed: {action.kind.value} {action.target}: {error}")
                 self.abort.set()
             finally:
+                self.outage.clear()
                 self._idle.set()
 
     def _wait_active(self, *, other_than: BridgeProcess | None = None) -> BridgeProcess:
@@ -188,6 +222,8 @@ class Chaos:
             self.cluster.storage_fault(action.kind.value, seconds=seconds)
             self.storage_faults += 1
             say(f"{action.kind.value} {self.storage_faults}: {action.target} for {seconds:.1f}s")
+        elif action.kind is Kind.SINK_DOWN:
+            self._sink_down(action.target)
         elif action.kind is Kind.PARTITION:
             what = self._partition(action.target)
             self.partitions += 1
@@ -200,6 +236,45 @@ class Chaos:
             say(f"restart {self.restarts}: {action.target} in {time.monotonic() - started:.1f}s")
             if action.target == "etcd":
                 self._wait_active()
+
+    def _sink_down(self, sink: str) -> None:
+        """Stop ``sink``'s server for ``outage_seconds`` while the writer goes on, compacting
+        etcd's history ``OUTAGE_COMPACTIONS`` times meanwhile: past the revision etcd had when
+        the server stopped, so the sink needs history etcd no longer has. Then start it again
+        and wait until every sink is past the last compaction before the next action: a
+        takeover before that would find a sink's place compacted (each instance has a log of
+        its own, docs/journal.md), which is a documented limit, not what this tests."""
+        recorded = self.recorded
+        self.cluster.wait_held(  # the sink's place is in the active instance's log
+            revision=recorded.latest_write(), timeout=CATCH_UP_SECONDS, what="the outage"
+        )
+        server = self.cluster.servers[sink]
+        started = time.monotonic()
+        server.stop()
+        stopped_at = recorded.latest_write()
+        try:
+            for number in range(1, OUTAGE_COMPACTIONS + 1):
+                _sleep_until(started + self.outage_seconds * number / (OUTAGE_COMPACTIONS + 1))
+                revision = recorded.compact()
+                if revision is not None:
+                    self.compactions += 1
+                    say(f"compaction at revision {revision}: {sink} down since {stopped_at}")
+            _sleep_until(started + self.outage_seconds)
+        finally:
+            server.start()
+        down = time.monotonic() - started
+        if recorded.compacted <= stopped_at:
+            raise RuntimeError(
+                f"etcd took no write during {sink}'s outage (still at {stopped_at}): "
+                "nothing was compacted that the sink needs; give the run more --operations"
+            )
+        self.cluster.wait_held(
+            revision=recorded.compacted, timeout=CATCH_UP_SECONDS, what="the outage's end"
+        )
+        say(
+            f"sink down: {sink} for {down:.1f}s, etcd compacted up to {recorded.compacted}; "
+            f"every sink past it {time.monotonic() - started - down:.1f}s later"
+        )
 
     def _partition(self, target: str) -> str:
         """Cut what ``target`` names, wait, heal; say what it was."""
@@ -229,3 +304,8 @@ class Chaos:
         finally:
             network.heal_all()
         return f"{what} for {seconds:.1f}s"
+
+
+def _sleep_until(moment: float) -> None:
+    """Let the fault in hand last until ``moment`` (``time.monotonic``)."""
+    time.sleep(max(0.0, moment - time.monotonic()))

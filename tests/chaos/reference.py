@@ -4,25 +4,87 @@ Nothing the test did is trusted as the reference: a lease expires when etcd deci
 operation cut off by a pause may or may not have landed. So the history is read back from
 etcd, by a watch from revision 1 with ``prev_kv`` on the raw gRPC stream (no client library
 in between), and turned into the events docs/events.md says a sink must hold.
+
+A run that compacts etcd (``--sink-down``) reads the history in pieces (``Recorded``): each
+compaction only drops revisions already read, so the check still gets the whole of it.
 """
 
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from pyetcd import etcdrpc
+
 from bridge.contract import Entry, History
 from bridge.events import Event, EventType, Op
+from config.keyspace import prefix_range
 from tests.chaos.common import PREFIX, etcd_client
 from tests.fixtures.etcd import EtcdServer, prefix_watch
 
 
-def read_history(server: EtcdServer, *, until: int, timeout: float = 180) -> list[Event]:
-    """Every change of the prefix from revision 1 to ``until``, as etcd reports it to a watch
-    with ``prev_kv``, as the events a sink must hold (numbered within their revision)."""
+class Recorded:
+    """etcd's history of the prefix as far as read: what ``read_history`` gives, read on
+    from where the last piece ended, so that etcd may compact whatever is already here."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self.server = server
+        self.events: list[Event] = []
+        self.compacted = 0
+        """The revision of the latest compaction (0: none)."""
+
+    @property
+    def revision(self) -> int:
+        """The last revision read whole (0: none)."""
+        return self.events[-1].revision if self.events else 0
+
+    def read(self, *, until: int) -> list[Event]:
+        """Every change of the prefix up to ``until`` at least, from revision 1."""
+        if until > self.revision:
+            self.events += read_history(self.server, until=until, since=self.revision + 1)
+        return self.events
+
+    def latest_write(self) -> int:
+        """The revision of the latest write to a key of the prefix that still stands (a
+        change the history holds, unlike etcd's own revision, which other keys move on)."""
+        start, end = prefix_range(PREFIX)
+        latest = etcdrpc.RangeRequest(
+            key=start,
+            range_end=end,
+            limit=1,
+            keys_only=True,
+            sort_order=etcdrpc.RangeRequest.DESCEND,
+            sort_target=etcdrpc.RangeRequest.MOD,
+        )
+        with etcd_client(self.server, timeout=10) as client:
+            return int(client.kvstub.Range(latest, timeout=10).kvs[0].mod_revision)
+
+    def compact(self) -> int | None:
+        """Read on up to the prefix's latest write, then compact etcd's history there (so
+        only what is read goes); the revision compacted, or None when nothing was written
+        since the last compaction."""
+        revision = self.latest_write()
+        if revision <= self.compacted:
+            return None
+        self.read(until=revision)
+        with etcd_client(self.server, timeout=10) as client:
+            client.compact(revision, physical=True)
+        self.compacted = revision
+        return revision
+
+
+def read_history(
+    server: EtcdServer, *, until: int, since: int = 1, timeout: float = 180
+) -> list[Event]:
+    """Every change of the prefix from revision ``since`` to ``until`` (or a little past it),
+    as etcd reports it to a watch with ``prev_kv``, as the events a sink must hold (numbered
+    within their revision: etcd sends a revision's events in one response, so a piece never
+    ends inside one)."""
     events: list[Event] = []
     with (
         etcd_client(server, timeout=10) as client,
-        prefix_watch(client.channel, prefix=PREFIX, start_revision=1, timeout=timeout) as stream,
+        prefix_watch(
+            client.channel, prefix=PREFIX, start_revision=since, timeout=timeout
+        ) as stream,
     ):
         for response in stream:
             if response.canceled:

@@ -1,6 +1,7 @@
 """The local log against a real etcd: kill -9 while it is written and read, a sink down
 across several compactions that then gets every change, the disk budget exceeded (a resync,
-counted), and a full disk under the log."""
+counted), a full disk under the log, and what ``etcd-bridge check`` and ``status`` say of it
+beside a running bridge."""
 
 import random
 from pathlib import Path
@@ -12,7 +13,12 @@ from tests.fixtures.etcd import EtcdFactory, EtcdServer
 from tests.fixtures.processes import wait_for
 from tests.history import RecordingWriter, assert_exactly_once, assert_snapshot, load_keys
 from tests.integration.test_file_faults import phase_of, write_until
-from tests.integration.test_pipeline_file import file_bridge, kill_repeatedly, wait_for_revision
+from tests.integration.test_pipeline_file import (
+    file_bridge,
+    kill_repeatedly,
+    run_command,
+    wait_for_revision,
+)
 
 _DISK_BYTES = 1 << 20
 LOG = {"journal": "watching"}
@@ -123,8 +129,10 @@ def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
         write_until(writer, lambda: phase_of(bridge, "file") == "sink_down", what="sink_down")
         for _ in range(600):  # about 2.4 MiB of values, past the 1 MiB budget
             writer.step()
-        client.compact(writer.changes[-1].revision)
+        # The log's reader (which stdout follows) must not lag behind the compaction: etcd
+        # would cancel its watch, and the log would start afresh with a resync for every sink.
         wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
+        client.compact(writer.changes[-1].revision)
         held = sum(path.stat().st_size for path in journal.glob("*.seg"))
         assert held < (1 << 20) + 2 * (64 << 10), held
         filler.unlink()
@@ -138,6 +146,7 @@ def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
         assert bridge.metric("etcd_bridge_journal_overruns_total", sink="file") >= 1
         assert bridge.metric("etcd_bridge_resyncs_total", sink="file") == 1
         assert bridge.metric("etcd_bridge_resyncs_total", sink="stdout") == 0
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="journal") == 0
         assert bridge.terminate() == 0
         events = read_events(output)
     resync = next(e for e in events if e.reason is SnapshotReason.COMPACTED)
@@ -201,3 +210,39 @@ def test_a_snapshot_delivered_long_after_etcd_compacted_its_revision_completes_o
     revision = assert_snapshot(events, state)  # one snapshot, initial, whole
     assert revision < writer.changes[0].revision, "etcd compacted it: it came from the log"
     assert_exactly_once(events, writer.changes, after=revision)
+
+
+def test_check_and_status_show_the_log_beside_a_running_bridge(
+    etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
+) -> None:
+    settings, output, journal = journal_bridge(
+        bridge_factory, etcd, prefix=prefix, tmp_path=tmp_path
+    )
+    bridge = bridge_factory.start(**settings)
+    bridge.wait_watching()
+    assert bridge.process is not None
+    with etcd.client() as client:
+        writer = RecordingWriter(client, prefix=prefix, seed=19)
+        for _ in range(30):
+            writer.step()
+    wait_for_revision(output, writer.changes[-1].revision)
+    wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
+
+    checked = run_command("check", **settings)
+    assert checked.returncode == 1
+    [locked] = [line for line in checked.stderr.splitlines() if "JOURNAL" in line]
+    assert locked.startswith(f"etcd-bridge: BRIDGE_JOURNAL__PATH: {journal} ")
+    assert f"pid {bridge.process.pid} " in locked
+
+    shown = run_command("status", **settings)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    span = next(line for line in lines if line.startswith(f"journal {journal}: "))
+    assert f"..{writer.changes[-1].revision}" in span, span
+    behind = dict(line.split(maxsplit=1) for line in lines[lines.index(span) + 2 :])
+    assert behind == {"file": "0 B (0 revisions)", "stdout": "0 B (0 revisions)"}, lines
+
+    assert bridge.terminate() == 0
+    checked = run_command("check", **settings)
+    assert checked.returncode == 0, checked.stderr
+    assert f"ok: journal {journal} is usable: holds " in checked.stdout, checked.stdout

@@ -196,16 +196,23 @@ def test_segments_every_sink_has_passed_are_trimmed(tmp_path: Path) -> None:
 
 @contextmanager
 def bridge_with_log(
-    path: Path, etcd: HistorySource, sinks: list[MemorySink], **overrides: float
+    path: Path,
+    etcd: HistorySource,
+    sinks: list[MemorySink],
+    *,
+    catch_up: HistorySource | None = None,
+    **overrides: float,
 ) -> Iterator[tuple[Journal, list[Pipeline], threading.Event]]:
-    """The log's reader and one pipeline per sink reading the log, until the block ends."""
+    """The log's reader and one pipeline per sink reading the log, until the block ends;
+    ``catch_up``: the sinks' etcd where the log does not hold what they need (default:
+    ``etcd``, the reader's)."""
     stop = threading.Event()
     recorder = PipelineHealth(sink="journal")
     with recording(
         settings(path, **overrides),
         identity=_IDENTITY,
         etcd=etcd,
-        catch_up=etcd,
+        catch_up=catch_up or etcd,
         health=recorder,
         shutdown_timeout=_TIMEOUT,
     ) as (journal, source):
@@ -267,6 +274,33 @@ def test_a_sink_behind_the_log_catches_up_from_etcd_then_reads_the_log(tmp_path:
     assert etcd.tails[0] == chunks[-1].events[-1]  # the log's reader, from its tail
     assert etcd.tails[1] == chunks[2].events[-1]  # the sink, from its own
     assert etcd.handed == 30 - 12  # revisions 13 to 30, where the log takes over
+
+
+def test_a_log_whose_end_etcd_compacted_starts_afresh_and_a_sink_past_it_needs_no_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A standby's log after a takeover: it ends at revision 15, etcd compacted at 20, and
+    the sink followed the former leader's log to 25. The reader's resync snapshot (30)
+    begins a new log; the sink catches up from etcd, from 25, with no snapshot."""
+    history_ = [snapshot(10, 5), *history(range(11, 41))]
+    journal = opened(tmp_path)
+    for chunk in history_[:6]:
+        journal.append(chunk)
+    journal.close()
+    resync = snapshot(30, 5, reason=SnapshotReason.COMPACTED)
+    reader = HistorySource([*history_[:6], resync, *history_[21:]])  # from 15: the snapshot
+    sink = MemorySink()
+    sink.durable = events_of(history_[:16])
+    expected = [event.position for event in events_of(history_)]
+    with bridge_with_log(tmp_path, reader, [sink], catch_up=HistorySource(history_)) as (
+        journal,
+        _pipelines,
+        _stop,
+    ):
+        wait_for(lambda: delivered(sink) == expected, timeout=_TIMEOUT, what="caught up")
+        assert journal.start_for(None) is not None, "the new log begins with the snapshot"
+        assert journal.start_for(history_[6].events[-1]) is None, "nor holds the old log"
+    assert reader.tails == [history_[5].events[-1]]
 
 
 def test_a_requested_snapshot_is_the_sinks_own_from_etcd(tmp_path: Path) -> None:
