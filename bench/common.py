@@ -778,14 +778,32 @@ def count_keys(endpoint: str, prefix: bytes) -> int:
 
 
 def delete_prefix(endpoint: str, prefix: bytes) -> tuple[int, int]:
-    """``DeleteRange`` of every key under ``prefix``: one revision. (Keys deleted, revision.)"""
+    """``DeleteRange`` of every key under ``prefix``: one revision. (Keys deleted, revision.)
+
+    etcd answers "request timed out" when applying the request takes longer than its own
+    request timeout (7 s by default; a million deletes on a busy disk do), though the request
+    is committed and applied all the same. Then the keys are awaited gone, and the revision
+    is etcd's revision after that: nothing else writes to a benchmark's etcd meanwhile."""
     start, end = prefix_range(prefix)
-    response = etcd_call(
-        endpoint,
-        lambda kv: kv.DeleteRange(
-            etcdrpc.DeleteRangeRequest(key=start, range_end=end), timeout=600
-        ),
-    )
+    keys = count_keys(endpoint, prefix)
+    try:
+        response = etcd_call(
+            endpoint,
+            lambda kv: kv.DeleteRange(
+                etcdrpc.DeleteRangeRequest(key=start, range_end=end), timeout=600
+            ),
+        )
+    except grpc.RpcError as error:
+        if "request timed out" not in str(error.details()):
+            raise
+        print("  DeleteRange: etcd timed the request out; awaiting its apply", flush=True)
+        wait_for(
+            lambda: count_keys(endpoint, prefix) == 0,
+            timeout=600,
+            what=f"etcd to apply the DeleteRange of {prefix!r}",
+            interval=0.5,
+        )
+        return keys, current_revision(endpoint)
     return int(response.deleted), int(response.header.revision)
 
 
