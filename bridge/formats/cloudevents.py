@@ -172,9 +172,10 @@ class CloudEventsFormat(EventFormat):
         return self.encode_batch((event,))[0]
 
     def encode_batch(self, batch: Sequence[Event]) -> list[bytes]:
-        """The structured records of ``batch``, all with the same ``time`` (the clock read
-        once), the record's constant parts looked up once: together about a tenth of a
-        record's cost when it was paid per record."""
+        """The structured records of ``batch``, all with the same ``time``: the clock is read
+        and the record's constant parts are looked up once per batch rather than per record,
+        which took about 8% of the Redis and NATS sinks' CPU per record (BENCHMARKS.md, "Issue
+        13: format cost, third pass")."""
         millisecond = time_ns() // 1_000_000
         if millisecond != self._millisecond:
             self._tick(millisecond)
