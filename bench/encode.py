@@ -4,11 +4,12 @@ The events are typical watched updates: ``--keys`` distinct 50-byte keys under o
 200-byte UTF-8 values with their 200-byte previous values (``prev_kv``), one change per
 revision, ``BRIDGE_VALUES=bytes``. Every format that ``bridge.formats.build_format`` builds
 is timed on the same events, interleaved round by round (the best round counts), so that the
-machine's noise hits them alike: ``encode`` one event at a time (the Redis and NATS sinks),
-``encode_lines`` in batches of ``--batch`` (the file and stdout sinks; the pump's default
-batch), and ``binary`` for a format with a Kafka binary content mode. Baseline in the same
-run: the native format (the default, ``Event.to_json``), and the ratio of its rate to each
-row's. This is the format's share of the bridge's work only: the sink's own cost per event
+machine's noise hits them alike: ``encode`` one event at a time (Kafka's structured records),
+``encode_batch`` and ``encode_lines`` in batches of ``--batch`` (the Redis and NATS sinks;
+the file and stdout sinks; the pump's default batch), and ``binary`` for a format with a
+Kafka binary content mode. Baseline in the same run: the native format (the default,
+``Event.to_json``), and the ratio of its rate to each row's, for a batch row the same
+method's. This is the format's share of the bridge's work only: the sink's own cost per event
 (and etcd's) is not in it, so a format's end-to-end cost is smaller than its ratio here
 suggests.
 
@@ -68,17 +69,17 @@ def one_by_one(encode: Callable[[Event], object]) -> Encoder:
     return run
 
 
-def in_batches(encode_lines: Callable[[list[Event]], bytes], *, batch: int) -> Encoder:
+def in_batches(encode: Callable[[list[Event]], object], *, batch: int) -> Encoder:
     def run(events: list[Event]) -> None:
         for start in range(0, len(events), batch):
-            encode_lines(events[start : start + batch])
+            encode(events[start : start + batch])
 
     return run
 
 
 def encoders(context: FormatContext, *, batch: int) -> dict[str, Encoder]:
-    """One encoder per row: each format's ``encode`` and ``encode_lines``, and ``binary``
-    where it has one."""
+    """One encoder per row: each format's ``encode``, ``encode_batch`` and ``encode_lines``,
+    and ``binary`` where it has one."""
     rows: dict[str, Encoder] = {}
     for name in FormatName:
         try:
@@ -86,6 +87,7 @@ def encoders(context: FormatContext, *, batch: int) -> dict[str, Encoder]:
         except NotImplementedError:
             continue
         rows[name.value] = one_by_one(record_format.encode)
+        rows[f"{name.value} batch"] = in_batches(record_format.encode_batch, batch=batch)
         rows[f"{name.value} lines"] = in_batches(record_format.encode_lines, batch=batch)
         binary = getattr(record_format, "binary", None)
         if binary is not None:
@@ -117,18 +119,20 @@ def main() -> None:
             best[name] = min(best[name], seconds_to_encode(encode, events))
 
     native = {
-        "": arguments.events / best[FormatName.NATIVE.value],
-        " lines": arguments.events / best[f"{FormatName.NATIVE.value} lines"],
+        suffix: arguments.events / best[FormatName.NATIVE.value + suffix]
+        for suffix in ("", " batch", " lines")
     }
     print(
         f"{arguments.events} updates ({KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values and "
         f"previous values), best of {arguments.rounds} rounds"
     )
-    print("native / this: against native's encode, or its encode_lines for a lines row")
+    print("native / this: against native's encode, or its encode_batch (encode_lines) for a")
+    print("batch (lines) row")
     print(f"{'format':<24}{'events/s':>12}{'us/event':>10}{'native / this':>15}")
     for name in rows:
         rate = arguments.events / best[name]
-        baseline = native[" lines" if name.endswith(" lines") else ""]
+        suffix = next((end for end in (" batch", " lines") if name.endswith(end)), "")
+        baseline = native[suffix]
         print(f"{name:<24}{rate:>12,.0f}{1e6 / rate:>10.2f}{baseline / rate:>15.2f}")
 
 

@@ -30,11 +30,13 @@ Three spec rules shape the attributes beyond the obvious:
   may sit at the revision of watched changes already delivered (same revision and index):
   hence the ``s`` in a snapshot event's id.
 
-``encode`` is on the hot path: the common event (UTF-8 key and values, ``values=bytes``, not
-a marker) is built inline, its ``data`` one dict literal for ``orjson.dumps``, joined with the
-constant parts of the record, serialized once per format; ``time`` is formatted at most once
-per millisecond. Every other event takes the general path (``_encode_any``, ``_binary_any``),
-which makes the same record by the book, more slowly; the unit tests hold the two together.
+``encode_batch`` is on the hot path (``encode`` and ``encode_lines`` are made of it): the
+common event (UTF-8 key and values, ``values=bytes``, not a marker) is built inline, its
+``data`` one dict literal for ``orjson.dumps``, joined with the constant parts of the record,
+serialized once per format; the clock is read once per batch and ``time`` formatted at most
+once per millisecond. Every other event takes the general path (``_encode_any``,
+``_binary_any``), which makes the same record by the book, more slowly; the unit tests hold
+the two together.
 """
 
 import base64
@@ -148,7 +150,7 @@ class CloudEventsFormat(EventFormat):
         self._id_prefix_bytes = self._id_prefix.encode()
         self._millisecond = -1
         self._stamp = ""
-        self._stamp_bytes = b""
+        self._stamp_bytes = self._timed = b""
         self._tick(time_ns() // 1_000_000)
         self._specversion_header = ("ce_specversion", SPECVERSION.encode())
         self._source_header = ("ce_source", self.source.encode())
@@ -167,43 +169,57 @@ class CloudEventsFormat(EventFormat):
 
     def encode(self, event: Event) -> bytes:
         """The structured-mode record: attributes at the top level, ``data`` a JSON value."""
-        data = self._common_data(event) if self._fast else None
-        if data is None:
-            return self._encode_any(event)
-        subject, op = data["key"], event.op
-        revision = str(event.revision).encode()
-        index = str(event.index).encode()
+        return self.encode_batch((event,))[0]
+
+    def encode_batch(self, batch: Sequence[Event]) -> list[bytes]:
+        """The structured records of ``batch``, all with the same ``time``: the clock is read
+        and the record's constant parts are looked up once per batch rather than per record,
+        which took about 8% of the Redis and NATS sinks' CPU per record (BENCHMARKS.md, "Issue
+        13: format cost, third pass")."""
         millisecond = time_ns() // 1_000_000
         if millisecond != self._millisecond:
             self._tick(millisecond)
         # Joined around two orjson documents rather than one dict for the whole record: the
-        # constant parts were serialized once (``__init__``), which saves a fifth of the time.
-        return b"".join(
-            [
-                self._id_head,
-                revision,
-                b"-s" if op in SNAPSHOT_OPS else b"-",
-                index,
-                self._after_id[op],
-                orjson.dumps(subject),
-                b',"time":"',
-                self._stamp_bytes,
-                b'","datacontenttype":"application/json","revision":"',
-                revision,
-                b'","index":',
-                index,
-                self._before_data,
-                orjson.dumps(data),
-                b"}",
-            ]
-        )
+        # constant parts were serialized once (``__init__``, ``_tick``), which saves a fifth
+        # of the time.
+        id_head, after_id, stamp, timed = self._id_head, self._after_id, self._stamp, self._timed
+        before_data, dumps, join = self._before_data, orjson.dumps, b"".join
+        common = self._common_data if self._fast else _uncommon
+        records = []
+        for event in batch:
+            data = common(event)
+            if data is None:
+                records.append(self._encode_any(event, stamp=stamp))
+                continue
+            op = event.op
+            revision = b"%d" % event.revision
+            index = b"%d" % event.index
+            records.append(
+                join(
+                    [
+                        id_head,
+                        revision,
+                        b"-s" if op in SNAPSHOT_OPS else b"-",
+                        index,
+                        after_id[op],
+                        dumps(data["key"]),
+                        timed,
+                        revision,
+                        b'","index":',
+                        index,
+                        before_data,
+                        dumps(data),
+                        b"}",
+                    ]
+                )
+            )
+        return records
 
     def encode_lines(self, batch: Sequence[Event]) -> bytes:
         """One structured record per event, each ending in a newline (JSON lines)."""
         if not batch:
             return b""
-        encode = self.encode
-        lines = [encode(event) for event in batch]
+        lines = self.encode_batch(batch)
         lines.append(b"")
         return b"\n".join(lines)
 
@@ -295,8 +311,8 @@ class CloudEventsFormat(EventFormat):
             data["more"] = True
         return data
 
-    def _encode_any(self, event: Event) -> bytes:
-        """``encode`` for every event."""
+    def _encode_any(self, event: Event, *, stamp: str) -> bytes:
+        """``encode`` for every event, with ``stamp`` as its ``time``."""
         data, subject, subject_is_base64 = self._data(event)
         document: dict[str, Any] = {
             "specversion": SPECVERSION,
@@ -306,7 +322,7 @@ class CloudEventsFormat(EventFormat):
         }
         if subject is not None:
             document["subject"] = subject
-        document["time"] = self._now()
+        document["time"] = stamp
         document["datacontenttype"] = DATA_CONTENT_TYPE
         document["revision"] = str(event.revision)
         document["index"] = event.index
@@ -385,6 +401,10 @@ class CloudEventsFormat(EventFormat):
         second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         self._stamp = f"{second}.{fraction:03d}Z"
         self._stamp_bytes = self._stamp.encode()
+        # What follows the subject up to the revision's digits, time included.
+        self._timed = b',"time":"%s","datacontenttype":"application/json","revision":"' % (
+            self._stamp_bytes
+        )
         self._millisecond = millisecond
 
     # -- decoding ---------------------------------------------------------------------------
@@ -468,6 +488,12 @@ class CloudEventsFormat(EventFormat):
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not an etcd-bridge CloudEvent: {error!r}") from error
+
+
+def _uncommon(event: Event) -> None:
+    """``_common_data`` with ``values=json``: no event is common, every one takes the general
+    path."""
+    del event
 
 
 def omitted_attributes(event: Event) -> dict[str, int]:

@@ -162,11 +162,17 @@ class DebeziumFormat(EventFormat):
             templates = self._own_templates()
         return orjson.dumps(self._document(event, self._clock.now(), templates))
 
-    def encode_lines(self, batch: Sequence[Event]) -> bytes:
+    def encode_batch(self, batch: Sequence[Event]) -> list[bytes]:
         """As the base, with one ``ts_ms`` for the whole batch: a clock read costs about a
-        twentieth of an envelope. (``+ b"\\n"`` measured faster than joining orjson's results
-        with newlines, or its ``OPT_APPEND_NEWLINE``: those results all stay allocated until the
-        join.)"""
+        twentieth of an envelope."""
+        clock, templates = self._clock.now(), self._own_templates()
+        document, dumps = self._document, orjson.dumps
+        return [dumps(document(event, clock, templates)) for event in batch]
+
+    def encode_lines(self, batch: Sequence[Event]) -> bytes:
+        """As ``encode_batch``, each record ending in a newline. (``+ b"\\n"`` measured faster
+        than joining ``encode_batch``'s records with newlines, or orjson's
+        ``OPT_APPEND_NEWLINE``: those results all stay allocated until the join.)"""
         clock, templates = self._clock.now(), self._own_templates()
         document, dumps = self._document, orjson.dumps
         return b"".join([dumps(document(event, clock, templates)) + b"\n" for event in batch])

@@ -22,7 +22,8 @@ failed flush is ``careful``: it asks an acknowledgement of every message until i
 flush succeeds, and the one the server refuses is named with the server's reason.
 
 **Messages go to nats-py's outgoing buffer as whole protocol commands** (``_Wire``), built by
-one %-format each from the header block ``messages.Framer`` makes.
+one %-format each from the header block ``messages.Framer`` makes, around the payloads the
+format encodes for the whole batch at once (``EventFormat.encode_batch``).
 
 Why not nats-py's ``publish_async``: in nats-py 2.16 an error acknowledgement (the very
 "wrong last sequence" this sink relies on) raises inside the library's reply callback and
@@ -155,11 +156,11 @@ class Publisher:
         tail: Position | None,
         max_message_bytes: int,
         careful: bool,
-        encode: Callable[[Event], bytes],
+        encode_batch: Callable[[Sequence[Event]], list[bytes]],
     ) -> None:
         self.connection = connection
-        self.encode = encode
-        """The sink's format: an event's payload."""
+        self.encode_batch = encode_batch
+        """The sink's format: the payloads of a batch's events."""
         self.stream = stream
         self.framer = framer
         self.router = router
@@ -201,13 +202,12 @@ class Publisher:
         (every one, if ``careful``) with a reply subject; stop before an event that cannot be
         sent (``rejected``)."""
         framer, router, limit = self.framer, self.router, self.max_message_bytes
-        encode = self.encode
         fresh = past(list(batch), self.last)
         self.skipped += len(batch) - len(fresh)  # a replay of what the stream holds: never twice
+        if self.rejected is not None or not fresh:
+            return
         sent: list[tuple[Event, str, bytes, bytes]] = []
-        for event in fresh:
-            if self.rejected is not None:
-                break
+        for event, payload in zip(fresh, self.encode_batch(fresh), strict=True):
             try:
                 subject = router.subject_for(event)
             except SinkRejectedError as error:
@@ -217,7 +217,6 @@ class Publisher:
             block = framer.header_block(
                 event, msg_id=ident, expected_sequence=self.expected, previous_id=self.previous_id
             )
-            payload = encode(event)
             size = len(block) + len(payload)
             if size > limit:
                 self.rejected = _too_large(event, size=size, limit=limit)

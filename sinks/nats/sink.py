@@ -156,7 +156,7 @@ class NatsSink(Sink):
             tail=None if tail.event is None else tail.event.position,
             max_message_bytes=tail.max_message_bytes,
             careful=self._careful,
-            encode=self.format.encode,
+            encode_batch=self.format.encode_batch,
         )
         await publisher.start()
         self._publisher = publisher

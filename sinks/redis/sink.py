@@ -157,9 +157,8 @@ class _StreamLayout(_Layout):
 
     def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
         args: list[bytes | str | int] = [self.maxlen]
-        encode = self.format.encode
-        for event in chunk:
-            args += (event.revision, event.index, event.op.value, event.key, encode(event))
+        for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
+            args += (event.revision, event.index, event.op.value, event.key, record)
         return [self.stream], args
 
 
@@ -201,14 +200,13 @@ class _RoutedLayout(_Layout):
             for stream in sorted(self.known):
                 slots[stream] = len(slots) + 3
         args: list[bytes | str | int] = [self.maxlen, chunk[-1].to_json() if chunk else b""]
-        encode = self.format.encode
-        for event in chunk:
+        for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
             if event.type is EventType.MARKER:
                 slot = 0
             else:
                 stream = self.template.render(event.key, keyspace=self.keyspace)
                 slot = slots.setdefault(stream, len(slots) + 3)
-            args += (slot, event.revision, event.index, event.op.value, event.key, encode(event))
+            args += (slot, event.revision, event.index, event.op.value, event.key, record)
         return [self.checkpoint, self.known_set, *slots], args
 
     def committed(self, chunk: Sequence[Event]) -> None:
@@ -234,9 +232,8 @@ class _PubSubLayout(_Layout):
 
     def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
         args: list[bytes | str | int] = [self.channel, chunk[-1].to_json() if chunk else b""]
-        encode = self.format.encode
-        for event in chunk:
-            args += (event.revision, event.index, encode(event))
+        for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
+            args += (event.revision, event.index, record)
         return [self.checkpoint], args
 
 

@@ -278,12 +278,17 @@ def test_a_transaction_keeps_its_positions_and_no_transaction_block() -> None:
     assert all("more" not in record and "more" not in record["source"] for record in records)
 
 
-def test_encode_lines_matches_encode_but_for_the_time() -> None:
+@pytest.mark.parametrize("batched", ["encode_lines", "encode_batch"])
+def test_a_batch_matches_encode_but_for_the_time(batched: str) -> None:
     format_ = debezium()
     events = [create(), update(), delete(), *snapshot(2), *transaction()]
-    lines = format_.encode_lines(events)
-    assert lines.endswith(b"\n")
-    records = [payload_of(line) for line in lines.splitlines()]
+    if batched == "encode_lines":
+        lines = format_.encode_lines(events)
+        assert lines.endswith(b"\n")
+        encoded = lines.splitlines()
+    else:
+        encoded = format_.encode_batch(events)
+    records = [payload_of(record) for record in encoded]
     assert len(records) == len(events)
     assert len({record["ts_ms"] for record in records}) == 1, "one clock read per batch"
     for record, event in zip(records, events, strict=True):

@@ -22,6 +22,7 @@ def test_bytes_values_are_the_event_json_itself() -> None:
     event = update(b'{"a": 1}', b"\xff")
     assert native(ValuesMode.BYTES).encode(event) == event.to_json()
     assert native(ValuesMode.BYTES).decode(event.to_json()) == event
+    assert native(ValuesMode.BYTES).encode_batch([event, event]) == [event.to_json()] * 2
 
 
 @pytest.mark.parametrize(
