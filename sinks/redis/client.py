@@ -5,9 +5,10 @@ Redis says no.
 A script call is packed here, not by redis-py (``Arguments``, ``Script.run``): redis-py packs
 each argument of a command through its serializer, an ``isinstance`` check and an encoding per
 argument in Python and, with hiredis, a C call that converts them once more. A write script
-takes about five arguments per event and a thousand events per call, and that packing was a
-quarter of the bridge's time in a replay into Redis (BENCHMARKS.md, "Redis sink: packing its
-own command"). The command is sent on a connection of redis-py's pool with its public
+takes about five arguments per event and a thousand events per call; that packing was a
+quarter of the bridge's GIL time in a profiled replay into Redis, and the sink's own
+instructions per event halve without it (BENCHMARKS.md, "Redis sink: packing its own
+command"). The command is sent on a connection of redis-py's pool with its public
 ``send_packed_command`` and ``read_response``, so connecting, AUTH, TLS, timeouts, the
 client's retry policy and the parsing of replies and errors stay redis-py's.
 
