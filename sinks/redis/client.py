@@ -2,6 +2,16 @@
 pipeline's checkpoint lives, how a Lua script is run, and one line for the operator when
 Redis says no.
 
+A script call is packed here, not by redis-py (``Arguments``, ``Script.run``): redis-py packs
+each argument of a command through its serializer, an ``isinstance`` check and an encoding per
+argument in Python and, with hiredis, a C call that converts them once more. A write script
+takes about five arguments per event and a thousand events per call; that packing was a
+quarter of the bridge's GIL time in a profiled replay into Redis, and the sink's own
+instructions per event halve without it (BENCHMARKS.md, "Redis sink: packing its own
+command"). The command is sent on a connection of redis-py's pool with its public
+``send_packed_command`` and ``read_response``, so connecting, AUTH, TLS, timeouts, the
+client's retry policy and the parsing of replies and errors stay redis-py's.
+
 No message ever holds the URL's password: they show ``RedisSettings.safe_url``.
 """
 
@@ -18,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bridge.errors import SinkError, SinkRejectedError, SinkUnavailableError
+from bridge.events import Event, Op
 from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +44,67 @@ _TRANSIENT_ERRORS = (
 _TOO_OLD_REPLIES = ("Error compiling script", "unknown command", "Unknown Redis command")
 
 
+_CRLF = b"\r\n"
+
+
+def _bulk(value: bytes | str | int) -> bytes:
+    """One argument as a RESP bulk string, its bytes those redis-py's ``Encoder`` sends: a
+    str in UTF-8, an int in decimal, bytes as they are."""
+    if isinstance(value, int):
+        data = b"%d" % value
+    elif isinstance(value, str):
+        data = value.encode()
+    else:
+        data = value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+_SMALL = 1024
+_NUMBERS = tuple(_bulk(number) for number in range(_SMALL))
+"""Bulk strings of the indexes of a transaction's changes, formatted once."""
+_OPS = {op: _bulk(op.value) for op in Op}
+
+
+class Arguments:
+    """A script call's arguments (ARGV), packed into RESP bulk strings as they are added;
+    ``Script.run`` sends them as they are (the module docstring says why). Mutable and
+    slotted: one is filled per script call, with ``change`` once per event."""
+
+    __slots__ = ("_revision", "_revision_bulk", "count", "parts")
+
+    def __init__(self, *values: bytes | str | int) -> None:
+        self.parts: list[bytes] = [_bulk(value) for value in values]
+        self.count = len(values)
+        """How many arguments ``parts`` holds (a bulk string may take several parts)."""
+        self._revision = -1
+        self._revision_bulk = b""
+
+    def add(self, *values: bytes | str | int) -> None:
+        self.parts += map(_bulk, values)
+        self.count += len(values)
+
+    def change(self, event: Event, payload: bytes) -> None:
+        """``event``'s revision, index, op and key, then ``payload`` (its record or its
+        value), as the write scripts read an event's first fields. The revision, which the
+        events of a transaction or a snapshot share, is formatted once for them all, and
+        ``payload`` is not copied until the command is joined."""
+        revision = event.revision
+        if revision != self._revision:
+            self._revision = revision
+            self._revision_bulk = _bulk(revision)
+        index = event.index
+        key = event.key
+        self.parts += (
+            self._revision_bulk,
+            _NUMBERS[index] if index < _SMALL else _bulk(index),
+            _OPS[event.op],
+            b"$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(payload)),
+            payload,
+            _CRLF,
+        )
+        self.count += 5
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     """A Lua source and its SHA1, run with EVALSHA (EVAL when the server does not have it)."""
@@ -45,14 +117,51 @@ class Script:
         digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         return cls(source=source, sha=digest)
 
-    def run(
-        self, client: "redis.Redis", keys: Sequence[bytes | str], args: Sequence[bytes | str | int]
-    ) -> Any:
-        """The script's reply; redis-py's errors as it raises them."""
+    def run(self, client: "redis.Redis", keys: Sequence[bytes | str], args: Arguments) -> Any:
+        """The script's reply; redis-py's errors as it raises them (``translate`` reads
+        them)."""
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return _execute(client, self.packed(keys, args, loaded=True))
         except redis.exceptions.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+            return _execute(client, self.packed(keys, args, loaded=False))
+
+    def packed(self, keys: Sequence[bytes | str], args: Arguments, *, loaded: bool) -> bytes:
+        """The call as Redis receives it: EVALSHA of the SHA1 when the server has the
+        script (``loaded``), else EVAL of the source."""
+        name, script = (b"EVALSHA", self.sha) if loaded else (b"EVAL", self.source)
+        head = b"*%d\r\n$%d\r\n%s\r\n" % (3 + len(keys) + args.count, len(name), name)
+        return b"".join([head, _bulk(script), _bulk(len(keys)), *map(_bulk, keys), *args.parts])
+
+
+def _execute(client: "redis.Redis", command: bytes) -> Any:
+    """Send a packed command on a connection of ``client``'s pool and read its reply, under
+    the client's retry policy as redis-py's own commands are (the sink's has no retries: the
+    pump owns retrying)."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        # The failure callback has nothing to do: ``_exchange`` disconnected already.
+        return connection.retry.call_with_retry(
+            lambda: _exchange(connection, command), lambda _error: None
+        )
+    finally:
+        pool.release(connection)
+
+
+def _exchange(connection: "redis.connection.AbstractConnection", command: bytes) -> Any:
+    """``command``'s reply. An error reply was read whole and leaves the connection clean;
+    anything else (a timeout, a lost connection, an interrupt) may leave a reply half-read
+    or unread, so the connection is disconnected before it goes back to the pool, and
+    reconnects on its next use instead of handing that reply to another command."""
+    try:
+        # A list of buffers: one bytes object would be sent as an iterable of ints.
+        connection.send_packed_command([command])  # type: ignore[no-untyped-call]
+        return connection.read_response()
+    except redis.exceptions.ResponseError:
+        raise
+    except BaseException:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        raise
 
 
 def as_bytes(reply: object) -> bytes:

@@ -42,7 +42,7 @@ import redis.exceptions
 
 from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.ownership import Claim, Claimant, Owner
-from sinks.redis.client import Script, as_bytes, connect, destination_of
+from sinks.redis.client import Arguments, Script, as_bytes, connect, destination_of
 from sinks.redis.settings import RedisMode, RedisSettings
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class OwnerMarker:
         self.stop_renewing()
         self.kept = False
         try:
-            reply = _CLAIM.run(client, [self.key], [self._claim, self._ttl_ms])
+            reply = _CLAIM.run(client, [self.key], Arguments(self._claim, self._ttl_ms))
         except redis.exceptions.NoPermissionError:  # the key is outside the user's patterns
             reply = [-1]
         if int(reply[0]) == -1:
@@ -166,7 +166,7 @@ class OwnerMarker:
                 "redis: taking over from another instance of this pipeline",
                 extra={"key": self.key, "holder": str(holder)},
             )
-        reply = _CLAIM.run(client, [self.key], [self._claim, self._ttl_ms, held])
+        reply = _CLAIM.run(client, [self.key], Arguments(self._claim, self._ttl_ms, held))
         if int(reply[0]) != 1:
             raise SinkUnavailableError(
                 f"redis: another bridge claimed {self._destination} meanwhile (key "
@@ -202,7 +202,7 @@ class OwnerMarker:
             return
         self.kept = False
         try:
-            _RELEASE.run(client, [self.key], [self._claim])
+            _RELEASE.run(client, [self.key], Arguments(self._claim))
         except redis.exceptions.RedisError as error:
             log.debug("redis: owner key not released", extra={"detail": str(error)})
 
@@ -225,7 +225,7 @@ class OwnerMarker:
         try:
             while not stop.wait(RENEW_SECONDS):
                 try:
-                    _CLAIM.run(client, [self.key], [self._claim, self._ttl_ms])
+                    _CLAIM.run(client, [self.key], Arguments(self._claim, self._ttl_ms))
                 except redis.exceptions.RedisError as error:  # down or slow: next turn
                     log.debug("redis: owner key not renewed", extra={"detail": str(error)})
         finally:

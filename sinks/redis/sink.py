@@ -62,6 +62,7 @@ from config.keyspace import KeySpace
 from config.output import FormatName
 from sinks.redis import lua
 from sinks.redis.client import (
+    Arguments,
     Script,
     as_bytes,
     checkpoint_key,
@@ -95,7 +96,7 @@ class _Layout:
     def read_tail(self, client: "redis.Redis") -> Event | None:
         raise NotImplementedError
 
-    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], Arguments]:
         raise NotImplementedError
 
     def committed(self, chunk: Sequence[Event]) -> None:
@@ -155,10 +156,11 @@ class _StreamLayout(_Layout):
             )
         return event
 
-    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
-        args: list[bytes | str | int] = [self.maxlen]
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], Arguments]:
+        args = Arguments(self.maxlen)
+        change = args.change
         for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
-            args += (event.revision, event.index, event.op.value, event.key, record)
+            change(event, record)
         return [self.stream], args
 
 
@@ -193,20 +195,21 @@ class _RoutedLayout(_Layout):
         self.known = {as_bytes(member) for member in client.smembers(self.known_set)}
         return _checkpoint_tail(client, self.checkpoint)
 
-    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], Arguments]:
         slots: dict[bytes, int] = {}
         # Markers go to every known stream; the empty probe of open() checks them all too.
         if not chunk or any(event.type is EventType.MARKER for event in chunk):
             for stream in sorted(self.known):
                 slots[stream] = len(slots) + 3
-        args: list[bytes | str | int] = [self.maxlen, chunk[-1].to_json() if chunk else b""]
+        args = Arguments(self.maxlen, chunk[-1].to_json() if chunk else b"")
         for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
             if event.type is EventType.MARKER:
                 slot = 0
             else:
                 stream = self.template.render(event.key, keyspace=self.keyspace)
                 slot = slots.setdefault(stream, len(slots) + 3)
-            args += (slot, event.revision, event.index, event.op.value, event.key, record)
+            args.add(slot)
+            args.change(event, record)
         return [self.checkpoint, self.known_set, *slots], args
 
     def committed(self, chunk: Sequence[Event]) -> None:
@@ -230,10 +233,10 @@ class _PubSubLayout(_Layout):
     def read_tail(self, client: "redis.Redis") -> Event | None:
         return _checkpoint_tail(client, self.checkpoint)
 
-    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
-        args: list[bytes | str | int] = [self.channel, chunk[-1].to_json() if chunk else b""]
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], Arguments]:
+        args = Arguments(self.channel, chunk[-1].to_json() if chunk else b"")
         for event, record in zip(chunk, self.format.encode_batch(chunk), strict=True):
-            args += (event.revision, event.index, record)
+            args.add(event.revision, event.index, record)
         return [self.checkpoint], args
 
 
@@ -258,13 +261,12 @@ class _MirrorLayout(_Layout):
     def read_tail(self, client: "redis.Redis") -> Event | None:
         return _checkpoint_tail(client, self.checkpoint)
 
-    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], list[bytes | str | int]]:
-        args: list[bytes | str | int] = [chunk[-1].to_json() if chunk else b""]
+    def call(self, chunk: Sequence[Event]) -> tuple[list[bytes | str], Arguments]:
+        args = Arguments(chunk[-1].to_json() if chunk else b"")
         for event in chunk:
             guard = event.mod_revision if event.op is Op.SNAPSHOT else event.revision
-            value = event.value if event.value is not None else b""
-            more = 1 if event.more else 0
-            args += (event.revision, event.index, event.op.value, event.key, value, guard, more)
+            args.change(event, event.value if event.value is not None else b"")
+            args.add(guard, 1 if event.more else 0)
         return self.keys, args
 
 
@@ -437,9 +439,9 @@ class RedisSink(Sink):
     def _run(self, client: "redis.Redis", chunk: Sequence[Event]) -> tuple[int, int]:
         keys, args = self._layout.call(chunk)
         keys += self._owner.script_keys()
-        args += self._owner.script_args()
         held = self._held
-        args += (-1, -1) if held is None else (held.revision, held.index)
+        position = (-1, -1) if held is None else (held.revision, held.index)
+        args.add(*self._owner.script_args(), *position)
         written, skipped = self._layout.script.run(client, keys, args)
         return int(written), int(skipped)
 

@@ -19,6 +19,8 @@ from bridge.errors import SinkRejectedError, SinkUnavailableError
 from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
 from config.settings import load_section
+from sinks.redis import lua
+from sinks.redis.client import Arguments, Script, connect
 from sinks.redis.settings import RedisSettings
 from sinks.redis.sink import checkpoint_key
 from tests.contract.harnesses import build
@@ -87,7 +89,7 @@ class TestStreamMode:
         for (_, fields), event in zip(entries, events, strict=True):
             assert fields[b"op"] == event.op.value.encode()
             assert fields[b"key"] == event.key
-            assert Event.from_json(fields[b"event"]) == event
+            assert fields[b"event"] == event.to_json()
 
     def test_a_replayed_batch_is_detected_and_not_duplicated(
         self, redis_server: RedisServer, redis_names: RedisNames
@@ -105,6 +107,22 @@ class TestStreamMode:
             sink.flush()
             feed(sink, after(second, events[overlap - 1]))
         assert redis_server.stream_events(redis_names.stream) == events
+
+    def test_a_server_that_lost_the_script_is_sent_its_source(
+        self, redis_factory: RedisFactory, redis_names: RedisNames
+    ) -> None:
+        """EVALSHA answered NOSCRIPT (a restarted or flushed server) falls back to EVAL."""
+        server = redis_factory.start()
+        events = mixed_events(seeded_history())
+        sha = Script.of(lua.STREAM).sha
+        with make_sink(server.url, redis_names) as sink, server.client() as client:
+            sink.open()
+            feed(sink, events[:100])
+            client.script_flush()
+            assert client.script_exists(sha) == [False]
+            feed(sink, events[100:])
+            assert client.script_exists(sha) == [True], "EVAL loaded it again"
+        assert server.stream_events(redis_names.stream) == events
 
     def test_small_script_batches_split_anywhere(
         self, redis_server: RedisServer, redis_names: RedisNames
@@ -411,6 +429,24 @@ class TestFailures:
         assert "authentication as user 'nobody' failed" in str(raised.value)
         assert "BRIDGE_REDIS__URL" in str(raised.value)
         assert secret not in str(raised.value)
+
+    def test_a_reply_left_unread_by_a_timeout_is_not_the_next_calls(
+        self, redis_factory: RedisFactory
+    ) -> None:
+        """A call that timed out leaves its reply coming: its connection must be dropped, not
+        handed back to the pool for the next call to read that reply as its own. The script
+        runs 1 s against a timeout of 0.7 s, so the next call, sent at once, is answered
+        while its own timeout still runs, right after the late reply."""
+        server = redis_factory.start()
+        slow = Script.of(
+            "#!lua\nlocal start = redis.call('TIME')\nlocal now = start\n"
+            "while (now[1] - start[1]) * 1000000 + now[2] - start[2] < tonumber(ARGV[1]) do\n"
+            "  now = redis.call('TIME')\nend\nreturn 'late'"
+        )
+        with connect(load_section("redis", RedisSettings, url=server.url, timeout=0.7)) as client:
+            with pytest.raises(redis.exceptions.TimeoutError):
+                slow.run(client, [], Arguments(1_000_000))
+            assert Script.of("return ARGV[1]").run(client, [], Arguments("mine")) == b"mine"
 
     def test_an_unreachable_server_is_retryable(self, redis_names: RedisNames) -> None:
         url = f"redis://user:secret@127.0.0.1:{free_port()}/0"

@@ -1,7 +1,11 @@
-"""Pure logic of the Redis sink: where chunks may end, and how Redis errors are reported."""
+"""Pure logic of the Redis sink: where chunks may end, how its script calls are packed, and
+how Redis errors are reported."""
+
+from collections.abc import Sequence
 
 import pytest
 import redis.exceptions
+from redis.connection import Connection
 
 from bridge.contract import History
 from bridge.errors import SinkRejectedError, SinkUnavailableError
@@ -9,15 +13,16 @@ from bridge.events import Event, EventType, Op
 from bridge.sink import SinkContext
 from config.keyspace import KeySpace
 from config.settings import load_section
+from sinks.redis.client import Arguments, Script
 from sinks.redis.settings import RedisSettings
 from sinks.redis.sink import RedisSink, checkpoint_key, cut_point
 
 SECRET = "pa55-w0rd"  # noqa: S105 - a test value that must never show
 
 
-def put(revision: int, index: int) -> Event:
+def put(revision: int, index: int, *, key: bytes = b"/k") -> Event:
     return Event(
-        revision=revision, index=index, type=EventType.PUT, op=Op.UPDATE, key=b"/k", value=b"v"
+        revision=revision, index=index, type=EventType.PUT, op=Op.UPDATE, key=key, value=b"v"
     )
 
 
@@ -50,6 +55,55 @@ def sink(**redis_settings: object) -> RedisSink:
     return RedisSink.from_settings(
         settings, context=SinkContext(pipeline="orders", keyspace=KeySpace.of([]))
     )
+
+
+def packed_by_redis_py(
+    script: Script,
+    keys: Sequence[bytes | str],
+    values: Sequence[bytes | str | int],
+    *,
+    loaded: bool,
+) -> bytes:
+    """What redis-py sends for ``script`` called with ``keys`` and ``values``."""
+    name, code = ("EVALSHA", script.sha) if loaded else ("EVAL", script.source)
+    return b"".join(Connection().pack_command(name, code, len(keys), *keys, *values))
+
+
+class TestPacking:
+    """The sink packs its script calls itself (``sinks.redis.client``): Redis must receive the
+    bytes redis-py sends for the same arguments, EVALSHA and its EVAL fallback alike."""
+
+    @pytest.mark.parametrize("loaded", [True, False])
+    def test_arguments_are_the_bytes_redis_py_sends(self, *, loaded: bool) -> None:
+        deleted = Event(
+            revision=2**53 - 1, index=70_000, type=EventType.DELETE, op=Op.DELETE, key=b"\r\n\xff"
+        )
+        events = [put(7, 0), put(7, 1023, key="ключ".encode()), put(8, 1024), deleted]
+        head: list[bytes | str | int] = ["", "ключ", b"\x00\r\n", 0, -1]
+        args = Arguments(*head)
+        values = list(head)
+        for number, event in enumerate(events):
+            payload = b"$%d\r\n" % number * number
+            args.change(event, payload)
+            values += (event.revision, event.index, event.op.value, event.key, payload)
+        args.add(-1, 2**53)
+        values += (-1, 2**53)
+        keys = [b"stream", "checkpoint:ключ"]
+        script = Script.of("return {#KEYS, #ARGV}")
+        packed = script.packed(keys, args, loaded=loaded)
+        assert packed == packed_by_redis_py(script, keys, values, loaded=loaded)
+
+    def test_the_stream_layout_sends_each_events_position_op_key_and_record(self) -> None:
+        layout = sink(stream="events", maxlen=500)._layout
+        chunk = [put(9, 0), put(9, 1), put(12, 0, key=b"/other")]
+        keys, args = layout.call(chunk)
+        values: list[bytes | str | int] = ["500"]
+        for event in chunk:
+            values += (event.revision, event.index, event.op.value, event.key, event.to_json())
+        assert keys == [b"events"]
+        assert layout.script.packed(keys, args, loaded=True) == packed_by_redis_py(
+            layout.script, keys, values, loaded=True
+        )
 
 
 @pytest.mark.parametrize(
