@@ -22,6 +22,10 @@ from tests.integration.test_pipeline_file import (
 )
 
 _DISK_BYTES = 1 << 20
+_ROOMY_DISK_BYTES = 4 << 20
+"""For a file sink that must take a resync snapshot of 4 KiB values once its full disk is
+emptied: the file keeps what the sink wrote before, and on 1 MiB the snapshot did not always
+fit (a CI run's file sink was still out of space 20 s after the filler was removed)."""
 LOG = {"journal": "watching"}
 
 
@@ -113,7 +117,7 @@ def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
 ) -> None:
     server = etcd_factory.start()
     prefix = "/b/"
-    with small_disk(tmp_path / "disk", size=_DISK_BYTES) as disk, server.client() as client:
+    with small_disk(tmp_path / "disk", size=_ROOMY_DISK_BYTES) as disk, server.client() as client:
         settings, output, journal = journal_bridge(
             bridge_factory,
             server,
