@@ -766,12 +766,14 @@ def current_revision(endpoint: str) -> int:
     return int(response.header.revision)
 
 
-def count_keys(endpoint: str, prefix: bytes) -> int:
+def count_keys(endpoint: str, prefix: bytes, *, revision: int = 0) -> int:
+    """Keys under ``prefix`` now, or at ``revision`` (0: now)."""
     start, end = prefix_range(prefix)
     response = etcd_call(
         endpoint,
         lambda kv: kv.Range(
-            etcdrpc.RangeRequest(key=start, range_end=end, count_only=True), timeout=60
+            etcdrpc.RangeRequest(key=start, range_end=end, count_only=True, revision=revision),
+            timeout=60,
         ),
     )
     return int(response.count)
@@ -783,9 +785,12 @@ def delete_prefix(endpoint: str, prefix: bytes) -> tuple[int, int]:
     etcd answers "request timed out" when applying the request takes longer than its own
     request timeout (7 s by default; a million deletes on a busy disk do), though the request
     is committed and applied all the same. Then the keys are awaited gone, and the revision
-    is etcd's revision after that: nothing else writes to a benchmark's etcd meanwhile."""
+    is etcd's revision after that (nothing else writes to a benchmark's etcd meanwhile), and
+    the keys deleted those the prefix held at the revision before it. Only etcd's revision is
+    read beforehand, which costs nothing whatever the prefix's size, so the request is timed
+    alone."""
     start, end = prefix_range(prefix)
-    keys = count_keys(endpoint, prefix)
+    before = current_revision(endpoint)
     try:
         response = etcd_call(
             endpoint,
@@ -803,7 +808,7 @@ def delete_prefix(endpoint: str, prefix: bytes) -> tuple[int, int]:
             what=f"etcd to apply the DeleteRange of {prefix!r}",
             interval=0.5,
         )
-        return keys, current_revision(endpoint)
+        return count_keys(endpoint, prefix, revision=before), current_revision(endpoint)
     return int(response.deleted), int(response.header.revision)
 
 
