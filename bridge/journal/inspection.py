@@ -20,11 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bridge.events import Event
-from bridge.journal.segments import Journal, held_by_another
+from bridge.journal.segments import LOCK_FILE, Journal, held_by_another
 from bridge.ownership import lock_holder
 from config.journal import JournalSettings
-
-_LOCK = "lock"
 
 
 def check(settings: JournalSettings, *, identity: str) -> tuple[list[str], list[str]]:
@@ -48,7 +46,7 @@ def check(settings: JournalSettings, *, identity: str) -> tuple[list[str], list[
         except OSError as error:
             return [], [f"BRIDGE_JOURNAL__PATH: {directory} is not usable ({_reason(error)})"]
         held = journal.size
-        holder = lock_holder(directory / _LOCK)
+        holder = lock_holder(directory / LOCK_FILE)
         if holder is not None:
             problems.append(str(held_by_another(directory, holder.owner)))
     free = shutil.disk_usage(existing).free

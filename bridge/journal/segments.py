@@ -56,6 +56,8 @@ _SEGMENT_HEADER = struct.Struct("<4sBB32sq")
 SEGMENT_HEADER_BYTES = _SEGMENT_HEADER.size
 _MAGIC = b"EBJL"
 _SUFFIX = ".seg"
+LOCK_FILE = "lock"
+"""The file in the log's directory whose lock says which live bridge holds the log."""
 _READ_BUFFER = 1024 * 1024
 _RECENT_BYTES = 8 * 1024 * 1024
 """Bytes of the latest chunks kept decoded in memory: a sink reading at the log's end takes
@@ -153,7 +155,7 @@ class Journal:
             raise JournalUnavailableError(
                 f"BRIDGE_JOURNAL__PATH: cannot create {self.directory} ({error.strerror})"
             ) from error
-        self._lock, holder = lock_file(self.directory / "lock", self._owner)
+        self._lock, holder = lock_file(self.directory / LOCK_FILE, self._owner)
         if self._lock is None:
             raise held_by_another(self.directory, holder)
         self._load(repair=True)
