@@ -96,6 +96,12 @@ OMITTED_ATTRIBUTES: Final = ("omittedbytes", "omittedprevbytes")
 refused it whole, ``BRIDGE_<NAME>__ON_REFUSED=omit_value``): the size of each left out."""
 
 _DECIMAL = re.compile(r"-?[0-9]+")
+_BACKSLASH, _DEL = ord("\\"), 0x7F
+"""Bytes looked for as ints: ``int in bytes`` is one ``memchr``, where ``bytes in bytes``
+first tries the needle as an int, and formats and clears the TypeError that raises."""
+_SMALL = 1024
+_DIGITS: Final = tuple(b"%d" % number for number in range(_SMALL))
+"""The decimal digits of the indexes below ``_SMALL``, formatted once."""
 _VALUE_FIELDS = ("value", "prev_value")
 
 
@@ -186,27 +192,37 @@ class CloudEventsFormat(EventFormat):
         before_data, dumps, join = self._before_data, orjson.dumps, b"".join
         common = self._common_data if self._fast else _uncommon
         records = []
+        # The events of a transaction or a snapshot page share their revision: its digits
+        # are formatted once for them all, and small indexes are looked up.
+        revision, revision_digits = -1, b""
         for event in batch:
             data = common(event)
             if data is None:
                 records.append(self._encode_any(event, stamp=stamp))
                 continue
+            subject = dumps(data["key"])
+            if not _printable(data["key"], event.key, subject):
+                records.append(self._encode_any(event, stamp=stamp))
+                continue
+            if event.revision != revision:
+                revision = event.revision
+                revision_digits = b"%d" % revision
+            index = event.index
+            index_digits = _DIGITS[index] if index < _SMALL else b"%d" % index
             op = event.op
-            revision = b"%d" % event.revision
-            index = b"%d" % event.index
             records.append(
                 join(
                     [
                         id_head,
-                        revision,
+                        revision_digits,
                         b"-s" if op in SNAPSHOT_OPS else b"-",
-                        index,
+                        index_digits,
                         after_id[op],
-                        dumps(data["key"]),
+                        subject,
                         timed,
-                        revision,
+                        revision_digits,
                         b'","index":',
-                        index,
+                        index_digits,
                         before_data,
                         dumps(data),
                         b"}",
@@ -228,7 +244,7 @@ class CloudEventsFormat(EventFormat):
         UTF-8) plus ``content-type``, and the ``data`` JSON as the value. Never a null value,
         which a compacted topic would take for a tombstone."""
         data = self._common_data(event) if self._fast else None
-        if data is None:
+        if data is None or not _printable(data["key"], event.key, orjson.dumps(data["key"])):
             return self._binary_any(event)
         revision = b"%d" % event.revision
         index = b"%d" % event.index
@@ -262,9 +278,10 @@ class CloudEventsFormat(EventFormat):
     @staticmethod
     def _common_data(event: Event) -> dict[str, Any] | None:
         """The ``data`` of the common event with ``values=bytes``: key and values UTF-8, the
-        key a non-empty printable String (the subject), not a marker. None for any other
-        event, which ``_data`` handles (the same fields, by the book, more slowly); the unit
-        tests check the two against each other."""
+        key non-empty, not a marker. None for any other event, which ``_data`` handles (the
+        same fields, by the book, more slowly); the unit tests check the two against each
+        other. The caller also sends a key that is not printable (``_printable``) the
+        general way, since it may not be the subject as it is."""
         if event.reason is not None:
             return None
         key, value, prev = event.key, event.value, event.prev_value
@@ -279,7 +296,7 @@ class CloudEventsFormat(EventFormat):
             prev_text = None if prev is None else prev.decode()
         except UnicodeDecodeError:
             return None
-        if not subject or not subject.isprintable():
+        if not subject:
             return None
         op = event.op
         # One literal per shape: cheaper than adding the previous key-value's fields.
@@ -488,6 +505,17 @@ class CloudEventsFormat(EventFormat):
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not an etcd-bridge CloudEvent: {error!r}") from error
+
+
+def _printable(subject: str, key: bytes, subject_json: bytes) -> bool:
+    """``subject.isprintable()`` (a printable subject is a CloudEvents String as it is), told
+    from ``key`` (its UTF-8) and ``subject_json`` (its JSON) where it can be: an ASCII key
+    whose JSON escapes nothing (orjson escapes every control character) and holds no DEL is
+    printable. Two byte searches cost a fraction of ``isprintable``, which took 7% of a
+    record's instructions."""
+    if key.isascii() and _BACKSLASH not in subject_json and _DEL not in key:
+        return True
+    return subject.isprintable()
 
 
 def _uncommon(event: Event) -> None:

@@ -21,7 +21,7 @@ from bridge.events import (
     values_omitted,
 )
 from bridge.formats import FormatContext, build_format
-from bridge.formats.cloudevents import CloudEventsFormat, is_cloudevents_string
+from bridge.formats.cloudevents import CloudEventsFormat, _printable, is_cloudevents_string
 from config.keyspace import KeySpace
 from config.output import FormatName, OutputSettings, ValuesMode
 from tests.formats.cloudevents_consumer import (
@@ -608,3 +608,12 @@ def test_a_batch_is_its_events_records_with_one_time(
     monkeypatch.setattr("bridge.formats.cloudevents.time_ns", lambda: 1_764_480_000_123_000_000)
     assert record_format.encode_batch(events) == [record_format.encode(e) for e in events]
     assert record_format.encode_batch([]) == []
+
+
+def test_the_printable_shortcut_agrees_with_isprintable() -> None:
+    """``_printable`` tells ASCII keys apart without ``isprintable``: every ASCII character
+    (control characters, DEL, quotes, backslashes) and a few others, alone and in a key."""
+    for char in [*map(chr, range(128)), "\x85", "\u00a0", "ü", "\ufffe", "\U0001ffff"]:
+        for text in (char, f"/app/{char}x"):
+            key = text.encode()
+            assert _printable(text, key, orjson.dumps(text)) is text.isprintable(), repr(text)
