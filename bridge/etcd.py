@@ -62,6 +62,7 @@ from bridge.errors import (
     WatchResponseTooLargeError,
 )
 from bridge.events import Event, EventType, Op
+from bridge.wire import WatchResponse
 from config.etcd import EtcdSettings
 from config.keyspace import KeySpace
 
@@ -96,6 +97,10 @@ CHUNK_EVENTS = 2000
 """Most events per chunk from one watch response. A replay response holds up to 1,000
 revisions: with transactions of 100 keys, 100,000 events (25 MB), which as one chunk would
 all be alive at once however small the pump's queue."""
+
+
+_EVENTS_FIELD = 11
+"""The number of ``WatchResponse.events``."""
 
 
 def _watch_messages() -> tuple[Any, Any, Any]:
@@ -154,7 +159,7 @@ def _watch_messages() -> tuple[Any, Any, Any]:
             ("compact_revision", 5, field.TYPE_INT64, ""),
             ("cancel_reason", 6, field.TYPE_STRING, ""),
             ("fragment", 7, field.TYPE_BOOL, ""),
-            ("events", 11, field.TYPE_MESSAGE, ".mvccpb.Event"),
+            ("events", _EVENTS_FIELD, field.TYPE_MESSAGE, ".mvccpb.Event"),
         ],
         repeated="events",
     )
@@ -169,6 +174,19 @@ def _watch_messages() -> tuple[Any, Any, Any]:
 
 
 _WatchRequest, _WatchCreateRequest, _WatchResponse = _watch_messages()
+_WHOLE_RESPONSE_BYTES = 4 * 1024 * 1024
+"""Watch responses up to this size are parsed whole; larger ones a chunk at a time
+(``bridge.wire``): a few live changes, or one snapshot page's worth of a replay."""
+
+
+def _watch_response(raw: bytes) -> WatchResponse:
+    return WatchResponse(
+        raw,
+        parse=_WatchResponse.FromString,
+        events_field=_EVENTS_FIELD,
+        chunk_events=CHUNK_EVENTS,
+        whole_bytes=_WHOLE_RESPONSE_BYTES,
+    )
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
@@ -408,7 +426,7 @@ class EtcdConnection:
         call = self._require_channel().stream_stream(
             _WATCH_METHOD,
             request_serializer=_WatchRequest.SerializeToString,
-            response_deserializer=_WatchResponse.FromString,
+            response_deserializer=_watch_response,
         )
         return WatchStream(
             call=call,
@@ -682,45 +700,43 @@ class WatchStream:
             self._requests.put(None)
             self._call.cancel()
 
-    def _handle(self, response: Any) -> Iterator[Chunk]:
+    def _handle(self, response: WatchResponse) -> Iterator[Chunk]:
         """The response's events in chunks of at most ``CHUNK_EVENTS``, built one chunk at
         a time, so that the pump's bounded queue also bounds the events alive."""
-        if response.compact_revision:
+        head = response.head
+        if head.compact_revision:
             raise RevisionCompactedError(
                 requested=self._start_revision,
-                compacted=int(response.compact_revision),
+                compacted=int(head.compact_revision),
                 endpoint=self._endpoint,
             )
-        if response.canceled:
-            reason = response.cancel_reason or "no reason given"
+        if head.canceled:
+            reason = head.cancel_reason or "no reason given"
             raise EtcdUnavailableError(
                 f"etcd {self._endpoint} cancelled the watch: {reason}", endpoint=self._endpoint
             )
-        header_revision = int(response.header.revision)
-        if response.created:
+        header_revision = int(head.header.revision)
+        if head.created:
             behind = max(0, header_revision - self._start_revision)
             self._allowance = behind / _REPLAY_REVISIONS_PER_SECOND
             self._caught_up_at = header_revision
             return
-        raw_events = response.events
-        if not raw_events or raw_events[-1].kv.mod_revision >= self._caught_up_at:
+        last = response.last_event
+        if last is None or last.kv.mod_revision >= self._caught_up_at:
             self._allowance = 0.0  # progress answers and current events mean: replay is over
-        ends_revision = not response.fragment
+        ends_revision = not head.fragment
         if ends_revision:
             self._defragmented = self._in_fragments
         self._in_fragments = not ends_revision
-        total = len(raw_events)
-        if total <= CHUNK_EVENTS:  # live changes, progress answers: as they are
-            chunk = self._chunker.chunk(
-                raw_events, ends_revision=ends_revision, header=header_revision
-            )
-            yield chunk if total else dataclasses.replace(chunk, synced=True)
+        if not response.total:  # a progress answer
+            chunk = self._chunker.chunk((), ends_revision=ends_revision, header=header_revision)
+            yield dataclasses.replace(chunk, synced=True)
             return
-        for start in range(0, total, CHUNK_EVENTS):
-            end = min(start + CHUNK_EVENTS, total)
+        count = response.chunk_count
+        for number, raw_events in enumerate(response.chunks(), 1):
             yield self._chunker.chunk(
-                raw_events[start:end],
-                ends_revision=ends_revision and end == total,
+                raw_events,
+                ends_revision=ends_revision and number == count,
                 header=header_revision,
             )
 
