@@ -81,11 +81,11 @@ class WatchResponse:
             self.last_event = self._whole[-1] if self.total else None
             return
         self._whole = None
+        if events_field > 15:
+            raise ValueError("the events field's tag must be one byte (a number up to 15)")
         head, last = self._walk(events_field << 3 | _LENGTH_DELIMITED, chunk_events)
         self.head = parse(b"".join(head))
-        self.last_event = (
-            parse(memoryview(raw)[last[0] : last[1]]).events[0] if self.total else None
-        )
+        self.last_event = parse(memoryview(raw)[last:]).events[0] if self.total else None
 
     @property
     def chunk_count(self) -> int:
@@ -102,50 +102,41 @@ class WatchResponse:
         for start, end in self._runs:
             yield parse(view[start:end]).events
 
-    def _walk(self, events_tag: int, chunk_events: int) -> tuple[list[bytes], tuple[int, int]]:
+    def _walk(self, events_tag: int, chunk_events: int) -> tuple[list[bytes], int]:
         """Set ``_runs`` (byte ranges of at most ``chunk_events`` consecutive events) and
-        ``total``; return the bytes of the other fields and the range of the last event's
-        field (meaningless without events)."""
+        ``total``; return the bytes of the other fields and where the last event's field
+        starts (meaningless without events)."""
         raw = self._raw
         head: list[bytes] = []
         runs: list[tuple[int, int]] = []
-        run_start, run_count, total = -1, 0, 0
-        last = (0, 0)
-        position, end = 0, len(raw)
+        total = last = position = 0
+        end = len(raw)
         while position < end:
-            field_start = position
-            tag = raw[position]
-            position += 1
-            if tag & 0x80:
-                tag, position = _varint(raw, field_start)
-            if tag == events_tag:
-                length = raw[position]
-                if length < 0x80:
-                    position += 1 + length
-                elif raw[position + 1] < 0x80:  # most events: 128 bytes to 16 KiB
-                    position += 2 + (length & 0x7F | raw[position + 1] << 7)
-                else:
-                    length, position = _varint(raw, position)
-                    position += length
-                last = (field_start, position)
-                if run_start < 0:
-                    run_start = field_start
-                run_count += 1
-                if run_count == chunk_events:
-                    runs.append((run_start, position))
-                    total += run_count
-                    run_start, run_count = -1, 0
+            if raw[position] == events_tag:
+                # A run of events, the hot loop: one tag byte, a length of one or two bytes
+                # (events up to 16 KiB) read inline, a longer one by ``_varint``.
+                run_start, count = position, 0
+                while position < end and raw[position] == events_tag:
+                    last = position
+                    length = raw[position + 1]
+                    if length < 0x80:
+                        position += 2 + length
+                    elif raw[position + 2] < 0x80:
+                        position += 3 + (length & 0x7F | raw[position + 2] << 7)
+                    else:
+                        length, position = _varint(raw, position + 1)
+                        position += length
+                    count += 1
+                    if count == chunk_events:
+                        break
+                runs.append((run_start, min(position, end)))
+                total += count
                 continue
-            if run_start >= 0:
-                runs.append((run_start, field_start))
-                total += run_count
-                run_start, run_count = -1, 0
+            field_start = position
+            tag, position = _varint(raw, position)
             position = _skip(raw, position, tag & 7)
             head.append(raw[field_start:position])
         if position != end:
             raise ValueError("a watch response cut in the middle of a field")
-        if run_start >= 0:
-            runs.append((run_start, end))
-            total += run_count
         self._runs, self.total = runs, total
         return head, last
