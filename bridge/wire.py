@@ -9,9 +9,10 @@ the message's fields once, parses the fields other than ``events`` (the header, 
 bytes are parsed only when the run is handled, so one run's parsed form is alive at a time.
 A run of consecutive ``events`` fields is itself a valid encoding of a response holding just
 those events (protobuf concatenates repeated fields), so the generated message parses it, in
-C. The walk reads each event's tag and length and skips the event: about 2,000 instructions
-per event, 7% of turning a replay's bytes into events, for 32 MB less per replay response
-(measured on a 26 MB response; BENCHMARKS.md, "Watch responses parsed a chunk at a time").
+C. The walk reads each event's tag and length and skips the event: about 2,300 instructions
+per event, a tenth more for turning a replay's bytes into events, for 32 MB less per replay
+response (measured on a 26 MB response; BENCHMARKS.md, "Watch responses parsed a chunk at a
+time").
 A response up to ``whole_bytes`` (live changes, progress answers) is parsed whole as before.
 """
 
