@@ -196,14 +196,11 @@ class CloudEventsFormat(EventFormat):
         # are formatted once for them all, and small indexes are looked up.
         revision, revision_digits = -1, b""
         for event in batch:
-            data = common(event)
-            if data is None:
+            parts = common(event)
+            if parts is None:
                 records.append(self._encode_any(event, stamp=stamp))
                 continue
-            subject = dumps(data["key"])
-            if not _printable(data["key"], event.key, subject):
-                records.append(self._encode_any(event, stamp=stamp))
-                continue
+            data, subject = parts
             if event.revision != revision:
                 revision = event.revision
                 revision_digits = b"%d" % revision
@@ -243,9 +240,10 @@ class CloudEventsFormat(EventFormat):
         """The Kafka binary-mode record: ``ce_`` headers (each attribute's canonical string,
         UTF-8) plus ``content-type``, and the ``data`` JSON as the value. Never a null value,
         which a compacted topic would take for a tombstone."""
-        data = self._common_data(event) if self._fast else None
-        if data is None or not _printable(data["key"], event.key, orjson.dumps(data["key"])):
+        parts = self._common_data(event) if self._fast else None
+        if parts is None:
             return self._binary_any(event)
+        data = parts[0]
         revision = b"%d" % event.revision
         index = b"%d" % event.index
         millisecond = time_ns() // 1_000_000
@@ -276,12 +274,12 @@ class CloudEventsFormat(EventFormat):
         ], orjson.dumps(data)
 
     @staticmethod
-    def _common_data(event: Event) -> dict[str, Any] | None:
-        """The ``data`` of the common event with ``values=bytes``: key and values UTF-8, the
-        key non-empty, not a marker. None for any other event, which ``_data`` handles (the
-        same fields, by the book, more slowly); the unit tests check the two against each
-        other. The caller also sends a key that is not printable (``_printable``) the
-        general way, since it may not be the subject as it is."""
+    def _common_data(event: Event) -> tuple[dict[str, Any], bytes] | None:
+        """The ``data`` of the common event with ``values=bytes`` and its subject as JSON (the
+        structured record's): key and values UTF-8, the key a non-empty printable String
+        (``_printable``), not a marker. None for any other event, which ``_data`` handles
+        (the same fields, by the book, more slowly); the unit tests check the two against
+        each other."""
         if event.reason is not None:
             return None
         key, value, prev = event.key, event.value, event.prev_value
@@ -297,6 +295,9 @@ class CloudEventsFormat(EventFormat):
         except UnicodeDecodeError:
             return None
         if not subject:
+            return None
+        subject_json = orjson.dumps(subject)
+        if not _printable(subject, key, subject_json):
             return None
         op = event.op
         # One literal per shape: cheaper than adding the previous key-value's fields.
@@ -326,7 +327,7 @@ class CloudEventsFormat(EventFormat):
             }
         if event.more:
             data["more"] = True
-        return data
+        return data, subject_json
 
     def _encode_any(self, event: Event, *, stamp: str) -> bytes:
         """``encode`` for every event, with ``stamp`` as its ``time``."""
