@@ -71,6 +71,8 @@ class WatchResponse:
         its repeated ``events`` field."""
         self._raw = raw
         self._parse = parse
+        # ``_runs``: (start, end) of each chunk, indexes into ``_whole`` when the response
+        # was parsed whole, else byte offsets into ``raw`` (``_walk``).
         if len(raw) <= whole_bytes:
             self.head = parse(raw)
             self._whole: Sequence[Any] | None = self.head.events
