@@ -22,6 +22,7 @@ from bridge.events import Event, Op, SnapshotReason
 from bridge.sink import Sink
 from config.keyspace import KeySpace
 from sinks.nats.messages import Framer
+from sinks.nats.publisher import SEND_EVERY
 from tests.fixtures.bridge import BridgeFactory
 from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.nats import NatsFactory, NatsNames, NatsServer, NatsSetup
@@ -256,6 +257,35 @@ def test_a_message_refused_inside_a_batch_is_named_after_one_reopen(
     assert f"at revision {events[5].revision} (index {events[5].index})" in message, message
     assert "maximum messages exceeded" in message
     assert nats_server.stream_events(nats_names.stream) == events[:5]
+
+
+def test_a_write_is_sent_in_parts_each_acknowledged_by_its_last_message(
+    nats_server: NatsServer, nats_names: NatsNames
+) -> None:
+    """A batch goes out ``SEND_EVERY`` messages at a time, each part's last message asking
+    for an acknowledgement: a message refused in the second part is first seen as the broken
+    chain of that part's last message (not the batch's), and the parts before it are held."""
+    held = SEND_EVERY + 50
+
+    async def create(js: Any) -> None:
+        await js.add_stream(
+            name=nats_names.stream,
+            subjects=[nats_names.subject],
+            max_msgs=held,
+            discard=DiscardPolicy.NEW,
+        )
+
+    nats_server.run(create)
+    events = History(prefix=PREFIX).random_changes(count=3 * SEND_EVERY - 20, seed=5)
+    with make_sink(nats_server.url, nats_names) as sink:
+        sink.open()
+        sink.write(events)
+        with pytest.raises(SinkUnavailableError, match="wrong last sequence") as broken:
+            sink.flush()
+        second_part_last = events[2 * SEND_EVERY - 1]
+        expected = f"at revision {second_part_last.revision} (index {second_part_last.index})"
+        assert expected in str(broken.value), str(broken.value)
+    assert nats_server.stream_events(nats_names.stream) == events[:held]
 
 
 def test_binary_keys_and_values_round_trip_bytes_exact(
