@@ -47,6 +47,7 @@ from bridge.refusal import Refusals
 from bridge.sink import Sink
 from bridge.source import ChangeSourceFactory, etcd_changes
 from config.errors import ConfigError
+from config.pump import PumpSettings
 from config.settings import ENV_PREFIX, Settings, load_section, load_settings, variable_name
 from config.variables import (
     Variable,
@@ -284,7 +285,12 @@ def _run_term(
     if recorder is None:
         etcd = etcd_changes(settings.etcd, pipelines=sinks)
         return _run_pipelines(
-            configuration, stop=stop, healths=healths, may_write=may_write, source=etcd
+            configuration,
+            stop=stop,
+            healths=healths,
+            may_write=may_write,
+            source=etcd,
+            limits=settings.pump,
         )
     with recording(  # its reader has the whole watch response limit: it is the one watch
         settings.journal,
@@ -299,7 +305,12 @@ def _run_term(
             journal.register(health.stats)
         try:
             return _run_pipelines(
-                configuration, stop=stop, healths=healths, may_write=may_write, source=source
+                configuration,
+                stop=stop,
+                healths=healths,
+                may_write=may_write,
+                source=source,
+                limits=settings.pump.reading_the_log(),
             )
         finally:
             for health in healths:
@@ -319,9 +330,9 @@ def _run_pipelines(
     healths: list[PipelineHealth],
     may_write: Callable[[], bool],
     source: ChangeSourceFactory,
+    limits: PumpSettings,
 ) -> list[BaseException]:
-    """``_run_term``'s pipelines, each reading its changes from ``source``."""
-    settings = configuration.settings
+    """``_run_term``'s pipelines, each reading its changes from ``source`` within ``limits``."""
     failures: list[BaseException] = []
     lock = threading.Lock()
 
@@ -343,7 +354,7 @@ def _run_pipelines(
         Pipeline(
             sink,
             source=source,
-            limits=settings.pump,
+            limits=limits,
             stop=stop,
             health=health,
             may_write=may_write,
@@ -364,7 +375,7 @@ def _run_pipelines(
     while not stop.wait(1.0):
         pass
     for thread in threads:
-        thread.join(settings.pump.shutdown_timeout)
+        thread.join(limits.shutdown_timeout)
     return failures
 
 

@@ -31,6 +31,28 @@ def test_defaults() -> None:
     assert settings.name == "default"
 
 
+@pytest.mark.parametrize(
+    ("variables", "depth", "queue_bytes"),
+    [
+        ({}, 1, 1024 * 1024),
+        ({"BRIDGE_PUMP__QUEUE_DEPTH": "8"}, 8, 1024 * 1024),
+        ({"BRIDGE_PUMP__QUEUE_BYTES": "9000000"}, 1, 9_000_000),
+    ],
+)
+def test_a_sink_reading_the_log_has_a_small_queue_unless_one_was_set(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], depth: int, queue_bytes: int
+) -> None:
+    """The log holds what a sink has not taken; a queue the user set, even to the default,
+    is theirs."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    pump = load_settings().pump
+    reading_the_log = pump.reading_the_log()
+    assert (reading_the_log.queue_depth, reading_the_log.queue_bytes) == (depth, queue_bytes)
+    assert reading_the_log.batch_events == pump.batch_events
+    assert reading_the_log.batch_bytes == pump.batch_bytes
+
+
 def test_comma_lists_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_ETCD__ENDPOINTS", "http://a:2379, https://b:2379")
     monkeypatch.setenv("BRIDGE_SINKS", "file,stdout")
