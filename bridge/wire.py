@@ -132,7 +132,7 @@ class WatchResponse:
                     count += 1
                     if count == chunk_events:
                         break
-                runs.append((run_start, min(position, end)))
+                runs.append((run_start, position))
                 total += count
                 continue
             field_start = position
