@@ -50,6 +50,7 @@ class Phase(enum.StrEnum):
 
 _READY = frozenset({Phase.WATCHING})
 _WAITING = frozenset({Phase.STANDBY, Phase.SINK_DOWN, Phase.STOPPED})
+_READING = frozenset({Phase.SNAPSHOT, Phase.WATCHING})
 _NOT_DELIVERING = frozenset({Phase.STANDBY, Phase.STOPPED, Phase.FAILED})
 
 
@@ -162,6 +163,10 @@ class PipelineHealth:
     """The sink's record format, once it is built (``BRIDGE_<NAME>__FORMAT``)."""
     stats: PipelineStats = field(init=False)
     snapshot_request: SnapshotRequest = field(default_factory=SnapshotRequest)
+    _sink_down: bool = field(default=False, init=False)
+    """``sink_down`` was entered, and the sink has accepted nothing since."""
+    _reading: Phase = field(default=Phase.WATCHING, init=False)
+    """The source's last reading phase, shown once a sink that was down accepts again."""
 
     def __post_init__(self) -> None:
         self.stats = PipelineStats(self.sink)
@@ -172,6 +177,28 @@ class PipelineHealth:
         self.heartbeat = time.monotonic()
 
     def enter(self, phase: Phase) -> None:
+        """Enter ``phase``; while the sink is down, a source's reading phase (snapshot,
+        watching) is kept for when it accepts again instead: a retry opens a fresh source,
+        which would otherwise report a sink that has taken nothing since it failed as
+        watching, until its next write fails."""
+        if self._sink_down and phase in _READING:
+            self._reading = phase
+            self.beat()
+            return
+        self._sink_down = phase is Phase.SINK_DOWN
+        if phase in _READING:
+            self._reading = phase
+        self._show(phase)
+
+    def sink_accepted(self) -> None:
+        """The sink took a batch, or holds every change etcd has: if it was down, the
+        source's phase stands again."""
+        if self._sink_down:
+            self._sink_down = False
+            self._show(self._reading)
+        self.beat()
+
+    def _show(self, phase: Phase) -> None:
         if phase is not self.phase:
             log.info("pipeline phase", extra={"sink": self.sink, "phase": phase.value})
             self.phase = phase

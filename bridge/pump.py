@@ -251,7 +251,7 @@ class Pipeline:
         self._flushed.append(batch[-1].position)
         self.stats.delivered += len(batch)
         self.stats.observe()
-        self.health.beat()  # a slow sink still shows life while its reader waits on the queue
+        self.health.sink_accepted()  # and a slow one shows life while its reader waits
 
     def _batches(self, chunks: "_ChunkQueue", *, last: Position | None) -> Iterator[list[Event]]:
         """Batches of events past ``last``, until ``stop``; raises the reader's failure."""
@@ -284,6 +284,7 @@ class Pipeline:
                 yield batch
             if synced:  # the sink now holds every change up to it: flushed, or none came
                 self.stats.caught_up_to(synced)
+                self.health.sink_accepted()
 
 
 class _ChunkQueue:

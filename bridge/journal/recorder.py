@@ -112,11 +112,12 @@ class Recorder:
                         journal.append(Chunk(events, chunk.revision, chunk.size))
                         stats.position = events[-1].position
                         stats.delivered += len(events)
-                        self._health.beat()
+                        self._health.sink_accepted()
                         yield len(events)
                     if chunk.synced:
                         journal.publish_synced(chunk.revision)
                         stats.caught_up_to(chunk.revision)
+                        self._health.sink_accepted()
                     stats.observe()
                 return
             except PositionAheadError as error:
