@@ -30,16 +30,22 @@ given its variable with ``--env``; ``{lab}`` and ``{name}`` in the value give ea
 name a directory of its own in the run's directory (``bench.common.Lab.bridge``), kept across
 the replay's restart of that bridge.
 
+``--profile DIR`` attaches py-spy (``bench.profile``) to the fan-out's first replay and prints
+where its GIL-holding samples went, per cost centre and per thread: in one process the sinks
+share one GIL, which bounds the fan-out.
+
     .venv/bin/python -m bench.fanout [--repeat 3] [--snapshot-keys 300000]
         [--workloads replay,snapshot] [--sinks file,kafka,redis] [--env NAME=VALUE ...]
+        [--profile DIR]
 """
 
 import argparse
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from bench import burst, snapshot
+from bench import burst, profile, snapshot
 from bench.common import (
     Delivery,
     Lab,
@@ -59,6 +65,8 @@ WORKLOADS = ("replay", "snapshot")
 TARGET_RATIO = 0.9
 """The fan-out's rate over the slowest sink's alone."""
 TARGET_RSS_MIB = snapshot.TARGET_RSS_MIB
+PROFILE_RATE = 250
+"""py-spy's samples per second, as ``bench.profile``'s default."""
 FANOUT_SINKS = ("file", "kafka", "redis")
 """Issue 14's fan-out, in the order its BRIDGE_SINKS is written."""
 
@@ -156,9 +164,16 @@ def replays(lab: Lab, arguments: argparse.Namespace) -> list[Runs]:
     runs = {group: Runs(group, history.events, []) for group in bridges}
     for attempt in range(arguments.repeat):
         for group in bridges:
-            delivery = burst.replay_into(lab, history, group.name(attempt))
+            profiled = arguments.profile is not None and attempt == 0 and group is bridges[-1]
+            output = arguments.profile / "fanout-replay.txt" if profiled else None
+            attach = profile.attacher(output, rate=PROFILE_RATE) if output else None
+            delivery = burst.replay_into(lab, history, group.name(attempt), attach=attach)
             runs[group].deliveries.append(delivery)
             report(group, events=history.events, delivery=delivery)
+            if output is not None:
+                stacks = profile.read_stacks(output)
+                seconds = delivery.total_seconds
+                profile.report(group.label, stacks, top=20, seconds=seconds, rate=PROFILE_RATE)
     return list(runs.values())
 
 
@@ -238,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--snapshot-keys", type=int, default=300_000, help="snapshot: its keys")
     parser.add_argument("--value-bytes", type=int, default=100, help="snapshot: value size")
     parser.add_argument("--repeat", type=int, default=3, help="attempts per bridge; medians")
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy's profile of the first fan-out replay"
+    )
     add_common_arguments(parser)
     parser.set_defaults(sinks=list(FANOUT_SINKS))
     arguments = parser.parse_args(argv)
@@ -246,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--workloads: unknown {sorted(unknown)}")
     if len(arguments.sinks) < 2:
         parser.error("--sinks: a fan-out needs two sinks at least")
+    if arguments.profile is not None:
+        profile.py_spy()
+        arguments.profile.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
     describe_machine("Fan-out: several sinks in one bridge process (issue 14)")
     print_settings(arguments)

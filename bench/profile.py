@@ -121,6 +121,10 @@ COST_CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("file sink (write, fsync)", ("FileSink.",)),
     ("gRPC receive", ("(grpc/",)),
+    (
+        "local log (record, frames, read)",
+        ("Recorder.", "Journal.", "JournalReader.", "JournalChanges.", "(bridge/journal/frames"),
+    ),
     ("pump (batches, metrics, queue)", ("Pipeline.", "_read (", "_put (", "Queue.")),
 )
 """Where a sample's time goes: the innermost frame matching one of these (prefixes of
