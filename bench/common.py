@@ -270,11 +270,12 @@ class MachineLoad:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.machine = self._machine_busy()
+        self.machine = self.busy_seconds()
         self.ours = self._ours()
 
     @staticmethod
-    def _machine_busy() -> float:
+    def busy_seconds() -> float:
+        """CPU-seconds the whole machine has been busy since it booted."""
         values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
         idle = values[3] + values[4]  # idle, iowait
         return (sum(values) - idle) / _TICKS
@@ -287,7 +288,7 @@ class MachineLoad:
 
     def report(self) -> str:
         seconds = time.monotonic() - self.started
-        machine = self._machine_busy() - self.machine
+        machine = self.busy_seconds() - self.machine
         ours = self._ours() - self.ours
         others = max(0.0, machine - ours)
         return (

@@ -15,15 +15,21 @@ workloads, each set up as an earlier measurement sets it up:
 
 In each workload and attempt: one bridge per sink of ``--sinks`` alone (``BRIDGE_SINKS=file``
 ...), then one bridge with all of them (``BRIDGE_SINKS=file,kafka,redis``: the fan-out), each
-into targets of its own. Rate = events / (the last event visible in every target of the
-bridge - the first moment its log says the work began: ``watching`` for the replay, ``snapshot
-starting`` for the snapshot, from whichever pipeline says it first, as ``bench.burst`` and
-``bench.snapshot`` time one sink), polled every 5 ms. The fan-out's clock thus starts with its
-quickest pipeline, and a sink that takes longer to open (Kafka) counts against it; the rate
-from the bridge's process start, shown too, counts every opening in every bridge. Figures
-(medians of ``--repeat`` attempts): each sink's rate alone; the fan-out's rate, and each
-sink's within it (its own last event); the fan-out over the slowest sink alone (target >=
-0.9); the bridges' CPU-seconds and peak RSS (the fan-out's: target < 250 MB).
+into targets of its own; then, with ``--side-by-side``, one bridge per sink started together
+(a process per sink: the fan-out without a shared GIL, each process reading etcd itself),
+timed as one from the first mark to the last event in any of them. Rate = events / (the last
+event visible in every target of the bridge - the first moment its log says the work began:
+``watching`` for the replay, ``snapshot starting`` for the snapshot, from whichever pipeline
+says it first, as ``bench.burst`` and ``bench.snapshot`` time one sink), polled every 5 ms.
+The fan-out's clock thus starts with its quickest pipeline, and a sink that takes longer to
+open (Kafka) counts against it; the rate from the bridge's process start, shown too, counts
+every opening in every bridge. Figures (medians of ``--repeat`` attempts): each sink's rate
+alone; the fan-out's rate, and each sink's within it (its own last event); the fan-out over
+the slowest sink alone (target >= 0.9); the bridges' CPU-seconds and peak RSS (the fan-out's:
+target < 250 MB; side by side, the sum of the processes'); and how busy the machine's cores
+were from the bridge's start to its last event (``/proc/stat``: the bridge, etcd, the servers
+and this benchmark's polling). A group that keeps every core busy is bound by the machine,
+not by how the bridge is built.
 
 The same command measures a bridge that reads etcd once per process (issue 14's local log),
 given its variable with ``--env``; ``{lab}`` and ``{name}`` in the value give each bridge
@@ -36,12 +42,14 @@ share one GIL, which bounds the fan-out.
 
     .venv/bin/python -m bench.fanout [--repeat 3] [--snapshot-keys 300000]
         [--workloads replay,snapshot] [--sinks file,kafka,redis] [--env NAME=VALUE ...]
-        [--profile DIR]
+        [--profile DIR] [--side-by-side]
 """
 
 import argparse
+import os
 import statistics
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +57,7 @@ from bench import burst, profile, snapshot
 from bench.common import (
     Delivery,
     Lab,
+    MachineLoad,
     Stopwatch,
     add_common_arguments,
     deliver,
@@ -73,20 +82,28 @@ FANOUT_SINKS = ("file", "kafka", "redis")
 
 @dataclass(frozen=True)
 class Group:
-    """One bridge process of a workload: the sinks it streams into (one: alone)."""
+    """The bridges of a workload timed as one: one process streaming into ``sinks`` (one:
+    alone), or with ``separate`` a process per sink, started together."""
 
     workload: str
     sinks: tuple[str, ...]
+    separate: bool = False
 
     @property
     def label(self) -> str:
+        if self.separate:
+            return f"bridges → {' | '.join(self.sinks)} (a process each)"
         if len(self.sinks) == 1:
             return f"bridge → {self.sinks[0]} alone"
         return f"bridge → {','.join(self.sinks)} (one process)"
 
-    def name(self, attempt: int) -> str:
-        """The bridge's name (its pipelines') in one attempt."""
-        return f"fanout-{self.workload}-{'-'.join(self.sinks)}-{attempt}"
+    def names(self, attempt: int) -> list[tuple[str, tuple[str, ...]]]:
+        """Each bridge's name (its pipelines') in one attempt, and its sinks."""
+        if self.separate:
+            return [
+                (f"fanout-{self.workload}-side-{sink}-{attempt}", (sink,)) for sink in self.sinks
+            ]
+        return [(f"fanout-{self.workload}-{'-'.join(self.sinks)}-{attempt}", self.sinks)]
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ class Runs:
     group: Group
     events: int
     deliveries: list[Delivery]
+    busy: list[float]
+    """Per attempt: the share of the machine's cores busy during the delivery."""
 
     def rates(self, target: int | None = None) -> list[float]:
         """Per attempt: events / seconds, to the last event in ``target`` or in every one."""
@@ -128,6 +147,7 @@ class Runs:
             self.rate_from_start,
             statistics.median(d.cpu_seconds for d in self.deliveries),
             self.peak_rss_mib,
+            f"{statistics.median(self.busy):.0%}",
             f"{ratio:.2f}",
             target,
         ]
@@ -136,39 +156,83 @@ class Runs:
         """For a fan-out: one row per sink, its rate to its own last event."""
         return [
             [f"  {sink} within it", statistics.median(self.rates(place))]
-            + ["-"] * 4
+            + ["-"] * 5
             + [f"{statistics.median(self.rates(place)) / self.rate:.2f} of the fan-out", ""]
             for place, sink in enumerate(self.group.sinks)
         ]
 
 
-def groups(workload: str, sinks: Sequence[str]) -> list[Group]:
-    """Each sink alone, then all of them in one process."""
-    return [Group(workload, (sink,)) for sink in sinks] + [Group(workload, tuple(sinks))]
+def groups(workload: str, sinks: Sequence[str], *, side_by_side: bool) -> list[Group]:
+    """Each sink alone, all of them in one process, then (``side_by_side``) a process each;
+    the one-process fan-out is the one the target is about."""
+    every = tuple(sinks)
+    alone = [Group(workload, (sink,)) for sink in sinks]
+    return (
+        alone + [Group(workload, every)] + ([Group(workload, every, True)] if side_by_side else [])
+    )
+
+
+def together(bridges: Sequence[Callable[[], Delivery]]) -> tuple[Delivery, float]:
+    """Deliver through each of ``bridges`` at once (a thread each), as one delivery: from the
+    first start and mark to each one's last record; CPU and peak RSS summed (the processes
+    run at the same time). And the share of the machine's cores busy meanwhile."""
+    before = MachineLoad.busy_seconds()
+    delivered: dict[int, Delivery] = {}
+
+    def run(place: int) -> None:
+        delivered[place] = bridges[place]()
+
+    threads = [threading.Thread(target=run, args=(place,)) for place in range(len(bridges))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(delivered) != len(bridges):
+        raise RuntimeError("a bridge of the group failed; its error is above")
+    deliveries = [delivered[place] for place in range(len(bridges))]
+    busy = MachineLoad.busy_seconds() - before
+    delivery = Delivery(
+        started_at=min(d.started_at for d in deliveries),
+        marked_at=min(d.marked_at for d in deliveries),
+        last_seen=tuple(last for d in deliveries for last in d.last_seen),
+        cpu_seconds=sum(d.cpu_seconds for d in deliveries),
+        peak_rss_mib=sum(d.peak_rss_mib for d in deliveries),
+    )
+    return delivery, busy / ((os.cpu_count() or 1) * delivery.total_seconds)
 
 
 def replays(lab: Lab, arguments: argparse.Namespace) -> list[Runs]:
     """The replay workload: every group, ``--repeat`` times, alone and fan-out in turn."""
-    bridges = groups("replay", arguments.sinks)
+    bridges = groups("replay", arguments.sinks, side_by_side=arguments.side_by_side)
     history = burst.prepare(
         lab,
         [
-            burst.Setup(group.name(attempt), group.sinks)
+            burst.Setup(name, sinks)
             for attempt in range(arguments.repeat)
             for group in bridges
+            for name, sinks in group.names(attempt)
         ],
         keys=arguments.keys,
         transactions=arguments.transactions,
         prefix=REPLAY_PREFIX,
     )
-    runs = {group: Runs(group, history.events, []) for group in bridges}
+    runs = {group: Runs(group, history.events, [], []) for group in bridges}
+    fanout = bridges[len(arguments.sinks)]
     for attempt in range(arguments.repeat):
         for group in bridges:
-            profiled = arguments.profile is not None and attempt == 0 and group is bridges[-1]
+            profiled = arguments.profile is not None and attempt == 0 and group is fanout
             output = arguments.profile / "fanout-replay.txt" if profiled else None
             attach = profile.attacher(output, rate=PROFILE_RATE) if output else None
-            delivery = burst.replay_into(lab, history, group.name(attempt), attach=attach)
+            delivery, busy = together(
+                [
+                    lambda name=name, attach=attach: burst.replay_into(
+                        lab, history, name, attach=attach
+                    )
+                    for name, _sinks in group.names(attempt)
+                ]
+            )
             runs[group].deliveries.append(delivery)
+            runs[group].busy.append(busy)
             report(group, events=history.events, delivery=delivery)
             if output is not None:
                 stacks = profile.read_stacks(output)
@@ -181,21 +245,30 @@ def snapshots(lab: Lab, arguments: argparse.Namespace) -> list[Runs]:
     """The snapshot workload: every group, ``--repeat`` times, alone and fan-out in turn."""
     keys = arguments.snapshot_keys
     snapshot.load_prefix(lab, prefix=SNAPSHOT_PREFIX, keys=keys, value_bytes=arguments.value_bytes)
-    bridges = groups("snapshot", arguments.sinks)
-    runs = {group: Runs(group, keys, []) for group in bridges}
+    bridges = groups("snapshot", arguments.sinks, side_by_side=arguments.side_by_side)
+    runs = {group: Runs(group, keys, [], []) for group in bridges}
+
+    def snapshot_into(name: str, sinks: tuple[str, ...]) -> Delivery:
+        targets = lab.targets(sinks, tag=name)
+        return deliver(
+            lab,
+            targets,
+            prefix=SNAPSHOT_PREFIX,
+            name=name,
+            records=snapshot_records(targets, keys=keys),
+            mark=snapshot.STARTING,
+        )
+
     for attempt in range(arguments.repeat):
         for group in bridges:
-            name = group.name(attempt)
-            targets = lab.targets(group.sinks, tag=name)
-            delivery = deliver(
-                lab,
-                targets,
-                prefix=SNAPSHOT_PREFIX,
-                name=name,
-                records=snapshot_records(targets, keys=keys),
-                mark=snapshot.STARTING,
+            delivery, busy = together(
+                [
+                    lambda name=name, sinks=sinks: snapshot_into(name, sinks)
+                    for name, sinks in group.names(attempt)
+                ]
             )
             runs[group].deliveries.append(delivery)
+            runs[group].busy.append(busy)
             report(group, events=keys, delivery=delivery)
     return list(runs.values())
 
@@ -210,11 +283,15 @@ def report(group: Group, *, events: int, delivery: Delivery) -> None:
 
 def summarize(workload: str, runs: list[Runs]) -> str:
     """The workload's table, printed; its one-line verdict, returned."""
-    *alone, fanout = runs
+    alone = [each for each in runs if len(each.group.sinks) == 1]
+    fanout, *side_by_side = runs[len(alone) :]
     slowest = min(each.rate for each in alone)
     rows = [each.row(slowest=slowest, fanout=False) for each in alone]
     rows.append(fanout.row(slowest=slowest, fanout=True))
     rows.extend(fanout.within())
+    for each in side_by_side:
+        rows.append(each.row(slowest=slowest, fanout=False))
+        rows.extend(each.within())
     print(f"\n### {workload}: {fanout.events:,} events\n")
     print_table(
         [
@@ -224,6 +301,7 @@ def summarize(workload: str, runs: list[Runs]) -> str:
             "events/s from process start",
             "CPU-s",
             "peak RSS (MiB)",
+            "machine busy",
             "rate / slowest alone",
             "target",
         ],
@@ -232,11 +310,12 @@ def summarize(workload: str, runs: list[Runs]) -> str:
     ratio = fanout.rate / slowest
     from_start = fanout.rate_from_start / min(each.rate_from_start for each in alone)
     rss = fanout.peak_rss_mib
+    apart = "".join(f"; a process per sink: {each.rate / slowest:.2f}" for each in side_by_side)
     return (
         f"{workload}: fan-out {fanout.rate:,.0f} events/s / slowest alone {slowest:,.0f} = "
         f"{ratio:.2f} (>= {TARGET_RATIO}: {verdict(ratio >= TARGET_RATIO)}; from process "
         f"start: {from_start:.2f}); fan-out peak RSS {rss:,.0f} MiB (< 250 MB: "
-        f"{verdict(rss < TARGET_RSS_MIB)})"
+        f"{verdict(rss < TARGET_RSS_MIB)}){apart}"
     )
 
 
@@ -255,6 +334,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="attempts per bridge; medians")
     parser.add_argument(
         "--profile", type=Path, help="directory for py-spy's profile of the first fan-out replay"
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also a process per sink, started together",
     )
     add_common_arguments(parser)
     parser.set_defaults(sinks=list(FANOUT_SINKS))
