@@ -18,10 +18,16 @@ settings, one flush per record) and read by the same consumer: what the broker a
 take on their own.
 Target: p50 under 3 ms and p99 under 15 ms for every sink.
 
+``--together`` runs one bridge streaming into every sink of ``--sinks`` at once (a pipeline
+each, in one process) in a single round, with a consumer per sink: the latency of each sink
+while the others share its process (issue 14 asks for it with three sinks and the local log).
+
     .venv/bin/python -m bench.latency [--rate 1000] [--seconds 30] [--sinks file,kafka,redis]
+        [--together]
 """
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,31 +136,40 @@ def kafka_floor(lab: Lab, *, arguments: argparse.Namespace) -> Latencies:
     return floor
 
 
-def run_round(lab: Lab, sink: str, *, arguments: argparse.Namespace) -> Round:
-    prefix = f"/latency/{sink}/"
+def run_round(lab: Lab, sinks: Sequence[str], *, arguments: argparse.Namespace) -> list[Round]:
+    """One bridge streaming a prefix of its own into ``sinks`` (one pipeline each) while the
+    writer runs; a Round per sink, sharing the bare watcher and the bridge's CPU."""
+    label = "-".join(sinks)
+    prefix = f"/latency/{label}/"
     write_transactions(lab.endpoint, prefix=prefix.encode(), keys=KEYS, transactions=KEYS // 100)
-    target = lab.target(sink, tag=f"latency-{sink}")
-    bridge = lab.bridge(target, prefix=prefix, name=f"latency-{sink}").start()
-    reader = target.reader()
-    wait_for_records(reader, records=KEYS + 2 * target.marker_records, timeout=120, bridge=bridge)
-    reader.close()
+    targets = [lab.target(sink, tag=f"latency-{label}-{sink}") for sink in sinks]
+    bridge = lab.bridge(targets, prefix=prefix, name=f"latency-{label}").start()
+    for target in targets:
+        reader = target.reader()
+        records = KEYS + 2 * target.marker_records
+        wait_for_records(reader, records=records, timeout=120, bridge=bridge)
+        reader.close()
     seen_dir = lab.directory("seen")
-    consumer = lab.agent(
-        "consume",
-        f"--config={orjson.dumps(target.config()).decode()}",
-        f"--out={seen_dir / f'latency-{sink}-sink.json'}",
-    )
+    consumers = [
+        lab.agent(
+            "consume",
+            f"--config={orjson.dumps(target.config()).decode()}",
+            f"--out={seen_dir / f'latency-{label}-{sink}.json'}",
+        )
+        for sink, target in zip(sinks, targets, strict=True)
+    ]
     watcher = lab.agent(
         "watch",
         f"--endpoint={lab.endpoint}",
         f"--prefix={prefix}",
         f"--start-revision={current_revision(lab.endpoint) + 1}",
-        f"--out={seen_dir / f'latency-{sink}-bare.json'}",
+        f"--out={seen_dir / f'latency-{label}-bare.json'}",
     )
-    consumer.wait_ready()
+    for consumer in consumers:
+        consumer.wait_ready()
     watcher.wait_ready()
     cpu_before = bridge.cpu_seconds()
-    acks_path = seen_dir / f"latency-{sink}-acks.json"
+    acks_path = seen_dir / f"latency-{label}-acks.json"
     writer = lab.agent(
         "paced",
         f"--endpoint={lab.endpoint}",
@@ -165,32 +180,40 @@ def run_round(lab: Lab, sink: str, *, arguments: argparse.Namespace) -> Round:
         f"--out={acks_path}",
     ).result(timeout=arguments.seconds + 60)
     cpu = bridge.cpu_seconds() - cpu_before
-    consumer.finish(until_revision=writer["last_revision"], count=writer["puts"], timeout=30)
-    watcher.finish(until_revision=writer["last_revision"], count=writer["puts"], timeout=30)
+    for consumer in [*consumers, watcher]:
+        consumer.finish(until_revision=writer["last_revision"], count=writer["puts"], timeout=30)
     bridge.stop()
     written = orjson.loads(acks_path.read_bytes())
     acks = dict(zip(written["revisions"], written["times"], strict=True))
-    result = Round(
-        sink=sink,
-        puts=writer["puts"],
-        rate=writer["puts"] / writer["seconds"],
-        sink_latency=Latencies.of(acks, seen_dir / f"latency-{sink}-sink.json"),
-        bare=Latencies.of(acks, seen_dir / f"latency-{sink}-bare.json"),
-        cpu_cores=cpu / writer["seconds"],
-    )
-    print(
-        f"  {sink}: {result.puts:,} puts at {result.rate:,.0f}/s; sink p50 "
-        f"{result.sink_latency.p50:.2f} ms p99 {result.sink_latency.p99:.2f} ms; bare watcher "
-        f"p50 {result.bare.p50:.2f} ms",
-        flush=True,
-    )
-    return result
+    bare = Latencies.of(acks, seen_dir / f"latency-{label}-bare.json")
+    rounds = [
+        Round(
+            sink=sink if len(sinks) == 1 else f"{sink} (with {label})",
+            puts=writer["puts"],
+            rate=writer["puts"] / writer["seconds"],
+            sink_latency=Latencies.of(acks, seen_dir / f"latency-{label}-{sink}.json"),
+            bare=bare,
+            cpu_cores=cpu / writer["seconds"],
+        )
+        for sink in sinks
+    ]
+    for result in rounds:
+        print(
+            f"  {result.sink}: {result.puts:,} puts at {result.rate:,.0f}/s; sink p50 "
+            f"{result.sink_latency.p50:.2f} ms p99 {result.sink_latency.p99:.2f} ms; bare "
+            f"watcher p50 {result.bare.p50:.2f} ms",
+            flush=True,
+        )
+    return rounds
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="puts per second")
-    parser.add_argument("--seconds", type=float, default=30.0, help="per sink")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per round")
+    parser.add_argument(
+        "--together", action="store_true", help="one bridge into every sink, in one round"
+    )
     add_common_arguments(parser)
     arguments = parser.parse_args(argv)
     clock = Stopwatch()
@@ -203,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     with Lab.for_run("latency", arguments) as lab:
         lab.etcd()
         floor = kafka_floor(lab, arguments=arguments) if "kafka" in arguments.sinks else None
-        rounds = [run_round(lab, sink, arguments=arguments) for sink in arguments.sinks]
+        groups = [arguments.sinks] if arguments.together else [[s] for s in arguments.sinks]
+        rounds = [r for sinks in groups for r in run_round(lab, sinks, arguments=arguments)]
     print()
     rows: list[list[object]] = []
     if floor is not None:
@@ -219,9 +243,13 @@ def main(argv: list[str] | None = None) -> None:
                 "(floor)",
             ]
         )
+    shown: list[Latencies] = []
     for r in rounds:
         for bare in (True, False):
             latencies = r.bare if bare else r.sink_latency
+            if bare and any(latencies is seen for seen in shown):
+                continue  # the round's bare watcher, already shown with its first sink
+            shown.append(latencies)
             rows.append(
                 [
                     f"bare watcher ({r.sink} round)" if bare else f"bridge → {r.sink}",
