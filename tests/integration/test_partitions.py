@@ -180,10 +180,13 @@ def test_partitioned_leader_stops_before_standby_takes_over(
         BackgroundWriter(RecordingWriter(client, prefix="/ha-parts/", seed=17)) as background,
     ):
         first = active(bridges)
+        second = next(bridge for bridge in bridges if bridge is not first)
+        # The standby must be up before its leader is cut off, or this would time its start-up
+        # (slow on a busy machine: its endpoint refused the first poll once) and not the takeover.
+        second.wait_phase("standby", timeout=30)
         wait_for(lambda: len(read_events(output)) > 50, timeout=30, what="progress")
         network.isolate(place[first], from_hosts=[host_of(network, m) for m in members])
         cut_at = time.monotonic()
-        second = next(bridge for bridge in bridges if bridge is not first)
 
         def leading(bridge: BridgeProcess) -> bool:
             return bridge.metric("etcd_bridge_ha_leader", pipeline="ha") == 1
