@@ -161,8 +161,16 @@ class HistorySource:
     error raised instead of handing that chunk out.
     """
 
-    def __init__(self, chunks: list[Chunk], *, failures: dict[int, BaseException] | None = None):
+    def __init__(
+        self,
+        chunks: list[Chunk],
+        *,
+        failures: dict[int, BaseException] | None = None,
+        enters: Phase | None = None,
+    ):
+        """``enters``: the phase each opening enters, as a watch enters ``watching``."""
         self.chunks = chunks
+        self._enters = enters
         self.tails: list[Event | None] = []
         self.resyncs: list[SnapshotReason | None] = []
         """The ``resync`` of each opening (the history is played from the tail regardless)."""
@@ -180,6 +188,8 @@ class HistorySource:
     ) -> ChunkStream:
         self.tails.append(tail)
         self.resyncs.append(resync)
+        if self._enters is not None:
+            health.enter(self._enters)
         after = [chunk.events[-1].position > tail.position for chunk in self.chunks] if tail else []
         start = after.index(True) if True in after else len(after)
         return _Playback(chunks=self._play(start, stop), stop=stop)

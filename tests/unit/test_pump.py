@@ -17,12 +17,11 @@ from bridge.errors import (
 )
 from bridge.etcd import Chunk
 from bridge.events import Event, Position, SnapshotReason
-from bridge.health import Phase, PipelineHealth
+from bridge.health import Phase
 from bridge.metrics import REGISTRY
 from bridge.pump import Pipeline, _ChunkQueue, _Failure
 from bridge.refusal import Refusals
 from bridge.retry import Backoff
-from bridge.source import ChunkStream
 from config.pump import PumpSettings
 from tests.fixtures.processes import wait_for
 from tests.unit.doubles import (
@@ -268,21 +267,6 @@ def test_reopening_resumes_from_the_durable_tail() -> None:
     assert errors_counted("memory", "SinkUnavailableError") == before + 1
 
 
-class WatchingSource(HistorySource):
-    """A ``HistorySource`` whose every opening enters ``watching``, as a watch does."""
-
-    def __call__(
-        self,
-        tail: Event | None,
-        *,
-        stop: threading.Event,
-        health: PipelineHealth,
-        resync: SnapshotReason | None = None,
-    ) -> ChunkStream:
-        health.enter(Phase.WATCHING)
-        return super().__call__(tail, stop=stop, health=health, resync=resync)
-
-
 def test_a_reopened_sink_is_down_until_it_accepts_a_batch() -> None:
     """Flushes 2 and 3 fail: the source opened for the retry enters ``watching``, yet the
     pipeline shows ``sink_down`` until a flush succeeds, then ``watching`` again."""
@@ -294,7 +278,8 @@ def test_a_reopened_sink_is_down_until_it_accepts_a_batch() -> None:
         failures={2: down, 3: down}, on_write=lambda _: shown_at_writes.append(health.phase)
     )
     stop = threading.Event()
-    under_test = pipeline(sink, WatchingSource(chunks), stop=stop, health=health, batch_events=2)
+    source = HistorySource(chunks, enters=Phase.WATCHING)
+    under_test = pipeline(sink, source, stop=stop, health=health, batch_events=2)
 
     run(under_test, stop=stop, until=lambda: len(sink.durable) == len(events_of(chunks)))
     assert shown_at_writes[:5] == [Phase.WATCHING, Phase.WATCHING] + [Phase.SINK_DOWN] * 2 + [
