@@ -11,11 +11,11 @@
 
 The bridge (``python -m bridge run``, a subprocess) is killed with SIGKILL while it delivers
 such a revision, each time only once it says (``/positions``) that the sink holds more of that
-revision than the sink held after the previous kill, and restarted. What the sink holds at the end is read back by the test's own
-means (``tests.sinks``: the file's lines, XRANGE, aiokafka, a JetStream pull consumer) and
-compared with the independent record of what was written to etcd (``tests.history``). Each
-bridge process's peak RSS (VmHWM) is read just before it is killed or stopped, and must stay
-under 250 MB: a revision must not be held in memory whole.
+revision than the sink held after the previous kill, and restarted. What the sink holds at the
+end is read back by the test's own means (``tests.sinks``: the file's lines, XRANGE, aiokafka,
+a JetStream pull consumer) and compared with the independent record of what was written to
+etcd (``tests.history``). Each bridge process's peak RSS (VmHWM) is read just before it is
+killed or stopped, and must stay under 250 MB: a revision must not be held in memory whole.
 """
 
 import contextlib
