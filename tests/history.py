@@ -57,7 +57,8 @@ class RecordingWriter:
         self.revisions_from_keys = False
         """Record a transaction at its keys' ``mod_revision``, read back, rather than at its
         response header's revision: right after an etcd leader is killed, a header was seen
-        one revision short of the transaction's own (the watch had it right)."""
+        one revision short of the transaction's own (the watch had it right). A member that
+        diverged for good (``EtcdCluster.divergence``) answers both one revision apart."""
 
     def _key(self) -> bytes:
         return self.prefix + b"k%03d" % self.random.randrange(self.key_space)

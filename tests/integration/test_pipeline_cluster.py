@@ -3,6 +3,8 @@
 import signal
 from pathlib import Path
 
+import pytest
+
 from bridge.events import Op
 from tests.fixtures.bridge import BridgeFactory, BridgeProcess, read_events
 from tests.fixtures.etcd import EtcdCluster, EtcdFactory, EtcdServer
@@ -56,6 +58,12 @@ def test_member_and_leader_killed_under_running_bridge(
     assert bridge.terminate() == 0
     assert writer is not None
     events = read_events(output)
+    divergence = etcd_cluster.divergence()
+    if divergence is not None:  # the writer and the bridge may have heard different members
+        pytest.skip(
+            f"etcd's members diverged after the kills ({divergence}): etcd-io/etcd#13766, "
+            "fixed in etcd 3.5.3 (EtcdCluster.divergence)"
+        )
     assert_exactly_once(events, writer.changes, after=events[0].revision)
     positions = [event.position for event in read_events(output)]
     assert positions == sorted(set(positions))
