@@ -167,6 +167,10 @@ class PipelineHealth:
     """``sink_down`` was entered, and the sink has accepted nothing since."""
     _reading: Phase = field(default=Phase.WATCHING, init=False)
     """The source's last reading phase, shown once a sink that was down accepts again."""
+    _changing: threading.Lock = field(default_factory=threading.Lock, init=False)
+    """Held while the phase changes: the source's thread enters phases while the pump's
+    reports that the sink accepted a batch, and a phase read by one must not be shown after
+    the other's newer one (a reopened sink once stayed in ``snapshot`` while watching)."""
 
     def __post_init__(self) -> None:
         self.stats = PipelineStats(self.sink)
@@ -181,21 +185,23 @@ class PipelineHealth:
         watching) is kept for when it accepts again instead: a retry opens a fresh source,
         which would otherwise report a sink that has taken nothing since it failed as
         watching, until its next write fails."""
-        if self._sink_down and phase in _READING:
-            self._reading = phase
-            self.beat()
-            return
-        self._sink_down = phase is Phase.SINK_DOWN
-        if phase in _READING:
-            self._reading = phase
-        self._show(phase)
+        with self._changing:
+            if phase in _READING:
+                self._reading = phase
+                if self._sink_down:
+                    self.beat()
+                    return
+            self._sink_down = phase is Phase.SINK_DOWN
+            self._show(phase)
 
     def sink_accepted(self) -> None:
         """The sink took a batch, or holds every change etcd has: if it was down, the
         source's phase stands again."""
         if self._sink_down:
-            self._sink_down = False
-            self._show(self._reading)
+            with self._changing:
+                if self._sink_down:
+                    self._sink_down = False
+                    self._show(self._reading)
         self.beat()
 
     def _show(self, phase: Phase) -> None:

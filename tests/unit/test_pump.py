@@ -17,7 +17,7 @@ from bridge.errors import (
 )
 from bridge.etcd import Chunk
 from bridge.events import Event, Position, SnapshotReason
-from bridge.health import Phase
+from bridge.health import Phase, PipelineHealth
 from bridge.metrics import REGISTRY
 from bridge.pump import Pipeline, _ChunkQueue, _Failure
 from bridge.refusal import Refusals
@@ -286,6 +286,42 @@ def test_a_reopened_sink_is_down_until_it_accepts_a_batch() -> None:
         Phase.WATCHING
     ]
     assert health.phases.count(Phase.WATCHING) == 3, "each opening entered watching"
+
+
+class SlowToShow(PipelineHealth):
+    """A pipeline's health whose ``accepting`` thread, once the sink accepted, takes a while
+    to show the phase it read: long enough for another thread to enter one meanwhile."""
+
+    def __init__(self, sink: str) -> None:
+        super().__init__(sink=sink)
+        self.accepting: threading.Thread | None = None
+        self.entered = threading.Event()
+
+    def _show(self, phase: Phase) -> None:
+        if threading.current_thread() is self.accepting:
+            self.entered.wait(0.3)  # the other thread's enter, unless it must wait for us
+        super()._show(phase)
+
+
+def test_a_phase_entered_while_the_sink_is_accepted_again_stands() -> None:
+    """The pump's thread reports the first accepted batch (showing the phase the source
+    entered while the sink was down, ``snapshot``) while the source's thread enters
+    ``watching``: ``watching`` must be what stays, whatever the order."""
+    health = SlowToShow(sink="memory-accepted-while-entering")
+    health.enter(Phase.SINK_DOWN)
+    health.enter(Phase.SNAPSHOT)
+    health.accepting = threading.Thread(target=health.sink_accepted)
+    health.accepting.start()
+
+    def enter_watching() -> None:
+        health.enter(Phase.WATCHING)
+        health.entered.set()
+
+    entering = threading.Thread(target=enter_watching)
+    entering.start()
+    health.accepting.join()
+    entering.join()
+    assert health.phase is Phase.WATCHING
 
 
 def lost_counted(sink: str) -> float:
