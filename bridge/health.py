@@ -167,6 +167,9 @@ class PipelineHealth:
     """``sink_down`` was entered, and the sink has accepted nothing since."""
     _reading: Phase = field(default=Phase.WATCHING, init=False)
     """The source's last reading phase, shown once a sink that was down accepts again."""
+    _fed_while_down: bool = field(default=False, init=False)
+    """A source entered a reading phase since ``sink_down`` was entered: the sink was
+    reopened and is being fed, so silence means a stuck pipeline again (``alive``)."""
     _changing: threading.Lock = field(default_factory=threading.Lock, init=False)
     """Held while the phase changes: the source's thread enters phases while the pump's
     reports that the sink accepted a batch, and a phase read by one must not be shown after
@@ -189,9 +192,11 @@ class PipelineHealth:
             if phase in _READING:
                 self._reading = phase
                 if self._sink_down:
+                    self._fed_while_down = True
                     self.beat()
                     return
             self._sink_down = phase is Phase.SINK_DOWN
+            self._fed_while_down = False
             self._show(phase)
 
     def sink_accepted(self) -> None:
@@ -200,7 +205,7 @@ class PipelineHealth:
         if self._sink_down:
             with self._changing:
                 if self._sink_down:
-                    self._sink_down = False
+                    self._sink_down = self._fed_while_down = False
                     self._show(self._reading)
         self.beat()
 
@@ -216,8 +221,10 @@ class PipelineHealth:
             metrics.PIPELINE_PHASE.labels(self.sink, phase.value).set(phase is self.phase)
 
     def alive(self, *, silence_limit: float) -> bool:
-        """Whether a restart is not called for (see the module docstring)."""
-        if self.phase in _WAITING or self.phase is Phase.FAILED:
+        """Whether a restart is not called for (see the module docstring). A pipeline shown
+        ``sink_down`` whose reopened sink is being fed is judged by its silence, as it would
+        be if its source's phase were shown: it is not waiting, and it may be stuck."""
+        if (self.phase in _WAITING and not self._fed_while_down) or self.phase is Phase.FAILED:
             return True
         return time.monotonic() - self.heartbeat < silence_limit
 

@@ -211,6 +211,10 @@ def test_a_snapshot_delivered_long_after_etcd_compacted_its_revision_completes_o
         for _compaction in range(3):
             for _ in range(50):
                 writer.step()
+            # As above, and also: etcd sends a lagging watcher's events without the previous
+            # value it has compacted meanwhile (etcd-io/etcd#10681), and this test is about
+            # the snapshot, not that.
+            wait_for_revision(bridge.stdout_path, writer.changes[-1].revision)
             client.compact(writer.changes[-1].revision)
         filler.unlink()
         wait_for_revision(output, writer.changes[-1].revision)

@@ -324,6 +324,23 @@ def test_a_phase_entered_while_the_sink_is_accepted_again_stands() -> None:
     assert health.phase is Phase.WATCHING
 
 
+def test_a_sink_down_being_fed_is_judged_by_its_silence() -> None:
+    """Shown ``sink_down`` while it waits for its sink, a pipeline is alive however long it
+    is silent; once a retry's source feeds the reopened sink, silence counts again, as it did
+    when that source's phase was shown."""
+    health = PipelineHealth(sink="memory-fed-while-down")
+    health.enter(Phase.WATCHING)
+    health.enter(Phase.SINK_DOWN)
+    health.heartbeat -= 100
+    assert health.alive(silence_limit=10)
+    health.enter(Phase.WATCHING)
+    assert health.phase is Phase.SINK_DOWN
+    health.heartbeat -= 100
+    assert not health.alive(silence_limit=10)
+    health.sink_accepted()
+    assert health.phase is Phase.WATCHING and health.alive(silence_limit=10)
+
+
 def lost_counted(sink: str) -> float:
     sample = REGISTRY.get_sample_value("etcd_bridge_sink_data_lost_total", {"sink": sink})
     return sample or 0
