@@ -197,6 +197,18 @@ def wait_for_flushed(bridges: Bridges, *, revision: int, count: int, than: int) 
     return done
 
 
+def held_at_least(sink: SinkUnderTest, *, revision: int, count: int, least: int) -> int:
+    """How many of the ``count`` events of ``revision`` the sink holds, once its reader shows
+    at least ``least``: what the bridge said it flushed is durable, but a reader (Kafka's
+    follower) may not have read that far yet."""
+
+    def enough() -> int | None:
+        held = sink.held(revision, count)
+        return held if held >= least else None
+
+    return wait_for(enough, timeout=60, what=f"{least} of revision {revision} in {sink.name}")
+
+
 def kill_in_the_middle(
     bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int, at: Sequence[float]
 ) -> int:
@@ -209,10 +221,11 @@ def kill_in_the_middle(
     held = 0
     for fraction in at:
         threshold = max(held, int(fraction * count))
-        if wait_for_flushed(bridges, revision=revision, count=count, than=threshold) >= count:
+        done = wait_for_flushed(bridges, revision=revision, count=count, than=threshold)
+        if done >= count:
             break
         bridges.kill()
-        held = sink.held(revision, count)
+        held = held_at_least(sink, revision=revision, count=count, least=done)
         in_the_middle += threshold < held < count
         print(f"{sink.name}: killed holding {held} of the {count} events of revision {revision}")
         bridges.restart()
