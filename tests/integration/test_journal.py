@@ -22,10 +22,13 @@ from tests.integration.test_pipeline_file import (
 )
 
 _DISK_BYTES = 1 << 20
-_ROOMY_DISK_BYTES = 4 << 20
+_ROOMY_DISK_BYTES = 16 << 20
 """For a file sink that must take a resync snapshot of 4 KiB values once its full disk is
-emptied: the file keeps what the sink wrote before, and on 1 MiB the snapshot did not always
-fit (a CI run's file sink was still out of space 20 s after the filler was removed)."""
+emptied: the file keeps what the sink wrote before, and what it wrote is not bounded by the
+filler (each reopen cuts a torn write back, freeing room for part of the next). Enough for
+the worst case, every one of the 600 changes written first (about 11 kB each as JSON, value
+and previous value in base64), then the snapshot: on 1 MiB, then on 4 MiB, a CI run's file
+sink was still out of space after the filler was removed (it had written up to revision 350)."""
 LOG = {"journal": "watching"}
 
 
