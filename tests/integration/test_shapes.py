@@ -20,7 +20,7 @@ killed or stopped, and must stay under 250 MB: a revision must not be held in me
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,23 +142,34 @@ class Bridges:
         return ", ".join(f"{peak / MIB:.0f}" for peak in self.peaks) + " MiB"
 
 
-def wait_for_more(
-    bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int, than: int
+def wait_beyond(
+    bridges: Bridges, held: Callable[[], int], *, than: int, what: str, interval: float = 0.02
 ) -> int:
-    """Until the sink holds more than ``than`` of the ``count`` events of ``revision``: how
-    many it holds, or EXITED if the bridge exited meanwhile."""
+    """Until ``held()`` (events of one revision) is more than ``than``: that many; fails,
+    showing its log, if the bridge exits meanwhile."""
 
     def more() -> int | None:
         if not bridges.current.running:
             return EXITED
-        held = sink.held(revision, count)
-        return held if held > than else None
+        now = held()
+        return now if now > than else None
 
-    held = wait_for(
-        more, timeout=120, what=f"more than {than} of revision {revision} in {sink.name}"
+    found = wait_for(more, timeout=120, what=f"more than {than} {what}", interval=interval)
+    assert found != EXITED, f"the bridge exited:\n{bridges.current.log_tail()}"
+    return found
+
+
+def wait_for_more(
+    bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int, than: int
+) -> int:
+    """Until the sink holds more than ``than`` of the ``count`` events of ``revision``: how
+    many it holds."""
+    return wait_beyond(
+        bridges,
+        lambda: sink.held(revision, count),
+        than=than,
+        what=f"of revision {revision} in {sink.name}",
     )
-    assert held != EXITED, f"the bridge exited:\n{bridges.current.log_tail()}"
-    return held
 
 
 def wait_for_all(bridges: Bridges, sink: SinkUnderTest, *, revision: int, count: int) -> None:
@@ -183,18 +194,13 @@ def flushed(bridge: BridgeProcess, *, revision: int, count: int) -> int:
 def wait_for_flushed(bridges: Bridges, *, revision: int, count: int, than: int) -> int:
     """Until the bridge says its sink holds more than ``than`` of the ``count`` events of
     ``revision``: how many, by its word."""
-
-    def more() -> int | None:
-        if not bridges.current.running:
-            return EXITED
-        done = flushed(bridges.current, revision=revision, count=count)
-        return done if done > than else None
-
-    done = wait_for(
-        more, timeout=120, what=f"more than {than} of revision {revision} flushed", interval=0.005
+    return wait_beyond(
+        bridges,
+        lambda: flushed(bridges.current, revision=revision, count=count),
+        than=than,
+        what=f"of revision {revision} flushed",
+        interval=0.005,
     )
-    assert done != EXITED, f"the bridge exited:\n{bridges.current.log_tail()}"
-    return done
 
 
 def held_at_least(sink: SinkUnderTest, *, revision: int, count: int, least: int) -> int:
