@@ -44,8 +44,9 @@ from bench.common import (
     percentile,
     print_settings,
     print_table,
+    snapshot_records,
     verdict,
-    wait_for_records,
+    wait_for_sinks,
     write_transactions,
 )
 from tests.sinks.kafka import KafkaDestination
@@ -144,10 +145,10 @@ def run_round(lab: Lab, sinks: Sequence[str], *, arguments: argparse.Namespace) 
     write_transactions(lab.endpoint, prefix=prefix.encode(), keys=KEYS, transactions=KEYS // 100)
     targets = [lab.target(sink, tag=f"latency-{label}-{sink}") for sink in sinks]
     bridge = lab.bridge(targets, prefix=prefix, name=f"latency-{label}").start()
-    for target in targets:
-        reader = target.reader()
-        records = KEYS + 2 * target.marker_records
-        wait_for_records(reader, records=records, timeout=120, bridge=bridge)
+    readers = [target.reader() for target in targets]
+    records = snapshot_records(targets, keys=KEYS)
+    wait_for_sinks(list(zip(readers, records, strict=True)), timeout=120, bridge=bridge)
+    for reader in readers:
         reader.close()
     seen_dir = lab.directory("seen")
     consumers = [
@@ -243,13 +244,13 @@ def main(argv: list[str] | None = None) -> None:
                 "(floor)",
             ]
         )
-    shown: list[Latencies] = []
+    shown_bare: Latencies | None = None
     for r in rounds:
         for bare in (True, False):
-            latencies = r.bare if bare else r.sink_latency
-            if bare and any(latencies is seen for seen in shown):
+            if bare and r.bare is shown_bare:
                 continue  # the round's bare watcher, already shown with its first sink
-            shown.append(latencies)
+            latencies = r.bare if bare else r.sink_latency
+            shown_bare = r.bare
             rows.append(
                 [
                     f"bare watcher ({r.sink} round)" if bare else f"bridge → {r.sink}",
