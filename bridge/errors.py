@@ -9,6 +9,7 @@
     │   ├── EtcdUnavailableError     retryable: no endpoint answers, stream broke or stalled
     │   ├── EtcdRejectedError        fatal: etcd refused us (auth, TLS, permission)
     │   ├── RevisionCompactedError   handled: the position is older than etcd's history
+    │   │   └── PreviousValueCompactedError  handled: a change came without its previous value
     │   ├── WatchResponseTooLargeError  handled: re-watch in fragments; fatal if fragmented
     │   └── PositionAheadError       fatal: the sink holds revisions etcd never reached
     ├── SinkError
@@ -105,6 +106,32 @@ class RevisionCompactedError(EtcdError):
             endpoint=endpoint,
         )
         self.compacted = compacted
+
+
+class PreviousValueCompactedError(RevisionCompactedError):
+    """etcd sent an update or delete without its previous key-value, which the watch asked for.
+
+    etcd looks each event's previous key-value up at ``revision - 1`` as it sends the event,
+    and leaves it out, silently, when that revision was compacted meanwhile: a compaction
+    overtook a lagging watch (etcd-io/etcd#10681). History is then lost as it is for a
+    compacted position, and handled the same way, with a new snapshot, as Kubernetes re-lists
+    on it: passed on, the change would be an update or delete that no consumer can apply
+    against what it holds (Debezium's ``before`` null, which Flink refuses).
+    """
+
+    def __init__(self, *, key: bytes, revision: int, endpoint: str | None = None) -> None:
+        # Its own message and context, not the parent's "revision N is compacted": etcd
+        # says nothing of where its history now starts (``compacted`` unknown: 0).
+        EtcdError.__init__(
+            self,
+            f"etcd {endpoint} sent the change of key "
+            f"{key.decode('utf-8', 'backslashreplace')!r} at revision {revision} without its "
+            f"previous value: it compacted revision {revision - 1} while the watch lagged",
+            key=key,
+            revision=revision,
+            endpoint=endpoint,
+        )
+        self.compacted = 0
 
 
 class WatchResponseTooLargeError(EtcdError):

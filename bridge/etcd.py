@@ -58,6 +58,7 @@ from bridge.errors import (
     EtcdError,
     EtcdRejectedError,
     EtcdUnavailableError,
+    PreviousValueCompactedError,
     RevisionCompactedError,
     WatchResponseTooLargeError,
 )
@@ -524,8 +525,10 @@ class EventChunker:
     follow. One per watch stream: a new stream starts numbering afresh.
     """
 
-    def __init__(self, *, keep: KeySpace | None) -> None:
+    def __init__(self, *, keep: KeySpace | None, endpoint: str | None = None) -> None:
+        """``endpoint``: the etcd the events come from, named in errors."""
         self._keep = keep
+        self._endpoint = endpoint
         self._revision = 0
         self._next_index = 0
         self._held: Event | None = None
@@ -542,6 +545,11 @@ class EventChunker:
         of revisions that continue would leave it wrong when the rest of a revision is all
         dropped keys. ``ends_revision``: the last raw event ends its revision; ``header``:
         etcd's revision when it sent the response.
+
+        An update or delete of a watched key without its previous key-value raises
+        PreviousValueCompactedError (see there): the source then resyncs, and the events
+        before it in this call, and the one held back, are left to the snapshot that follows,
+        as the changes after a compacted position are.
         """
         events: list[Event] = []
         append = events.append
@@ -562,6 +570,10 @@ class EventChunker:
                 prev = raw.prev_kv
                 prev_value = prev.value
                 prev_fields = (prev.mod_revision, prev.create_revision, prev.version, prev.lease)
+            elif raw.type != _PUT or version != 1:
+                raise PreviousValueCompactedError(
+                    key=key, revision=mod_revision, endpoint=self._endpoint
+                )
             else:
                 prev_value, prev_fields = None, _NO_PREV
             if raw.type == _PUT:
@@ -645,7 +657,7 @@ class WatchStream:
         self._start_revision = int(create.start_revision)
         self.fragmented = bool(create.fragment)
         self._endpoint = endpoint
-        self._chunker = EventChunker(keep=keep)
+        self._chunker = EventChunker(keep=keep, endpoint=endpoint)
         self._stall_timeout = stall_timeout
         self._response_limit = response_limit
         self._allowance = 0.0

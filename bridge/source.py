@@ -19,7 +19,9 @@ It then yields chunks forever. When the stream breaks, stalls or is cancelled it
 to the next endpoint with backoff and re-watches from the last revision it yielded. When
 etcd has compacted the revision it needs, it logs an error, counts a resync, and starts a new
 snapshot (reason ``compacted``): consumers see a ``snapshot_begin`` marker with that reason
-and must treat the snapshot as the prefix's new state. Nothing is skipped silently.
+and must treat the snapshot as the prefix's new state. An update or delete etcd sends
+without its previous value is the same loss of history (``PreviousValueCompactedError``) and
+takes the same resync. Nothing is skipped silently.
 
 When the pump finds that its sink lost data (``bridge.pump``), it opens the source with
 ``resync``: a snapshot with that reason (``lost``) comes first, whatever the tail, numbered

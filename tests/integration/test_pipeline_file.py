@@ -267,6 +267,67 @@ def test_compaction_while_down_resyncs(
     assert positions == sorted(set(positions))
 
 
+@pytest.mark.parametrize("journal", [False, True], ids=["etcd", "log"])
+def test_a_change_etcd_sends_without_its_previous_value_is_a_resync(
+    etcd_factory: EtcdFactory, bridge_factory: BridgeFactory, tmp_path: Path, journal: bool
+) -> None:
+    """etcd looks each event's previous key-value up as it sends the event, and leaves it out
+    when that revision was compacted meanwhile (etcd-io/etcd#10681): here under a watch that
+    lags because its bridge is paused. An update or delete without it is history lost, as a
+    compacted position is, so the bridge resyncs (and never passes it on); with the log on,
+    its reader does, and the sink follows."""
+    server = etcd_factory.start()
+    prefix = "/p/"
+    output = tmp_path / "events.jsonl"
+    log = {"BRIDGE_JOURNAL__PATH": str(tmp_path / "journal")} if journal else {}
+    settings = file_bridge(
+        bridge_factory,
+        server,
+        prefix=prefix,
+        path=output,
+        BRIDGE_ETCD__STALL_TIMEOUT="120",  # no stall check may end the lagging watch
+        **log,
+    )
+    keys = [f"{prefix}k{number:02d}" for number in range(20)]
+    with server.client() as client:
+        for key in keys:
+            client.put(key, b"first")
+        bridge = bridge_factory.start(**settings)
+        bridge.wait_watching()
+        bridge.pause()
+        padding = b"p" * 1024  # 2,000 revisions of 2 KiB events: far more than gRPC buffers
+        for number in range(2000):
+            client.put(keys[number % len(keys)], b"%d-" % number + padding)
+        revision = client.put("/unrelated", b"the revision to compact").header.revision
+        client.compact(revision)
+        state = {meta.key: value for value, meta in client.get_prefix(prefix)}
+        bridge.resume()
+        wait_for(
+            lambda: (
+                read_events(output)[-1].op is Op.SNAPSHOT_END
+                and read_events(output)[-1].revision >= revision
+            ),
+            timeout=60,
+            what="the resync snapshot",
+        )
+        reader = "journal" if journal else "file"
+        assert bridge.metric("etcd_bridge_resyncs_total", sink=reader) == 1
+    assert bridge.terminate() == 0
+    # The case this test is about happened: etcd sent a change without its previous value.
+    assert "PreviousValueCompactedError" in bridge.log_text()
+    events = read_events(output)
+    changes = [event for event in events if event.op in (Op.UPDATE, Op.DELETE)]
+    assert [event.position for event in changes if event.prev_value is None] == []
+    begins = [event for event in events if event.op is Op.SNAPSHOT_BEGIN]
+    assert begins[-1].reason is SnapshotReason.COMPACTED
+    mirrored = {
+        e.key: e.value for e in events if e.op is Op.SNAPSHOT and e.revision == begins[-1].revision
+    }
+    assert mirrored == state
+    positions = [event.position for event in events]
+    assert positions == sorted(set(positions))
+
+
 def test_a_long_replay_is_handed_on_in_whole_revisions(
     etcd: EtcdServer, bridge_factory: BridgeFactory, prefix: str, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 from pyetcd.etcdrpc.kv_pb2 import Event as RawEvent
 from pyetcd.etcdrpc.kv_pb2 import KeyValue
 
+from bridge.errors import PreviousValueCompactedError
 from bridge.etcd import Chunk, EventChunker
 from bridge.events import Event, EventType, Op, Position, past
 from bridge.pump import _ChunkQueue
@@ -116,6 +117,33 @@ def test_more_is_unset_when_the_rest_of_a_revision_is_dropped_keys() -> None:
     tail = chunk(chunker, [raw(5, b"/a/2"), raw(5, b"/b/4")], ends=False)
     assert tail.events == []
     assert positions(chunk(chunker, [raw(6, b"/a/3")]).events) == [(5, 0, False), (6, 0, False)]
+
+
+def without_previous(
+    revision: int, key: bytes, *, version: int = 2, delete: bool = False
+) -> RawEvent:
+    """A watch event etcd sent without ``prev_kv``: ``version`` 1 for a create."""
+    return RawEvent(
+        type=RawEvent.DELETE if delete else RawEvent.PUT,
+        kv=KeyValue(
+            key=key, value=b"" if delete else b"new", mod_revision=revision, version=version
+        ),
+    )
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["update", "delete"])
+def test_a_change_without_its_previous_value_is_history_lost(delete: bool) -> None:
+    chunker = EventChunker(keep=KeySpace.of([b"/a/"]), endpoint="http://e:2379")
+    created = chunk(chunker, [without_previous(4, b"/a/1", version=1), raw(5, b"/a/1")])
+    assert [event.op for event in created.events] == [Op.CREATE, Op.UPDATE]
+    assert chunk(chunker, [without_previous(6, b"/b/1", delete=delete)]).events == []
+    with pytest.raises(PreviousValueCompactedError) as raised:
+        chunk(chunker, [raw(7, b"/a/1"), without_previous(8, b"/a/2", delete=delete)])
+    assert raised.value.key == b"/a/2" and raised.value.revision == 8
+    assert str(raised.value) == (
+        "etcd http://e:2379 sent the change of key '/a/2' at revision 8 without its previous "
+        "value: it compacted revision 7 while the watch lagged"
+    )
 
 
 def test_the_queue_is_bounded_by_bytes_too() -> None:
