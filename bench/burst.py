@@ -10,7 +10,9 @@ Figures, per sink: the replay rate, events / (last event visible in the sink - t
 the bridge logged that it opened its watch), polled every 5 ms; the rate from the bridge's
 process start (Python start-up, sink open and etcd connect included); CPU-seconds of the
 bridge per 100k events (all its threads, start-up included; also net of the start-up cost,
-measured by starting it once more on the caught-up sink until it watches); peak RSS.
+measured by starting it once more on the caught-up sink until it watches); peak RSS; the
+CPU of the sink's server (its processes, for PostgreSQL) while the bridge ran, per 100k
+events: a bigger record format costs the server too, on the same cores.
 
 Baseline in the same run, on the same history: ``etcdctl watch --prefix --prev-kv --rev R0+1``
 (the Go client decoding the same replay and printing every event with its previous value to
@@ -27,7 +29,9 @@ alone (nats-py publishing the same messages to JetStream with acknowledgements; 
 With ``--formats native,debezium,cloudevents`` each sink is replayed once per record format
 (docs/formats.md), each into a target of its own holding its snapshot in that format; a
 non-native format's row gives its rate over the same sink's native rate in the same run.
-Target: at most 15% slower than native (ratio >= 0.87).
+Target: at most 15% slower than native (ratio >= 0.87). Beside it, the CPU of the bridge (net
+of start-up) and the sink's server together over native's: where a format's cost goes when
+the rate misses.
 
     .venv/bin/python -m bench.burst [--transactions 2000] [--sinks file,kafka,redis]
         [--formats native,debezium,cloudevents]
@@ -53,6 +57,7 @@ from bench.common import (
     etcdctl,
     print_settings,
     print_table,
+    process_tree_cpu_seconds,
     raw_watch,
     snapshot_records,
     verdict,
@@ -131,6 +136,8 @@ class Replay:
     cpu_seconds: float
     startup_cpu_seconds: float
     peak_rss_mib: float
+    server_cpu_seconds: float | None
+    """The sink's server's CPU while the bridge ran (None: the sink has no server)."""
 
     @property
     def rate(self) -> float:
@@ -143,6 +150,12 @@ class Replay:
     def cpu_per_100k(self, *, net: bool = False) -> float:
         spent = self.cpu_seconds - (self.startup_cpu_seconds if net else 0.0)
         return spent / self.events * 100_000
+
+    @property
+    def server_cpu_per_100k(self) -> float | None:
+        if self.server_cpu_seconds is None:
+            return None
+        return self.server_cpu_seconds / self.events * 100_000
 
 
 def setups(variants: list[Variant], *, repeat: int = 1) -> list[Setup]:
@@ -254,7 +267,11 @@ def replay(
     measured unless given. ``attach`` (a profiler) is called with the started bridge and
     returns what to call once the replay is complete."""
     name = _name(variant, attempt)
+    server = lab.server(variant.sink)
+    popen = None if server is None else server.process.process
+    server_cpu_before = 0.0 if popen is None else process_tree_cpu_seconds(popen.pid)
     delivery = replay_into(lab, history, name, attach=attach)
+    server_cpu = None if popen is None else process_tree_cpu_seconds(popen.pid) - server_cpu_before
     if startup_cpu is None:
         # the start-up cost alone: the same bridge on the caught-up sink, until it watches
         positioned = history.bridges[name]
@@ -272,7 +289,20 @@ def replay(
         cpu_seconds=delivery.cpu_seconds,
         startup_cpu_seconds=startup_cpu,
         peak_rss_mib=delivery.peak_rss_mib,
+        server_cpu_seconds=server_cpu,
     )
+
+
+def server_cpu_per_100k(results: list[Replay]) -> float | None:
+    """The median of the sink's server's CPU per 100k events (None: the sink has none)."""
+    spent = [r.server_cpu_per_100k for r in results if r.server_cpu_per_100k is not None]
+    return median(spent) if spent else None
+
+
+def cpu_with_server(results: list[Replay]) -> float:
+    """The median CPU per 100k events of the bridge (net of start-up) and the sink's server
+    together: what a record format costs the machine, whichever process pays it."""
+    return median([r.cpu_per_100k(net=True) + (r.server_cpu_per_100k or 0.0) for r in results])
 
 
 def target(sink: str, rate: float) -> str:
@@ -404,14 +434,18 @@ def main(argv: list[str] | None = None) -> None:
                     "(baseline)",
                 ]
             )
+        server_cpu = server_cpu_per_100k(results)
+        cpu_over_native = "-"
         if variant.format == NATIVE:
             verdict_text = target(variant.sink, rate)
         else:
-            native = median([r.rate for r in replays[Variant(variant.sink)]])
+            native_results = replays[Variant(variant.sink)]
+            native = median([r.rate for r in native_results])
             verdict_text = (
                 f"{rate / native:.2f} of native "
                 f"{verdict(rate * FORMAT_COST >= native)} (>= {1 / FORMAT_COST:.2f})"
             )
+            cpu_over_native = f"{cpu_with_server(results) / cpu_with_server(native_results):.2f}"
         rows.append(
             [
                 f"bridge → {variant.label}",
@@ -424,23 +458,26 @@ def main(argv: list[str] | None = None) -> None:
                 f"{rate / go_rate:.2f}",
                 f"{rate / bare_rate:.2f}" if copies else "-",
                 verdict_text,
+                "-" if server_cpu is None else server_cpu,
+                cpu_over_native,
             ]
         )
-    print_table(
-        [
-            "consumer",
-            "events/s (replay, median)",
-            "min–max",
-            "events/s from process start",
-            "CPU-s per 100k",
-            "CPU-s per 100k net of start-up",
-            "peak RSS (MiB)",
-            "rate / etcdctl",
-            "rate / bare client",
-            "target (formats: vs native)",
-        ],
-        rows,
-    )
+    headers = [
+        "consumer",
+        "events/s (replay, median)",
+        "min–max",
+        "events/s from process start",
+        "CPU-s per 100k",
+        "CPU-s per 100k net of start-up",
+        "peak RSS (MiB)",
+        "rate / etcdctl",
+        "rate / bare client",
+        "target (formats: vs native)",
+        "sink server CPU-s per 100k",
+        "bridge (net) + server CPU / native's",
+    ]
+    # The reference and baseline rows have no sink server nor format: their cells are empty.
+    print_table(headers, [row + ["-"] * (len(headers) - len(row)) for row in rows])
     print(
         f"\n{events:,} events replayed from revision {history.start_revision}, "
         f"{arguments.repeat} time(s) per consumer (medians; peak RSS: the highest); bridge "

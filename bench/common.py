@@ -357,6 +357,27 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process and its live descendants, each with the
+    children it reaped: a sink's server whole (PostgreSQL serves a connection from a process
+    of its own)."""
+    parents: dict[int, int] = {}
+    spent: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        process = int(stat.parent.name)
+        parents[process] = int(fields[1])
+        spent[process] = sum(int(ticks) for ticks in fields[11:15]) / _TICKS
+    tree, added = {pid}, True
+    while added:
+        grown = tree | {process for process, parent in parents.items() if parent in tree}
+        added, tree = grown != tree, grown
+    return sum(spent.get(process, 0.0) for process in tree)
+
+
 def process_peak_rss_mib(pid: int) -> float:
     """The peak resident set size of a running process (VmHWM), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
