@@ -28,7 +28,8 @@ alone (nats-py publishing the same messages to JetStream with acknowledgements; 
 
 With ``--formats native,debezium,cloudevents`` each sink is replayed once per record format
 (docs/formats.md), each into a target of its own holding its snapshot in that format; a
-non-native format's row gives its rate over the same sink's native rate in the same run.
+non-native format's row gives its rate over the same sink's native rate in the same run,
+the formats taking turns in the sink's order from attempt to attempt (``in_turn``).
 Target: at most 15% slower than native (ratio >= 0.87). Beside it, the CPU of the bridge (net
 of start-up) and the sink's server together over native's: where a format's cost goes when
 the rate misses.
@@ -293,6 +294,22 @@ def replay(
     )
 
 
+def in_turn(variants: list[Variant], *, attempt: int) -> list[Variant]:
+    """The order of one attempt's replays: each sink's formats rotated by ``attempt``, so that
+    over as many attempts as formats each format takes each place once. Where a replay comes
+    in the sink's row moves its rate: into NATS, with native always first, Debezium and
+    CloudEvents ran at 0.76 and 0.71 of native, and in the reverse order at 0.92 and 1.04
+    (BENCHMARKS.md, 1 Dec 2026, ninth session)."""
+    by_sink: dict[str, list[Variant]] = {}
+    for variant in variants:
+        by_sink.setdefault(variant.sink, []).append(variant)
+    turned: list[Variant] = []
+    for row in by_sink.values():
+        shift = attempt % len(row)
+        turned += row[shift:] + row[:shift]
+    return turned
+
+
 def server_cpu_per_100k(results: list[Replay]) -> float | None:
     """The median of the sink's server's CPU per 100k events (None: the sink has none)."""
     spent = [r.server_cpu_per_100k for r in results if r.server_cpu_per_100k is not None]
@@ -365,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         replays: dict[Variant, list[Replay]] = {}
         bares: dict[Variant, list[BareRun]] = {}
         for attempt in range(arguments.repeat):
-            for variant in variants:
+            for variant in in_turn(variants, attempt=attempt):
                 first = replays.get(variant, [None])[0]
                 result = replay(
                     lab,
