@@ -148,6 +148,14 @@ def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
         sizes = [path.stat().st_size for path in sorted(journal.glob("*.seg"))]
         headers = len(sizes) * SEGMENT_HEADER_BYTES
         assert sum(sizes[:-1]) <= (1 << 20) + headers, sizes
+        # The disk stays full until the sink has met the compaction. Emptied at once, a retry
+        # begun just before the compaction read etcd's history while it was still there and
+        # wrote it all once the disk had room: no resync, rightly (seen in 1 of 4 runs).
+        wait_for(
+            lambda: bridge.metric("etcd_bridge_resyncs_total", sink="file") >= 1,
+            timeout=30,
+            what="the sink's resync",
+        )
         filler.unlink()
         wait_for(
             lambda: any(e.reason is SnapshotReason.COMPACTED for e in read_events(output)),
@@ -157,7 +165,8 @@ def test_past_the_disk_budget_a_sink_behind_resyncs_and_it_is_counted(
         writer.step()
         wait_for_revision(output, writer.changes[-1].revision)
         assert bridge.metric("etcd_bridge_journal_overruns_total", sink="file") >= 1
-        assert bridge.metric("etcd_bridge_resyncs_total", sink="file") == 1
+        # One resync per attempt: the one met on a full disk wrote nothing, and is taken again.
+        assert bridge.metric("etcd_bridge_resyncs_total", sink="file") in (1, 2)
         assert bridge.metric("etcd_bridge_resyncs_total", sink="stdout") == 0
         assert bridge.metric("etcd_bridge_resyncs_total", sink="journal") == 0
         assert bridge.terminate() == 0
