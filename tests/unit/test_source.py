@@ -12,9 +12,11 @@ from bridge.errors import (
     EtcdRejectedError,
     EtcdUnavailableError,
     PositionAheadError,
+    PreviousValueCompactedError,
     RevisionCompactedError,
     WatchResponseTooLargeError,
 )
+from bridge.etcd import Chunk
 from bridge.events import Event, EventType, Op, SnapshotReason
 from bridge.health import Phase
 from bridge.metrics import REGISTRY
@@ -214,6 +216,30 @@ def test_a_compacted_watch_resyncs_with_a_new_snapshot() -> None:
     assert events[0].op is Op.SNAPSHOT_BEGIN and events[0].reason is SnapshotReason.COMPACTED
     assert events[0].revision == 30 and events[-1].revision == 31
     assert etcd.watches == [(10, False), (31, False)]
+    assert counted("etcd_bridge_resyncs_total", health.sink) == 1
+
+
+def test_a_change_without_its_previous_value_resyncs_after_what_was_handed_on() -> None:
+    """Two changes of revision 11 handed on, then etcd sends the third without its previous
+    value, having compacted 11 itself: the resync snapshot is at 11 too, and numbers on after
+    the changes of 11 the sink already takes."""
+    part = Chunk(events=history(range(11, 12), per_revision=3)[0].events[:2], revision=11, size=0)
+    lost = PreviousValueCompactedError(key=b"/p/11-2", revision=11)
+    etcd = ScriptedEtcd(revision=11, keys=KEYS, sessions=[[part, lost], history(range(12, 13))])
+    events, health = read(etcd, tail=change(10), until=12)
+    prefix = KEYSPACE.describe()
+    assert summary(events) == [
+        (11, 0, "update", b"/p/11-0"),
+        (11, 1, "update", b"/p/11-1"),
+        (11, 2, "snapshot_begin", prefix),
+        (11, 3, "snapshot", b"/p/a"),
+        (11, 4, "snapshot", b"/p/b"),
+        (11, 5, "snapshot", b"/p/c"),
+        (11, 6, "snapshot_end", prefix),
+        (12, 0, "update", b"/p/12-0"),
+    ]
+    assert events[2].reason is SnapshotReason.COMPACTED
+    assert etcd.watches == [(11, False), (12, False)]
     assert counted("etcd_bridge_resyncs_total", health.sink) == 1
 
 
