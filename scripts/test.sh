@@ -29,5 +29,6 @@ fi
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 # Two workers, a test file each at a time (a file's module fixtures start once): serially
-# the suite kept a third of 2 cores busy, waiting on the servers it drives.
-.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+# the suite kept a third of 2 cores busy, waiting on the servers it drives. -rs names each
+# skipped test and why (some skip on what they find, such as an etcd whose members diverged).
+.venv/bin/python -m pytest -q -rs -n 2 --dist loadfile "$@"
