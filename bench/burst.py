@@ -298,8 +298,8 @@ def in_turn(variants: list[Variant], *, attempt: int) -> list[Variant]:
     """The order of one attempt's replays: each sink's formats rotated by ``attempt``, so that
     over as many attempts as formats each format takes each place once. Where a replay comes
     in the sink's row moves its rate: into NATS, with native always first, Debezium and
-    CloudEvents ran at 0.76 and 0.71 of native, and in the reverse order at 0.92 and 1.04
-    (BENCHMARKS.md, 1 Dec 2026, ninth session)."""
+    CloudEvents ran at 0.76 and 0.71 of native, and in the reverse order (no bare client
+    between) at 0.92 and 1.04 (BENCHMARKS.md, 1 Dec 2026, ninth session)."""
     by_sink: dict[str, list[Variant]] = {}
     for variant in variants:
         by_sink.setdefault(variant.sink, []).append(variant)
