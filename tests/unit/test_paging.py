@@ -59,13 +59,20 @@ def test_backoff_grows_caps_and_resets() -> None:
     assert Backoff(initial=10).wait(stop) is False
 
 
-def raw(revision: int, key: bytes, *, delete: bool = False) -> RawEvent:
-    """A watch event as etcd sends it, with its previous value."""
-    return RawEvent(
+def raw(
+    revision: int, key: bytes, *, delete: bool = False, previous: bool = True, version: int = 2
+) -> RawEvent:
+    """A watch event as etcd sends it, with its previous value unless not ``previous`` (as etcd
+    sends a create, ``version`` 1, or a change whose previous revision it compacted)."""
+    event = RawEvent(
         type=RawEvent.DELETE if delete else RawEvent.PUT,
-        kv=KeyValue(key=key, value=b"" if delete else b"new", mod_revision=revision, version=2),
-        prev_kv=KeyValue(key=key, value=b"old", mod_revision=1, version=1),
+        kv=KeyValue(
+            key=key, value=b"" if delete else b"new", mod_revision=revision, version=version
+        ),
     )
+    if previous:
+        event.prev_kv.CopyFrom(KeyValue(key=key, value=b"old", mod_revision=1, version=1))
+    return event
 
 
 def chunk(chunker: EventChunker, raws: list[RawEvent], *, ends: bool = True) -> Chunk:
@@ -119,26 +126,14 @@ def test_more_is_unset_when_the_rest_of_a_revision_is_dropped_keys() -> None:
     assert positions(chunk(chunker, [raw(6, b"/a/3")]).events) == [(5, 0, False), (6, 0, False)]
 
 
-def without_previous(
-    revision: int, key: bytes, *, version: int = 2, delete: bool = False
-) -> RawEvent:
-    """A watch event etcd sent without ``prev_kv``: ``version`` 1 for a create."""
-    return RawEvent(
-        type=RawEvent.DELETE if delete else RawEvent.PUT,
-        kv=KeyValue(
-            key=key, value=b"" if delete else b"new", mod_revision=revision, version=version
-        ),
-    )
-
-
 @pytest.mark.parametrize("delete", [False, True], ids=["update", "delete"])
 def test_a_change_without_its_previous_value_is_history_lost(delete: bool) -> None:
     chunker = EventChunker(keep=KeySpace.of([b"/a/"]), endpoint="http://e:2379")
-    created = chunk(chunker, [without_previous(4, b"/a/1", version=1), raw(5, b"/a/1")])
+    created = chunk(chunker, [raw(4, b"/a/1", previous=False, version=1), raw(5, b"/a/1")])
     assert [event.op for event in created.events] == [Op.CREATE, Op.UPDATE]
-    assert chunk(chunker, [without_previous(6, b"/b/1", delete=delete)]).events == []
+    assert chunk(chunker, [raw(6, b"/b/1", delete=delete, previous=False)]).events == []
     with pytest.raises(PreviousValueCompactedError) as raised:
-        chunk(chunker, [raw(7, b"/a/1"), without_previous(8, b"/a/2", delete=delete)])
+        chunk(chunker, [raw(7, b"/a/1"), raw(8, b"/a/2", delete=delete, previous=False)])
     assert raised.value.key == b"/a/2" and raised.value.revision == 8
     assert str(raised.value) == (
         "etcd http://e:2379 sent the change of key '/a/2' at revision 8 without its previous "
