@@ -71,6 +71,15 @@ def summary(events: list[Event]) -> list[tuple[int, int, str, bytes]]:
     return [(event.revision, event.index, event.op.value, event.key) for event in events]
 
 
+def framed_snapshot(revision: int, *, first: int = 0) -> list[tuple[int, int, str, bytes]]:
+    """``summary`` of a snapshot of ``KEYS`` at ``revision`` with its markers, its positions
+    numbered from ``first``."""
+    prefix = KEYSPACE.describe()
+    frames = [("snapshot_begin", prefix), *(("snapshot", key) for key in KEYS)]
+    frames.append(("snapshot_end", prefix))
+    return [(revision, first + n, op, key) for n, (op, key) in enumerate(frames)]
+
+
 @pytest.mark.parametrize(
     ("tail", "watch_from"),
     [
@@ -96,15 +105,7 @@ def test_with_nothing_held_a_snapshot_comes_first() -> None:
     watch from the next revision."""
     etcd = ScriptedEtcd(revision=7, keys=KEYS, sessions=[history(range(8, 9))])
     events, health = read(etcd, tail=None, until=8)
-    prefix = KEYSPACE.describe()
-    assert summary(events) == [
-        (7, 0, "snapshot_begin", prefix),
-        (7, 1, "snapshot", b"/p/a"),
-        (7, 2, "snapshot", b"/p/b"),
-        (7, 3, "snapshot", b"/p/c"),
-        (7, 4, "snapshot_end", prefix),
-        (8, 0, "update", b"/p/8-0"),
-    ]
+    assert summary(events) == [*framed_snapshot(7), (8, 0, "update", b"/p/8-0")]
     assert events[0].reason is SnapshotReason.INITIAL
     # Counting the keys pins the revision: every page is read at it.
     assert etcd.counts == [(b"/p/", 0)] and {revision for _, revision, _ in etcd.ranges} == {7}
@@ -173,14 +174,9 @@ def test_a_requested_snapshot_numbers_on_after_the_changes_of_its_revision() -> 
         revision=11, keys=KEYS, sessions=[history(range(11, 12)), history(range(12, 13))]
     )
     events, health = requested(etcd, tail=change(10), until=12)
-    prefix = KEYSPACE.describe()
     assert summary(events) == [
         (11, 0, "update", b"/p/11-0"),
-        (11, 1, "snapshot_begin", prefix),
-        (11, 2, "snapshot", b"/p/a"),
-        (11, 3, "snapshot", b"/p/b"),
-        (11, 4, "snapshot", b"/p/c"),
-        (11, 5, "snapshot_end", prefix),
+        *framed_snapshot(11, first=1),
         (12, 0, "update", b"/p/12-0"),
     ]
     assert events[1].reason is SnapshotReason.REQUESTED is events[5].reason
@@ -227,15 +223,10 @@ def test_a_change_without_its_previous_value_resyncs_after_what_was_handed_on() 
     lost = PreviousValueCompactedError(key=b"/p/11-2", revision=11)
     etcd = ScriptedEtcd(revision=11, keys=KEYS, sessions=[[part, lost], history(range(12, 13))])
     events, health = read(etcd, tail=change(10), until=12)
-    prefix = KEYSPACE.describe()
     assert summary(events) == [
         (11, 0, "update", b"/p/11-0"),
         (11, 1, "update", b"/p/11-1"),
-        (11, 2, "snapshot_begin", prefix),
-        (11, 3, "snapshot", b"/p/a"),
-        (11, 4, "snapshot", b"/p/b"),
-        (11, 5, "snapshot", b"/p/c"),
-        (11, 6, "snapshot_end", prefix),
+        *framed_snapshot(11, first=2),
         (12, 0, "update", b"/p/12-0"),
     ]
     assert events[2].reason is SnapshotReason.COMPACTED
