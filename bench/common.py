@@ -351,9 +351,16 @@ class Bridge:
         return code
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """A ``/proc/<pid>/stat``'s fields after the command name (which may hold spaces): the
+    state first, the parent's pid second, user and system ticks at 11 and 12, those of the
+    reaped children at 13 and 14."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
@@ -365,7 +372,7 @@ def process_tree_cpu_seconds(pid: int) -> float:
     spent: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(stat)
         except OSError:
             continue  # it exited meanwhile
         process = int(stat.parent.name)
