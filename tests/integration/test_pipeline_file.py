@@ -244,8 +244,9 @@ def test_compaction_while_down_resyncs(
         bridge = bridge_factory.start(**settings)
         wait_for(
             lambda: (
-                read_events(output)[-1].op is Op.SNAPSHOT_END
-                and read_events(output)[-1].reason is SnapshotReason.COMPACTED
+                (last := last_event(output)) is not None
+                and last.op is Op.SNAPSHOT_END
+                and last.reason is SnapshotReason.COMPACTED
             ),
             timeout=30,
             what="the resync snapshot",
@@ -304,8 +305,9 @@ def test_a_change_etcd_sends_without_its_previous_value_is_a_resync(
         bridge.resume()
         wait_for(
             lambda: (
-                read_events(output)[-1].op is Op.SNAPSHOT_END
-                and read_events(output)[-1].revision >= revision
+                (last := last_event(output)) is not None
+                and last.op is Op.SNAPSHOT_END
+                and last.revision >= revision
             ),
             timeout=60,
             what="the resync snapshot",
