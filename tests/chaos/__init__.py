@@ -45,7 +45,9 @@ Design choices that keep the run honest rather than lucky:
   outage, past what the sink holds, each time only after the reference has read it
   (``reference.Recorded``). The next action waits until every sink is past the last
   compaction. With ``--journal`` the sink must then get every change from the log, with no
-  resync (the line's ``resyncs``: snapshots after the initial one, in any sink).
+  resync (the line's ``resyncs``: snapshots after the initial one, in any sink; one fails
+  the run). Without it the sink resyncs: the check takes the resync's snapshot for the
+  changes it replaces, and holds its keys to etcd's state at its revision (``check``).
 
 One module per part, each importable without starting anything:
 

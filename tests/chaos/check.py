@@ -5,6 +5,10 @@ Redis, one per partition for Kafka, where the snapshot markers stand in every pa
 each change in exactly one. Everything wrong is counted rather than raised, so that one run
 reports every kind of fault it found (``SinkFigures``), with a few examples of each.
 
+A resync (a snapshot after the initial one) stands for the changes it replaces, as a
+consumer takes it (docs/events.md): those are not counted lost, and its keys are checked
+against etcd's state at its revision instead.
+
 A sink that refuses events for good (``refused``: Kafka and NATS, above their 1 MB records)
 is checked under its ``ON_REFUSED`` policy: with ``omit_value`` it must hold each such event
 at its position without its values, their sizes given; with ``dead_letter`` its dead-letter
@@ -12,13 +16,22 @@ file must hold each one, whole and once, in order, and its streams none. Either 
 event missing is lost and one held twice (in the streams and the file too) is duplicated.
 """
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bridge.events import Event, EventType, OmittedBytes, Op, Position, values_omitted
+from bridge.events import (
+    Event,
+    EventType,
+    OmittedBytes,
+    Op,
+    Position,
+    SnapshotReason,
+    values_omitted,
+)
 from config.refusal import RefusalPolicy
-from tests.chaos.reference import expected_after_snapshot
+from tests.chaos.reference import expected_after_snapshot, state_at
 
 REFUSED_BYTES = 1_000_000
 """Value bytes (value and previous value) above which Kafka and NATS refuse an event: their
@@ -68,6 +81,25 @@ def describe(event: Event) -> str:
     )
 
 
+@dataclass
+class _Resync:
+    """A snapshot after the initial one, as the streams hold it: its keys, from every stream,
+    and the latest change any stream holds before it."""
+
+    begin: Event
+    expected: dict[bytes, Event]
+    """etcd's state at its revision: per key, the change that wrote its value."""
+    keys: list[Event] = field(default_factory=list)
+    held_before: Position | None = None
+
+    @property
+    def end(self) -> Event:
+        """Its ``snapshot_end``, as the bridge writes it after the keys of etcd's state."""
+        return dataclasses.replace(
+            self.begin, op=Op.SNAPSHOT_END, index=self.begin.index + len(self.expected) + 1
+        )
+
+
 def check_streams(
     figures: SinkFigures,
     *,
@@ -79,27 +111,40 @@ def check_streams(
     """Compare ``streams`` (one per Kafka partition, or the sink's single stream), each in
     the order the sink holds it, with etcd's ``history``; add the counts to ``figures``.
     ``policy``: what the sink does with the events it refuses (``STOP``: it refuses none);
-    ``diverted``: its dead-letter file, under ``DEAD_LETTER``."""
-    begins = [
-        event.position
+    ``diverted``: its dead-letter file, under ``DEAD_LETTER``.
+
+    A resync (a snapshot after the initial one: its position compacted away, or its data
+    lost) replaces the changes between the sink's last one and the snapshot's revision,
+    which it need not hold (docs/events.md, "Snapshots and resyncs"). The snapshot must hold
+    etcd's state at its revision, key for key, and every change after it must follow."""
+    begins = {
+        event.position: event
         for stream in streams.values()
         for event in stream
         if event.op is Op.SNAPSHOT_BEGIN
-    ]
-    figures.resyncs = len(set(begins)) - 1 if begins else 0
+    }
+    figures.resyncs = max(0, len(begins) - 1)
     if not begins:
         figures.note("no snapshot_begin at all")
-    revision = min(begins).revision if begins else 0
+    ordered = sorted(begins)
+    revision = ordered[0].revision if begins else 0
     figures.snapshot_revision = revision
     markers, changes = expected_after_snapshot(history, revision=revision)
+    resyncs = {
+        position: _Resync(begins[position], expected=state_at(history, revision=position.revision))
+        for position in ordered[1:]
+    }
+    for resync in resyncs.values():
+        markers += [resync.begin, resync.end]
     if policy is RefusalPolicy.OMIT_VALUE:
         changes = [values_omitted(event) if refused(event) else event for event in changes]
-    expected = {event.position: event for event in changes}
     seen: dict[Position, list[Event]] = defaultdict(list)
     for name, stream in streams.items():
         last: Position | None = None
         positions: set[Position] = set()
         held_markers: list[Event] = []
+        resync: _Resync | None = None
+        last_change: Position | None = None
         for event in stream:
             position = event.position
             if position in positions:
@@ -111,8 +156,15 @@ def check_streams(
             last = position if last is None else max(last, position)
             if event.type is EventType.MARKER:
                 held_markers.append(event)
+                resync = resyncs.get(position) if event.op is Op.SNAPSHOT_BEGIN else None
+                if resync is not None and last_change is not None:
+                    before = resync.held_before
+                    resync.held_before = last_change if before is None else max(before, last_change)
+            elif resync is not None and event.op is Op.SNAPSHOT:
+                resync.keys.append(event)
             else:
                 seen[position].append(event)
+                last_change = position
         for marker in markers:
             count = held_markers.count(marker)
             if count == 0:
@@ -123,8 +175,12 @@ def check_streams(
             if marker not in markers:
                 figures.unexpected += 1
                 figures.note(f"unexpected in {name}: marker {describe(marker)}")
+    for resync in resyncs.values():
+        _check_resync(figures, resync)
+        changes = [change for change in changes if not _replaced(change, resync, revision)]
     if policy is RefusalPolicy.DEAD_LETTER:
         _check_diverted(figures, seen=seen, diverted=diverted)
+    expected = {event.position: event for event in changes}
     for position, events in seen.items():
         figures.events += len(events)
         if len(events) > 1:
@@ -143,6 +199,46 @@ def check_streams(
             more = f" .. {run[-1].position}, {len(run)} events" if len(run) > 1 else ""
             figures.note(f"lost: {describe(run[0])}{more}")
             run = []
+
+
+def _replaced(change: Event, resync: _Resync, initial: int) -> bool:
+    """Whether ``resync`` replaced ``change``: a change after the initial snapshot (at
+    revision ``initial``) and after the last one any stream holds before the resync, up to
+    the resync's revision."""
+    after = resync.held_before is None or change.position > resync.held_before
+    return initial < change.revision <= resync.begin.revision and after
+
+
+def _check_resync(figures: SinkFigures, resync: _Resync) -> None:
+    """The keys of one resync against etcd's state at its revision: each key once, in key
+    order from the index after its ``snapshot_begin``, with the value, revisions, version and
+    lease etcd had; anything else is counted."""
+    begin = resync.begin
+    where = f"the resync at {begin.position}"
+    if begin.reason in (None, SnapshotReason.INITIAL):
+        figures.unexpected += 1
+        figures.note(f"{where} says reason {begin.reason}")
+    held: dict[bytes, list[Event]] = defaultdict(list)
+    for event in resync.keys:
+        held[event.key].append(event)
+    figures.events += len(resync.keys)
+    for number, key in enumerate(sorted(resync.expected), start=begin.index + 1):
+        change, events = resync.expected[key], held.pop(key, [])
+        if not events:
+            figures.lost += 1
+            figures.note(f"lost from {where}: key {key!r}")
+        figures.duplicated += max(0, len(events) - 1)
+        want = (begin.revision, number, change.value)
+        want += (change.mod_revision, change.create_revision, change.version, change.lease)
+        for event in set(events):
+            have = (event.revision, event.index, event.value)
+            have += (event.mod_revision, event.create_revision, event.version, event.lease)
+            if have != want:
+                figures.unexpected += 1
+                figures.note(f"unexpected in {where}: {describe(event)}, etcd had {want}")
+    for events in held.values():
+        figures.unexpected += len(events)
+        figures.note(f"unexpected in {where}: {describe(events[0])}, not in etcd then")
 
 
 def _check_diverted(

@@ -125,14 +125,7 @@ def expected_after_snapshot(
     """What a sink whose snapshot was taken at ``revision`` must hold: (the snapshot's
     markers, its keys at etcd's state then plus every later change). The snapshot is the
     contract kit's ``History`` of that state, each key with its lease."""
-    state: dict[bytes, Event] = {}
-    for event in history:
-        if event.revision > revision:
-            break
-        if event.type is EventType.DELETE:
-            state.pop(event.key, None)
-        else:
-            state[event.key] = event
+    state = state_at(history, revision=revision)
     model = History(prefix=PREFIX, revision=revision)
     model.state = {
         key: Entry(event.value or b"", event.mod_revision, event.create_revision, event.version)
@@ -146,3 +139,17 @@ def expected_after_snapshot(
         if event.type is not EventType.MARKER
     ]
     return markers, keys + [event for event in history if event.revision > revision]
+
+
+def state_at(history: Sequence[Event], *, revision: int) -> dict[bytes, Event]:
+    """etcd's state of the prefix at ``revision``: per key, the change that wrote its value
+    then (a delete leaves no key)."""
+    state: dict[bytes, Event] = {}
+    for event in history:
+        if event.revision > revision:
+            break
+        if event.type is EventType.DELETE:
+            state.pop(event.key, None)
+        else:
+            state[event.key] = event
+    return state

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge.contract import History
-from bridge.events import Event, EventType, values_omitted
+from bridge.events import Event, EventType, Op, SnapshotReason, values_omitted
 from config.refusal import RefusalPolicy
 from tests.chaos.check import REFUSED_BYTES, SinkFigures, check_streams, refused
 from tests.chaos.common import PREFIX
@@ -171,21 +171,41 @@ def test_the_check_counts_what_is_wrong() -> None:
     assert _figures(partitions, history) == (2, 1, 1, 0)
 
 
-def test_the_check_counts_a_resync_once_however_many_streams_hold_it() -> None:
+def test_the_check_takes_a_resync_for_the_changes_it_replaces() -> None:
+    """A resync replaces the changes between the sink's last one and its revision
+    (docs/events.md): counted once however many streams hold its markers, with nothing lost.
+    Its keys must be etcd's state at its revision, and the changes before and after it are
+    still checked one by one."""
     model = History(prefix=PREFIX, revision=1)
     before = model.random_changes(count=20, seed=1)
     initial = model.snapshot()
     between = model.random_changes(count=20, seed=2)
-    resync = model.snapshot()
+    resync = model.snapshot(reason=SnapshotReason.COMPACTED)
     after = model.random_changes(count=20, seed=3)
+    history = before + between + after
+    keys = [event for event in resync if event.op is Op.SNAPSHOT]
+    held = initial + between[:5] + resync + after
+
+    def counts(streams: dict[str, list[Event]], history: list[Event] = history) -> tuple[int, ...]:
+        """resyncs, lost, duplicated, out of order, unexpected"""
+        figures = SinkFigures(name="test")
+        check_streams(figures, streams=streams, history=history)
+        found = (figures.lost, figures.duplicated, figures.out_of_order, figures.unexpected)
+        return (figures.resyncs, *found)
+
     markers = [event for event in initial + resync if event.type is EventType.MARKER]
-    figures = SinkFigures(name="test")
-    streams = {"p0": initial + resync + after, "p1": markers}
-    check_streams(figures, streams=streams, history=before + between + after)
-    assert (figures.resyncs, figures.lost) == (1, len(between)), figures
-    figures = SinkFigures(name="test")
-    check_streams(figures, streams={"p0": initial + after}, history=before + after)
-    assert figures.resyncs == 0, figures
+    assert counts({"p0": held, "p1": markers}) == (1, 0, 0, 0, 0)
+    assert counts({"file": held}) == (1, 0, 0, 0, 0)
+    assert counts({"file": [e for e in held if e is not keys[0]]}) == (1, 1, 0, 0, 0)
+    stale = dataclasses.replace(keys[0], value=b"not what etcd had then")
+    assert counts({"file": [stale if e is keys[0] else e for e in held]}) == (1, 0, 0, 0, 1)
+    twice = initial + between[:5] + resync[:2] + resync[1:] + after
+    assert counts({"file": twice}) == (1, 0, 1, 0, 0)
+    assert counts({"file": [e for e in held if e is not between[2]]}) == (1, 1, 0, 0, 0)
+    assert counts({"file": [e for e in held if e is not after[-1]]}) == (1, 1, 0, 0, 0)
+    as_initial = [dataclasses.replace(e, reason=SnapshotReason.INITIAL) for e in resync]
+    assert counts({"file": initial + between[:5] + as_initial + after})[4] > 0
+    assert counts({"file": initial + after}) == (0, len(between), 0, 0, 0)
 
 
 def test_the_check_accounts_for_refused_events_and_still_counts_what_is_wrong() -> None:
