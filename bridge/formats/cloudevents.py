@@ -30,13 +30,13 @@ Three spec rules shape the attributes beyond the obvious:
   may sit at the revision of watched changes already delivered (same revision and index):
   hence the ``s`` in a snapshot event's id.
 
-``encode_batch`` is on the hot path (``encode`` and ``encode_lines`` are made of it): the
-common event (UTF-8 key and values, ``values=bytes``, not a marker) is built inline, its
-``data`` one dict literal for ``orjson.dumps``, joined with the constant parts of the record,
-serialized once per format; the clock is read once per batch and ``time`` formatted at most
-once per millisecond. Every other event takes the general path (``_encode_any``,
-``_binary_any``), which makes the same record by the book, more slowly; the unit tests hold
-the two together.
+``_records`` is the hot path, one loop for both content modes (``encode``, ``encode_batch``,
+``encode_lines`` and ``binary`` are made of it): the common event (UTF-8 key and values,
+``values=bytes``, not a marker) is built inline, its ``data`` one dict literal for
+``orjson.dumps``, joined with the constant parts of the record, serialized once per format;
+the clock is read once per batch and ``time`` formatted at most once per millisecond. Every
+other event takes the general path (``_encode_any``, ``_binary_any``), which makes the same
+record by the book, more slowly; the unit tests hold the two together.
 """
 
 import base64
@@ -44,7 +44,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from time import time_ns
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 from urllib.parse import quote
 
 import orjson
@@ -102,6 +102,10 @@ first tries the needle as an int, and formats and clears the TypeError that rais
 _SMALL = 1024
 _DIGITS: Final = tuple(b"%d" % number for number in range(_SMALL))
 """The decimal digits of the indexes below ``_SMALL``, formatted once."""
+_CHANGE_IDS: Final = tuple(b"-" + digits for digits in _DIGITS)
+_SNAPSHOT_IDS: Final = tuple(b"-s" + digits for digits in _DIGITS)
+"""What ends the ``id`` of a change and of a snapshot's event at the indexes below ``_SMALL``."""
+_INDEX_ATTRIBUTES: Final = tuple(b'","index":' + digits for digits in _DIGITS)
 _VALUE_FIELDS = ("value", "prev_value")
 
 
@@ -178,55 +182,8 @@ class CloudEventsFormat(EventFormat):
         return self.encode_batch((event,))[0]
 
     def encode_batch(self, batch: Sequence[Event]) -> list[bytes]:
-        """The structured records of ``batch``, all with the same ``time``: the clock is read
-        and the record's constant parts are looked up once per batch rather than per record,
-        which took about 8% of the Redis and NATS sinks' CPU per record (BENCHMARKS.md, "Issue
-        13: format cost, third pass")."""
-        millisecond = time_ns() // 1_000_000
-        if millisecond != self._millisecond:
-            self._tick(millisecond)
-        # Joined around two orjson documents rather than one dict for the whole record: the
-        # constant parts were serialized once (``__init__``, ``_tick``), which saves a fifth
-        # of the time.
-        id_head, after_id, stamp, timed = self._id_head, self._after_id, self._stamp, self._timed
-        before_data, dumps, join = self._before_data, orjson.dumps, b"".join
-        common = self._common_data if self._fast else _uncommon
-        records = []
-        # The events of a transaction or a snapshot page share their revision: its digits
-        # are formatted once for them all, and small indexes are looked up.
-        revision, revision_digits = -1, b""
-        for event in batch:
-            parts = common(event)
-            if parts is None:
-                records.append(self._encode_any(event, stamp=stamp))
-                continue
-            data, subject = parts
-            if event.revision != revision:
-                revision = event.revision
-                revision_digits = b"%d" % revision
-            index = event.index
-            index_digits = _DIGITS[index] if index < _SMALL else b"%d" % index
-            op = event.op
-            records.append(
-                join(
-                    [
-                        id_head,
-                        revision_digits,
-                        b"-s" if op in SNAPSHOT_OPS else b"-",
-                        index_digits,
-                        after_id[op],
-                        subject,
-                        timed,
-                        revision_digits,
-                        b'","index":',
-                        index_digits,
-                        before_data,
-                        dumps(data),
-                        b"}",
-                    ]
-                )
-            )
-        return records
+        """The structured records of ``batch``, all with the same ``time``."""
+        return self._records(batch, binary=False)
 
     def encode_lines(self, batch: Sequence[Event]) -> bytes:
         """One structured record per event, each ending in a newline (JSON lines)."""
@@ -240,94 +197,145 @@ class CloudEventsFormat(EventFormat):
         """The Kafka binary-mode record: ``ce_`` headers (each attribute's canonical string,
         UTF-8) plus ``content-type``, and the ``data`` JSON as the value. Never a null value,
         which a compacted topic would take for a tombstone."""
-        parts = self._common_data(event) if self._fast else None
-        if parts is None:
-            return self._binary_any(event)
-        data = parts[0]
-        revision = b"%d" % event.revision
-        index = b"%d" % event.index
+        return self._records((event,), binary=True)[0]
+
+    @overload
+    def _records(self, batch: Sequence[Event], *, binary: Literal[False]) -> list[bytes]: ...
+
+    @overload
+    def _records(
+        self, batch: Sequence[Event], *, binary: Literal[True]
+    ) -> list[tuple[Headers, bytes]]: ...
+
+    def _records(
+        self, batch: Sequence[Event], *, binary: bool
+    ) -> list[bytes] | list[tuple[Headers, bytes]]:
+        """The records of ``batch`` in one content mode, all with the same ``time``.
+
+        This is the hot path, one loop for both modes. The common event (UTF-8 key and values,
+        ``values=bytes``, a non-empty printable key, not a marker, not without its value) is
+        built here inline: its ``data`` one dict literal for ``orjson.dumps``, the structured
+        record joined around it from parts serialized once per format (``__init__``,
+        ``_tick``), its subject checked for being a String. Every other event takes the general
+        path (``_encode_any``, ``_binary_any``), which makes the same record by the book, more
+        slowly; the unit tests hold the two together. Why inline: two Python calls per event
+        (a helper building ``data``, the subject's check) and the tuple passed back cost a
+        tenth of a record's instructions; reading the clock and the constant parts per record
+        rather than per batch cost 8% of the Redis and NATS sinks' CPU per record
+        (BENCHMARKS.md, 1 Dec 2026, tenth session, and "Issue 13: format cost, third pass")."""
         millisecond = time_ns() // 1_000_000
         if millisecond != self._millisecond:
             self._tick(millisecond)
+        id_head, after_id, stamp, timed = self._id_head, self._after_id, self._stamp, self._timed
+        before_data, dumps, join = self._before_data, orjson.dumps, b"".join
+        fast = self._fast
+        records: list[Any] = []
+        # The events of a transaction or a snapshot page share their revision: its digits
+        # are formatted once for them all, and small indexes' parts are looked up.
+        revision, revision_digits = -1, b""
+        for event in batch:
+            key, value, prev = event.key, event.value, event.prev_value
+            if not fast or event.reason is not None or not key:
+                records.append(self._any(event, binary=binary, stamp=stamp))
+                continue
+            try:
+                subject = key.decode()
+                value_text = None if value is None else value.decode()
+                prev_text = None if prev is None else prev.decode()
+            except UnicodeDecodeError:
+                records.append(self._any(event, binary=binary, stamp=stamp))
+                continue
+            subject_json = dumps(subject)
+            # A printable subject is a CloudEvents String as it is. An ASCII key whose JSON
+            # escapes nothing (orjson escapes every control character) and holds no DEL is
+            # printable: two byte searches cost a fraction of ``isprintable``, which took 7%
+            # of a record's instructions.
+            if (value is None and event.omitted_bytes is not None) or not (
+                (key.isascii() and _BACKSLASH not in subject_json and _DEL not in key)
+                or subject.isprintable()
+            ):
+                records.append(self._any(event, binary=binary, stamp=stamp))
+                continue
+            op = event.op
+            # One literal per shape: cheaper than adding the previous key-value's fields.
+            if prev is not None and (op is _UPDATE or op is _DELETE):
+                data = {
+                    "key": subject,
+                    "value": value_text,
+                    "prev_value": prev_text,
+                    "create_revision": event.create_revision,
+                    "mod_revision": event.mod_revision,
+                    "version": event.version,
+                    "lease": event.lease,
+                    "prev_create_revision": event.prev_create_revision,
+                    "prev_mod_revision": event.prev_mod_revision,
+                    "prev_version": event.prev_version,
+                    "prev_lease": event.prev_lease,
+                }
+            else:
+                data = {
+                    "key": subject,
+                    "value": value_text,
+                    "prev_value": prev_text,
+                    "create_revision": event.create_revision,
+                    "mod_revision": event.mod_revision,
+                    "version": event.version,
+                    "lease": event.lease,
+                }
+            if event.more:
+                data["more"] = True
+            if event.revision != revision:
+                revision = event.revision
+                revision_digits = b"%d" % revision
+            index = event.index
+            if index < _SMALL:
+                id_tail = (_SNAPSHOT_IDS if op in SNAPSHOT_OPS else _CHANGE_IDS)[index]
+                index_attribute = _INDEX_ATTRIBUTES[index]
+            else:
+                id_tail = b"%s%d" % (b"-s" if op in SNAPSHOT_OPS else b"-", index)
+                index_attribute = b'","index":%d' % index
+            if binary:
+                headers = self._binary_headers(event, revision_digits, id_tail)
+                records.append((headers, dumps(data)))
+                continue
+            records.append(
+                join(
+                    [
+                        id_head,
+                        revision_digits,
+                        id_tail,
+                        after_id[op],
+                        subject_json,
+                        timed,
+                        revision_digits,
+                        index_attribute,
+                        before_data,
+                        dumps(data),
+                        b"}",
+                    ]
+                )
+            )
+        return records
+
+    def _binary_headers(self, event: Event, revision_digits: bytes, id_tail: bytes) -> Headers:
+        """The ``ce_`` headers of the common event (``_records``)."""
         return [
             self._specversion_header,
-            (
-                "ce_id",
-                b"".join(
-                    [
-                        self._id_prefix_bytes,
-                        revision,
-                        b"-s" if event.op in SNAPSHOT_OPS else b"-",
-                        index,
-                    ]
-                ),
-            ),
+            ("ce_id", self._id_prefix_bytes + revision_digits + id_tail),
             self._source_header,
             ("ce_type", _TYPE_HEADERS[event.op]),
             # The subject is the key's own text, so its UTF-8 is the key's own bytes.
             ("ce_subject", event.key),
             ("ce_time", self._stamp_bytes),
             self._content_type_header,
-            ("ce_revision", revision),
-            ("ce_index", index),
+            ("ce_revision", revision_digits),
+            ("ce_index", b"%d" % event.index),
             self._pipeline_header,
-        ], orjson.dumps(data)
+        ]
 
-    @staticmethod
-    def _common_data(event: Event) -> tuple[dict[str, Any], bytes] | None:
-        """The ``data`` of the common event with ``values=bytes`` and its subject as JSON (the
-        structured record's): key and values UTF-8, the key a non-empty printable String
-        (``_printable``), not a marker. None for any other event, which ``_data`` handles
-        (the same fields, by the book, more slowly); the unit tests check the two against
-        each other."""
-        if event.reason is not None:
-            return None
-        key, value, prev = event.key, event.value, event.prev_value
-        try:
-            subject = key.decode()
-            if value is not None:
-                value_text = value.decode()
-            elif event.omitted_bytes is not None:  # tested only when there is no value
-                return None
-            else:
-                value_text = None
-            prev_text = None if prev is None else prev.decode()
-        except UnicodeDecodeError:
-            return None
-        if not subject:
-            return None
-        subject_json = orjson.dumps(subject)
-        if not _printable(subject, key, subject_json):
-            return None
-        op = event.op
-        # One literal per shape: cheaper than adding the previous key-value's fields.
-        if prev is not None and (op is _UPDATE or op is _DELETE):
-            data = {
-                "key": subject,
-                "value": value_text,
-                "prev_value": prev_text,
-                "create_revision": event.create_revision,
-                "mod_revision": event.mod_revision,
-                "version": event.version,
-                "lease": event.lease,
-                "prev_create_revision": event.prev_create_revision,
-                "prev_mod_revision": event.prev_mod_revision,
-                "prev_version": event.prev_version,
-                "prev_lease": event.prev_lease,
-            }
-        else:
-            data = {
-                "key": subject,
-                "value": value_text,
-                "prev_value": prev_text,
-                "create_revision": event.create_revision,
-                "mod_revision": event.mod_revision,
-                "version": event.version,
-                "lease": event.lease,
-            }
-        if event.more:
-            data["more"] = True
-        return data, subject_json
+    def _any(self, event: Event, *, binary: bool, stamp: str) -> Any:
+        """The general path's record of ``event`` in the content mode asked."""
+        return self._binary_any(event) if binary else self._encode_any(event, stamp=stamp)
 
     def _encode_any(self, event: Event, *, stamp: str) -> bytes:
         """``encode`` for every event, with ``stamp`` as its ``time``."""
@@ -506,23 +514,6 @@ class CloudEventsFormat(EventFormat):
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not an etcd-bridge CloudEvent: {error!r}") from error
-
-
-def _printable(subject: str, key: bytes, subject_json: bytes) -> bool:
-    """``subject.isprintable()`` (a printable subject is a CloudEvents String as it is), told
-    from ``key`` (its UTF-8) and ``subject_json`` (its JSON) where it can be: an ASCII key
-    whose JSON escapes nothing (orjson escapes every control character) and holds no DEL is
-    printable. Two byte searches cost a fraction of ``isprintable``, which took 7% of a
-    record's instructions."""
-    if key.isascii() and _BACKSLASH not in subject_json and _DEL not in key:
-        return True
-    return subject.isprintable()
-
-
-def _uncommon(event: Event) -> None:
-    """``_common_data`` with ``values=json``: no event is common, every one takes the general
-    path."""
-    del event
 
 
 def omitted_attributes(event: Event) -> dict[str, int]:
