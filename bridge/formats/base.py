@@ -93,6 +93,18 @@ class EventFormat(abc.ABC):
         the value. Formats without one (``has_binary_mode`` False) have no headers to add."""
         return [], self.record_value(event)
 
+    def record_values(self, batch: Sequence[Event]) -> Sequence[bytes | None]:
+        """``record_value`` of each event, in batch order: what a keyed sink (Kafka) calls once
+        per batch, as ``encode_batch`` for the others, so that a format may do once per batch
+        what ``record_value`` does per record."""
+        return list(map(self.record_value, batch))
+
+    def binary_batch(
+        self, batch: Sequence[Event]
+    ) -> Sequence[tuple[list[tuple[str, bytes]], bytes | None]]:
+        """``binary`` of each event, in batch order (see ``record_values``)."""
+        return list(map(self.binary, batch))
+
 
 Derived = TypeVar("Derived")
 

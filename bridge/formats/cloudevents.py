@@ -199,6 +199,14 @@ class CloudEventsFormat(EventFormat):
         which a compacted topic would take for a tombstone."""
         return self._records((event,), binary=True)[0]
 
+    def record_values(self, batch: Sequence[Event]) -> list[bytes]:
+        """``encode_batch``: a structured record is the whole event, markers included."""
+        return self.encode_batch(batch)
+
+    def binary_batch(self, batch: Sequence[Event]) -> list[tuple[Headers, bytes]]:
+        """``binary`` of each event, all with the same ``time``."""
+        return self._records(batch, binary=True)
+
     @overload
     def _records(self, batch: Sequence[Event], *, binary: Literal[False]) -> list[bytes]: ...
 

@@ -202,6 +202,13 @@ class DebeziumFormat(EventFormat):
             templates = self._own_templates()
         return orjson.dumps(self._document(event, self._clock.now(), templates))
 
+    def record_values(self, batch: Sequence[Event]) -> Sequence[bytes | None]:
+        """``encode_batch``'s records (one ``ts_ms``), unless the batch holds a marker, whose
+        value ``record_value`` leaves out."""
+        if any(event.type is _MARKER for event in batch):
+            return list(map(self.record_value, batch))
+        return self.encode_batch(batch)
+
     def _own_templates(self) -> "_Templates":
         """This thread's templates (``_templates``), made on its first call."""
         try:

@@ -222,6 +222,9 @@ class KafkaSink(Sink):
                 self._prepare_topics(sorted(fresh))
         tombstones = self.settings.tombstones
         record_key = self._format.record_key
+        # The changes' records, encoded for the batch at once (a format reads its clock and
+        # looks its parts up once); markers are encoded as they are broadcast.
+        records = iter(self._records([e for e in batch if e.type is not EventType.MARKER]))
         for event in batch:
             if event.type is EventType.MARKER:
                 self._broadcast(event)
@@ -240,7 +243,7 @@ class KafkaSink(Sink):
                 # co-partitioned with others keyed the same way.
                 key = record_key(event)
                 partition = partition_for(key, partitions=self._partitions[topic])
-                extra, value = self._record(event)
+                extra, value = next(records)
                 self._produce(topic, partition, event=event, key=key, value=value, extra=extra)
                 if tombstones and event.type is EventType.DELETE:
                     self._produce(
@@ -379,7 +382,7 @@ class KafkaSink(Sink):
 
     def _broadcast(self, marker: Event, *, topics: Iterable[str] | None = None) -> None:
         """A marker goes to every partition of every topic in use (or of ``topics``)."""
-        extra, value = self._record(marker)
+        ((extra, value),) = self._records([marker])
         extra = [*extra, *reason_header(marker)]
         key = self._format.record_key(marker)
         for topic in sorted(self._in_use) if topics is None else topics:
@@ -388,11 +391,14 @@ class KafkaSink(Sink):
                 if self._rejected is not None:
                     return
 
-    def _record(self, event: Event) -> tuple[Sequence[tuple[str, bytes]], bytes | None]:
-        """The format's headers (binary content mode) and value of ``event``'s record."""
+    def _records(
+        self, events: Sequence[Event]
+    ) -> Sequence[tuple[Sequence[tuple[str, bytes]], bytes | None]]:
+        """The format's headers (binary content mode) and value of each event's record."""
         if self._binary:
-            return self._format.binary(event)
-        return self._structured_headers, self._format.record_value(event)
+            return self._format.binary_batch(events)
+        headers = self._structured_headers
+        return [(headers, value) for value in self._format.record_values(events)]
 
     def _produce(
         self,

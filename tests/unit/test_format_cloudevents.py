@@ -609,6 +609,9 @@ def test_a_batch_is_its_events_records_with_one_time(
     monkeypatch.setattr("bridge.formats.cloudevents.time_ns", lambda: 1_764_480_000_123_000_000)
     assert record_format.encode_batch(events) == [record_format.encode(e) for e in events]
     assert record_format.encode_batch([]) == []
+    # The Kafka sink's batches, in each content mode.
+    assert record_format.record_values(events) == [record_format.record_value(e) for e in events]
+    assert record_format.binary_batch(events) == [record_format.binary(e) for e in events]
 
 
 def test_the_fast_path_tells_printable_keys_as_the_general_path_does() -> None:

@@ -678,3 +678,26 @@ def test_a_binary_prefix_is_readable_in_the_source_block() -> None:
     format_ = DebeziumFormat(binary, OutputSettings(format=FormatName.DEBEZIUM))
     document = payload_of(format_.encode(create(b"/b/x")))
     assert document["source"]["prefix"] == "/a\\xff/,/b/"
+
+
+@pytest.mark.parametrize("with_marker", [False, True], ids=["changes", "with a marker"])
+def test_record_values_are_each_events_record_value(with_marker: bool) -> None:
+    """The Kafka sink's values of a batch: ``encode_batch``'s records, with one clock read,
+    but a marker's value is left out (None) as ``record_value`` leaves it out."""
+    format_ = debezium()
+    events = [create(), update(), delete(), *transaction()]
+    if with_marker:
+        events = snapshot(2)[:1] + events
+    values = format_.record_values(events)
+    assert len(values) == len(events)
+    for value, event in zip(values, events, strict=True):
+        alone = format_.record_value(event)
+        if alone is None:
+            assert value is None
+            continue
+        assert value is not None
+        documents = [payload_of(value), payload_of(alone)]
+        for document in documents:
+            document["ts_ms"] = document["source"]["ts_ms"] = 0
+        assert documents[0] == documents[1]
+    assert (None in values) is with_marker
