@@ -34,8 +34,18 @@ Target: at most 15% slower than native (ratio >= 0.87). Beside it, the CPU of th
 of start-up) and the sink's server together over native's: where a format's cost goes when
 the rate misses.
 
+With ``--instructions`` each sink and format is replayed once more, into a target of its own,
+with the bridge under valgrind's callgrind (``bench.instructions``), and the bridge is started
+once more the same way on the caught-up target until it watches: the difference of the two
+counts per event is the bridge's own work per event, all its threads, net of starting and
+stopping. Unlike a rate or CPU-seconds on 2 shared cores, the count repeats run after run
+(within 0.5% here), so a format's cost over native's reads off one run. It leaves out what the
+rates include: the sink's server storing bigger records on the same cores, and time that is
+not instructions (cache misses). Target: at most 15% more than native's (ratio <= 1.15).
+About 40 s per replay of 50,000 events, plus 20 s per start-up.
+
     .venv/bin/python -m bench.burst [--transactions 2000] [--sinks file,kafka,redis]
-        [--formats native,debezium,cloudevents]
+        [--formats native,debezium,cloudevents] [--instructions]
 """
 
 import argparse
@@ -64,6 +74,7 @@ from bench.common import (
     verdict,
     write_transactions,
 )
+from bench.instructions import Callgrind
 from tests.sinks.base import Destination
 
 PREFIX = "/burst/"
@@ -71,6 +82,9 @@ TARGET_RATES = {"kafka": 50_000, "redis": 50_000, "nats": 30_000, "postgres": 30
 """events/s per sink; the file sink has none."""
 FORMAT_COST = 1.15
 """A non-native format may take at most 15% longer than native for the same replay."""
+COUNTED_TIMEOUT = 1800.0
+"""Seconds a replay or a start-up under callgrind may take: it runs the bridge 30-60 times
+slower than without."""
 NATIVE = "native"
 TXN_KEYS = 100
 WATCHING = " watching "
@@ -239,9 +253,11 @@ def replay_into(
     name: str,
     *,
     attach: Callable[[Bridge], Callable[[], None]] | None = None,
+    place: Callgrind | None = None,
 ) -> Delivery:
     """Replay the history with the bridge ``name`` into its targets, timed from its log
-    saying it watches (the first pipeline to say so) to the last event in every target."""
+    saying it watches (the first pipeline to say so) to the last event in every target;
+    under ``place`` (callgrind) if given, with the time that takes."""
     positioned = history.bridges[name]
     return deliver(
         lab,
@@ -252,6 +268,8 @@ def replay_into(
         mark=WATCHING,
         attach=attach,
         settings=positioned.setup.settings,
+        place=place,
+        timeout=240 if place is None else COUNTED_TIMEOUT,
     )
 
 
@@ -274,12 +292,7 @@ def replay(
     delivery = replay_into(lab, history, name, attach=attach)
     server_cpu = None if popen is None else process_tree_cpu_seconds(popen.pid) - server_cpu_before
     if startup_cpu is None:
-        # the start-up cost alone: the same bridge on the caught-up sink, until it watches
-        positioned = history.bridges[name]
-        again = lab.bridge(
-            positioned.targets, prefix=history.prefix, name=name, **positioned.setup.settings
-        ).start()
-        again.wait_log(WATCHING, timeout=60)
+        again = start_again(lab, history, name)
         startup_cpu = again.cpu_seconds()
         again.stop()
     return Replay(
@@ -291,6 +304,55 @@ def replay(
         startup_cpu_seconds=startup_cpu,
         peak_rss_mib=delivery.peak_rss_mib,
         server_cpu_seconds=server_cpu,
+    )
+
+
+def start_again(lab: Lab, history: History, name: str, *, place: Callgrind | None = None) -> Bridge:
+    """The bridge ``name`` started once more on its caught-up targets and waited for until it
+    watches: what starting costs, without the replay (stopping it is the caller's)."""
+    positioned = history.bridges[name]
+    again = lab.bridge(
+        positioned.targets,
+        prefix=history.prefix,
+        name=name,
+        place=place,
+        **positioned.setup.settings,
+    ).start()
+    again.wait_log(WATCHING, timeout=60 if place is None else COUNTED_TIMEOUT)
+    return again
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One replay of a variant with the bridge under callgrind, and one start-up alone."""
+
+    variant: Variant
+    events: int
+    replay_instructions: int
+    """Start, replay, stop."""
+    startup_instructions: int
+    """Start until it watches, stop."""
+
+    @property
+    def per_event(self) -> float:
+        """Instructions per event, net of starting and stopping."""
+        return (self.replay_instructions - self.startup_instructions) / self.events
+
+
+def counted_replay(lab: Lab, history: History, variant: Variant, *, attempt: int) -> Counted:
+    """Replay the history into ``variant``'s ``attempt``-th target with the bridge under
+    callgrind, then start it once more (the same way) on the caught-up target until it
+    watches, and count the instructions of both (``bench.instructions``)."""
+    name = _name(variant, attempt)
+    counts = lab.directory("callgrind")
+    replayed, started = (Callgrind(counts / f"{name}.{run}") for run in ("replay", "startup"))
+    replay_into(lab, history, name, place=replayed)
+    start_again(lab, history, name, place=started).stop()
+    return Counted(
+        variant=variant,
+        events=history.events,
+        replay_instructions=replayed.instructions(),
+        startup_instructions=started.instructions(),
     )
 
 
@@ -348,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[NATIVE],
         help="record formats to replay each sink in (default: native); the first must be native",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also replay each sink and format once with the bridge under valgrind's "
+        "callgrind, and compare the instructions it executes per event (bench.instructions)",
+    )
     add_common_arguments(parser)
     arguments = parser.parse_args(argv)
     if arguments.formats[0] != NATIVE:
@@ -359,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     with Lab.for_run("burst", arguments) as lab:
         history = prepare(
             lab,
-            setups(variants, repeat=arguments.repeat),
+            setups(variants, repeat=arguments.repeat + arguments.instructions),
             keys=arguments.keys,
             transactions=arguments.transactions,
         )
@@ -405,6 +473,12 @@ def main(argv: list[str] | None = None) -> None:
                 if bare is not None:
                     print(f"  {variant.sink}, {bare.client}: {bare.rate:,.0f} events/s", flush=True)
                     bares.setdefault(variant, []).append(bare)
+        counted = {
+            variant: counted_replay(lab, history, variant, attempt=arguments.repeat)
+            for variant in (variants if arguments.instructions else [])
+        }
+        for variant, count in counted.items():
+            print(f"  bridge → {variant.label}: {count.per_event:,.0f} instructions per event")
     print()
     rows: list[list[object]] = [
         [
@@ -502,7 +576,38 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{v.label} {r[0].startup_cpu_seconds:.2f} s" for v, r in replays.items())
         + f"; total {clock}"
     )
+    if counted:
+        print_counts(counted)
     print(lab.load_summary)
+
+
+def print_counts(counted: Mapping[Variant, Counted]) -> None:
+    """The table of the replays under callgrind: each format's instructions per event over
+    its sink's native's, against the same target as the rates."""
+    rows: list[list[object]] = []
+    for variant, count in counted.items():
+        native = counted[Variant(variant.sink)].per_event
+        ratio = count.per_event / native
+        rows.append(
+            [
+                f"bridge → {variant.label}",
+                f"{count.per_event:,.0f}",
+                f"{count.startup_instructions / 1e6:,.0f}",
+                "-"
+                if variant.format == NATIVE
+                else f"{ratio:.3f} of native's {verdict(ratio <= FORMAT_COST)} (<= {FORMAT_COST})",
+            ]
+        )
+    print()
+    print_table(
+        [
+            "consumer (under callgrind)",
+            "instructions per event, net of start-up",
+            "start-up and stop (M instructions)",
+            "target (formats: vs native)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

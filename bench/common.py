@@ -58,7 +58,7 @@ from config.keyspace import prefix_range
 from config.pump import PumpSettings
 from tests.fixtures.bridge import BridgeProcess
 from tests.fixtures.etcd import EtcdServer, etcdctl_binary, prefix_watch
-from tests.fixtures.processes import wait_for
+from tests.fixtures.processes import Place, wait_for
 from tests.sinks import SINKS as KINDS
 from tests.sinks.base import Destination, SinkReader, SinkServer
 
@@ -215,10 +215,12 @@ class Lab:
         *,
         prefix: str,
         name: str,
+        place: Place | None = None,
         **settings: str,
     ) -> "Bridge":
         """A bridge (not started yet) streaming ``prefix`` into ``target``, or into several
-        targets of different sinks at once (one pipeline each, in one process). In the values
+        targets of different sinks at once (one pipeline each, in one process), started
+        through ``place``'s launcher if given (``Callgrind``). In the values
         of the run's extra variables, ``{lab}`` becomes the run's directory and ``{name}`` the
         bridge's name: ``BRIDGE_X__PATH={lab}/x-{name}`` gives every bridge name a directory of
         its own, kept across its restarts and removed with the run."""
@@ -243,7 +245,9 @@ class Lab:
         if self.bridge_code is not None:
             env["PYTHONPATH"] = str(self.bridge_code.resolve())
         self._processes += 1
-        bridge = Bridge(env=env, workdir=self.directory("bridge"), number=self._processes)
+        bridge = Bridge(
+            env=env, workdir=self.directory("bridge"), number=self._processes, place=place
+        )
         self.on_exit(bridge.process.stop)
         return bridge
 
@@ -304,8 +308,10 @@ class MachineLoad:
 class Bridge:
     """``python -m bridge run``, with its CPU time and peak memory read from /proc."""
 
-    def __init__(self, *, env: dict[str, str], workdir: Path, number: int) -> None:
-        self.process = BridgeProcess(env=env, workdir=workdir, number=number)
+    def __init__(
+        self, *, env: dict[str, str], workdir: Path, number: int, place: Place | None = None
+    ) -> None:
+        self.process = BridgeProcess(env=env, workdir=workdir, number=number, place=place)
         self.started_at = 0.0
 
     def start(self) -> "Bridge":
@@ -530,16 +536,19 @@ def deliver(
     timeout: float = 240,
     attach: Callable[[Bridge], Callable[[], None]] | None = None,
     settings: Mapping[str, str] | None = None,
+    place: Place | None = None,
 ) -> Delivery:
     """Start a bridge named ``name`` streaming ``prefix`` into ``targets`` (one process, a
     pipeline each), wait until each target holds its ``records`` (polled every 5 ms), read the
     bridge's CPU time and peak RSS, and stop it. ``settings``: extra variables of this bridge;
     ``mark``: see ``await_records``. ``attach``
     (a profiler) is called with the started bridge and returns what to call once every record
-    is in, before the bridge is stopped."""
+    is in, before the bridge is stopped. ``place``: where the bridge runs (``Lab.bridge``)."""
     readers = [target.reader() for target in targets]
     try:
-        bridge = lab.bridge(targets, prefix=prefix, name=name, **(settings or {})).start()
+        bridge = lab.bridge(
+            targets, prefix=prefix, name=name, place=place, **(settings or {})
+        ).start()
         detach = attach(bridge) if attach is not None else None
         marked_at, seen = await_records(
             bridge, readers, records=records, timeout=timeout, mark=mark
